@@ -1,0 +1,91 @@
+// Command seb is the Sovereign Execution Broker for Terraform. This binary
+// summarizes, digests and compares plans; see `seb help`.
+//
+// Exit codes: 0 success (for compare: the summaries are the same), 1 the
+// summaries diverged (compare only), 2 an error (bad input, bad flags).
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Exit codes, documented in the README.
+const (
+	exitOK       = 0
+	exitDiverged = 1
+	exitError    = 2
+)
+
+// errDiverged makes compare exit with exitDiverged after printing its report.
+var errDiverged = errors.New("the summaries diverge")
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+// run executes the command line args and returns the exit code.
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	root := newRootCommand(stdin, stdout, stderr)
+	root.SetArgs(args)
+	err := root.Execute()
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errDiverged):
+		return exitDiverged
+	default:
+		fmt.Fprintf(stderr, "seb: %v\n", err)
+		return exitError
+	}
+}
+
+func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
+	root := &cobra.Command{
+		Use:   "seb",
+		Short: "seb certifies Terraform plans and applies exactly what was certified",
+		Long: `seb, the Sovereign Execution Broker for Terraform, turns a plan into a canonical
+resource-diff summary with a digest, so that what is applied can be held to
+exactly what was certified.
+
+Every flag can also be set with an environment variable: --key-file is
+SEB_KEY_FILE, --no-color is SEB_NO_COLOR, and so on.`,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return flagsFromEnv(cmd.Flags())
+		},
+	}
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return fmt.Errorf("%w\nRun '%s --help' for usage", err, cmd.CommandPath())
+	})
+	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand())
+	return root
+}
+
+// flagsFromEnv sets every flag not given on the command line from its
+// SEB_* environment variable (--key-file ← SEB_KEY_FILE).
+func flagsFromEnv(flags *pflag.FlagSet) error {
+	var err error
+	flags.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed || f.Name == "help" {
+			return
+		}
+		name := "SEB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if serr := flags.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s: %w", name, serr)
+			}
+		}
+	})
+	return err
+}

@@ -1,0 +1,207 @@
+package planparse
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+// MarshalJSON writes the summary's canonical JSON.
+func (s *Summary) MarshalJSON() ([]byte, error) { return s.Canonical(), nil }
+
+// MarshalJSON writes the resource change as it appears in canonical JSON.
+func (r ResourceChange) MarshalJSON() ([]byte, error) { return r.appendCanonical(nil), nil }
+
+// MarshalJSON writes the output change as it appears in canonical JSON.
+func (o OutputChange) MarshalJSON() ([]byte, error) { return o.appendCanonical(nil), nil }
+
+// MarshalJSON writes the attribute change as it appears in canonical JSON.
+func (c AttributeChange) MarshalJSON() ([]byte, error) {
+	buf := append([]byte(`{"after":`), appendValue(nil, c.After)...)
+	buf = append(buf, `,"before":`...)
+	buf = appendValue(buf, c.Before)
+	buf = append(buf, `,"path":`...)
+	buf = appendPath(buf, c.Path)
+	return append(buf, '}'), nil
+}
+
+// MarshalJSON writes the unknown marker.
+func (Unknown) MarshalJSON() ([]byte, error) { return appendValue(nil, Unknown{}), nil }
+
+// MarshalJSON writes the sensitive marker with its digest.
+func (s Sensitive) MarshalJSON() ([]byte, error) { return appendValue(nil, s), nil }
+
+// summaryJSON mirrors the canonical layout for decoding.
+type summaryJSON struct {
+	Version   *int `json:"version"`
+	Resources []struct {
+		Address         string          `json:"address"`
+		PreviousAddress string          `json:"previous_address"`
+		ModuleAddress   string          `json:"module_address"`
+		Mode            string          `json:"mode"`
+		Type            string          `json:"type"`
+		Name            string          `json:"name"`
+		Index           any             `json:"index"`
+		Deposed         string          `json:"deposed"`
+		Provider        string          `json:"provider"`
+		Action          Action          `json:"action"`
+		ReplaceOrder    ReplaceOrder    `json:"replace_order"`
+		ActionReason    string          `json:"action_reason"`
+		ReplacePaths    [][]any         `json:"replace_paths"`
+		ImportID        string          `json:"import_id"`
+		Changes         []attributeJSON `json:"changes"`
+	} `json:"resources"`
+	Outputs []struct {
+		Name   string `json:"name"`
+		Action Action `json:"action"`
+		Before any    `json:"before"`
+		After  any    `json:"after"`
+	} `json:"outputs"`
+}
+
+type attributeJSON struct {
+	Path   []any `json:"path"`
+	Before any   `json:"before"`
+	After  any   `json:"after"`
+}
+
+// UnmarshalJSON reads a summary written by MarshalJSON (in any key order or
+// spacing) and validates it. It returns an error for unknown members, a
+// different summary version, or anything Validate refuses.
+func (s *Summary) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	var raw summaryJSON
+	if err := dec.Decode(&raw); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	if raw.Version == nil || *raw.Version != SummaryVersion {
+		return fmt.Errorf("summary: version is not %d", SummaryVersion)
+	}
+	out := Summary{Resources: make([]ResourceChange, 0, len(raw.Resources)), Outputs: make([]OutputChange, 0, len(raw.Outputs))}
+	for _, r := range raw.Resources {
+		rc := ResourceChange{
+			Address: r.Address, PreviousAddress: r.PreviousAddress, ModuleAddress: r.ModuleAddress,
+			Mode: r.Mode, Type: r.Type, Name: r.Name, Index: r.Index, Deposed: r.Deposed,
+			Provider: r.Provider, Action: r.Action, ReplaceOrder: r.ReplaceOrder,
+			ActionReason: r.ActionReason, ImportID: r.ImportID,
+			Changes: make([]AttributeChange, 0, len(r.Changes)),
+		}
+		for _, p := range r.ReplacePaths {
+			path, err := decodePath(p)
+			if err != nil {
+				return fmt.Errorf("summary: %s: replace path: %w", r.Address, err)
+			}
+			rc.ReplacePaths = append(rc.ReplacePaths, path)
+		}
+		for _, c := range r.Changes {
+			ac, err := decodeAttribute(c)
+			if err != nil {
+				return fmt.Errorf("summary: %s: %w", r.Address, err)
+			}
+			rc.Changes = append(rc.Changes, ac)
+		}
+		out.Resources = append(out.Resources, rc)
+	}
+	for _, o := range raw.Outputs {
+		before, err := decodeValue(o.Before)
+		if err != nil {
+			return fmt.Errorf("summary: output %s: before: %w", o.Name, err)
+		}
+		after, err := decodeValue(o.After)
+		if err != nil {
+			return fmt.Errorf("summary: output %s: after: %w", o.Name, err)
+		}
+		out.Outputs = append(out.Outputs, OutputChange{Name: o.Name, Action: o.Action, Before: before, After: after})
+	}
+	if err := out.Validate(); err != nil {
+		return fmt.Errorf("summary: %w", err)
+	}
+	*s = out
+	return nil
+}
+
+func decodeAttribute(c attributeJSON) (AttributeChange, error) {
+	path, err := decodePath(c.Path)
+	if err != nil {
+		return AttributeChange{}, fmt.Errorf("path: %w", err)
+	}
+	before, err := decodeValue(c.Before)
+	if err != nil {
+		return AttributeChange{}, fmt.Errorf("%s: before: %w", path, err)
+	}
+	after, err := decodeValue(c.After)
+	if err != nil {
+		return AttributeChange{}, fmt.Errorf("%s: after: %w", path, err)
+	}
+	return AttributeChange{Path: path, Before: before, After: after}, nil
+}
+
+func decodePath(steps []any) (Path, error) {
+	p := make(Path, len(steps))
+	for i, st := range steps {
+		switch st := st.(type) {
+		case string:
+			p[i] = st
+		case json.Number:
+			n, err := strconv.Atoi(st.String())
+			if err != nil || n < 0 {
+				return nil, fmt.Errorf("step %q is not an index", st.String())
+			}
+			p[i] = n
+		default:
+			return nil, fmt.Errorf("step of type %T", st)
+		}
+	}
+	return p, nil
+}
+
+// decodeValue turns a decoded canonical value back into a value tree:
+// markers become Unknown and Sensitive, escaped member names lose their
+// extra "$".
+func decodeValue(v any) (any, error) {
+	switch v := v.(type) {
+	case map[string]any:
+		if len(v) == 1 {
+			if u, ok := v[unknownKey]; ok {
+				if b, ok := u.(bool); !ok || !b {
+					return nil, fmt.Errorf("malformed unknown marker")
+				}
+				return Unknown{}, nil
+			}
+			if s, ok := v[sensitiveKey]; ok {
+				digest, ok := s.(string)
+				if !ok {
+					return nil, fmt.Errorf("malformed sensitive marker")
+				}
+				return Sensitive{Digest: digest}, nil
+			}
+		}
+		out := make(map[string]any, len(v))
+		for k, e := range v {
+			name, ok := unescapeKey(k)
+			if !ok {
+				return nil, fmt.Errorf("unexpected marker %q", k)
+			}
+			d, err := decodeValue(e)
+			if err != nil {
+				return nil, err
+			}
+			out[name] = d
+		}
+		return out, nil
+	case []any:
+		for i, e := range v {
+			d, err := decodeValue(e)
+			if err != nil {
+				return nil, err
+			}
+			v[i] = d
+		}
+		return v, nil
+	default:
+		return v, nil
+	}
+}

@@ -1,0 +1,391 @@
+// Package planparse turns Terraform plan JSON (the output of
+// `terraform show -json PLANFILE`, from Terraform 0.12 onwards and OpenTofu)
+// into seb's canonical resource-diff summary, its digest, a structured
+// divergence between two summaries, and a human rendering.
+//
+// The summary is the primitive every seb guarantee rests on: the same
+// planned changes always give the same canonical bytes and digest, whatever
+// the key order, whitespace or number spelling of the input, and any real
+// difference gives a different digest. Sensitive values never appear in
+// clear: they become a keyed digest (HMAC-SHA256 under a caller's key).
+package planparse
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+
+	tfjson "github.com/hashicorp/terraform-json"
+)
+
+// DefaultMaxBytes is the largest plan JSON Parse reads unless told otherwise.
+const DefaultMaxBytes = 256 << 20
+
+// Errors returned by Parse, to test with errors.Is. Each is wrapped in a
+// message that says what exactly was wrong.
+var (
+	ErrTooLarge           = errors.New("plan JSON is too large")
+	ErrBinaryPlan         = errors.New("saved binary plan file, not plan JSON")
+	ErrNotJSON            = errors.New("not JSON")
+	ErrTruncated          = errors.New("plan JSON is truncated")
+	ErrNotPlan            = errors.New("not a Terraform plan")
+	ErrUnsupportedVersion = errors.New("unsupported plan format_version")
+	ErrMalformed          = errors.New("malformed plan")
+	ErrErrored            = errors.New("the plan errored")
+)
+
+// Options configure Parse.
+type Options struct {
+	// SensitiveKey is the HMAC key under which sensitive values are
+	// digested. Required; a summary is only comparable with another made
+	// under the same key.
+	SensitiveKey []byte
+	// MaxBytes limits the size of the plan JSON; 0 means DefaultMaxBytes.
+	MaxBytes int64
+}
+
+// Valid reports whether the options can be used.
+func (o Options) Valid() error {
+	if len(o.SensitiveKey) == 0 {
+		return errors.New("planparse: Options.SensitiveKey is empty")
+	}
+	if o.MaxBytes < 0 {
+		return errors.New("planparse: Options.MaxBytes is negative")
+	}
+	return nil
+}
+
+func (o Options) maxBytes() int64 {
+	if o.MaxBytes == 0 {
+		return DefaultMaxBytes
+	}
+	return o.MaxBytes
+}
+
+// A Plan is what seb keeps of a plan JSON: its versions, the summary of its
+// changes and the summary of the drift Terraform detected while refreshing.
+type Plan struct {
+	FormatVersion    string
+	TerraformVersion string
+	Summary          *Summary
+	// Digest is Summary.Digest().
+	Digest string
+	// Drift holds the plan's resource_drift entries (changes made outside
+	// Terraform since the last apply), summarized like Summary.Resources.
+	// Drift is not part of the digest: whether it matters is the execution
+	// rule's decision.
+	Drift []ResourceChange
+}
+
+// Parse reads one plan JSON document from r and summarizes it. It reads r
+// as a stream, holding at most one top-level member of the plan at a time,
+// so memory stays close to the size of the summary.
+//
+// Parse returns an error wrapping ErrTooLarge, ErrBinaryPlan, ErrNotJSON,
+// ErrTruncated, ErrNotPlan, ErrUnsupportedVersion, ErrMalformed or ErrErrored
+// for bad input, and any error of r itself.
+func Parse(r io.Reader, opts Options) (*Plan, error) {
+	if err := opts.Valid(); err != nil {
+		return nil, err
+	}
+	limit := opts.maxBytes()
+	counted := &countingReader{r: io.LimitReader(r, limit+1)}
+	buffered := bufio.NewReaderSize(counted, 64<<10)
+	head, _ := buffered.Peek(4)
+	if bytes.HasPrefix(head, []byte("PK\x03\x04")) {
+		return nil, fmt.Errorf("%w: this is a zip archive as `terraform plan -out` writes; convert it with `terraform show -json FILE`", ErrBinaryPlan)
+	}
+	d := &planDecoder{
+		dec:   json.NewDecoder(buffered),
+		sum:   &summarizer{key: opts.SensitiveKey},
+		count: counted,
+	}
+	d.dec.UseNumber()
+	plan, err := d.decode()
+	if counted.n > limit {
+		return nil, fmt.Errorf("%w: over the %s limit", ErrTooLarge, formatBytes(limit))
+	}
+	if counted.err != nil {
+		return nil, fmt.Errorf("read plan: %w", counted.err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return plan, nil
+}
+
+type countingReader struct {
+	r   io.Reader
+	n   int64
+	err error // the first error of r other than io.EOF
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
+	return n, err
+}
+
+func formatBytes(n int64) string {
+	switch {
+	case n >= 1<<20 && n%(1<<20) == 0:
+		return fmt.Sprintf("%d MiB", n>>20)
+	case n >= 1<<10 && n%(1<<10) == 0:
+		return fmt.Sprintf("%d KiB", n>>10)
+	default:
+		return fmt.Sprintf("%d-byte", n)
+	}
+}
+
+type planDecoder struct {
+	dec   *json.Decoder
+	sum   *summarizer
+	count *countingReader
+
+	formatVersion    *string
+	terraformVersion string
+	errored          bool
+	members          map[string]bool
+	resources        []ResourceChange
+	drift            []ResourceChange
+	outputs          []OutputChange
+}
+
+func (d *planDecoder) decode() (*Plan, error) {
+	tok, err := d.dec.Token()
+	if err == io.EOF {
+		return nil, fmt.Errorf("%w: the input is empty", ErrNotJSON)
+	}
+	if err != nil {
+		return nil, d.readError(err)
+	}
+	if delim, ok := tok.(json.Delim); !ok || delim != '{' {
+		return nil, fmt.Errorf("%w: the top-level JSON value is %s, not an object", ErrNotPlan, describeToken(tok))
+	}
+	d.members = map[string]bool{}
+	for d.dec.More() {
+		tok, err := d.dec.Token()
+		if err != nil {
+			return nil, d.readError(err)
+		}
+		name, _ := tok.(string)
+		if d.members[name] {
+			return nil, fmt.Errorf("%w: member %q appears twice", ErrMalformed, name)
+		}
+		d.members[name] = true
+		if err := d.member(name); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := d.dec.Token(); err != nil {
+		return nil, d.readError(err)
+	}
+	if _, err := d.dec.Token(); err != io.EOF {
+		if err != nil {
+			return nil, d.readError(err)
+		}
+		return nil, fmt.Errorf("%w: unexpected data after the plan JSON at byte %d", ErrNotJSON, d.dec.InputOffset())
+	}
+	if err := d.checkPlan(); err != nil {
+		return nil, err
+	}
+	d.sum.scrubSummary(d.resources, d.drift, d.outputs)
+	sortResources(d.resources)
+	sortResources(d.drift)
+	if err := unique(d.resources); err != nil {
+		return nil, err
+	}
+	summary := &Summary{Resources: d.resources, Outputs: d.outputs}
+	if summary.Resources == nil {
+		summary.Resources = []ResourceChange{}
+	}
+	if summary.Outputs == nil {
+		summary.Outputs = []OutputChange{}
+	}
+	return &Plan{
+		FormatVersion:    *d.formatVersion,
+		TerraformVersion: d.terraformVersion,
+		Summary:          summary,
+		Digest:           summary.Digest(),
+		Drift:            d.drift,
+	}, nil
+}
+
+// member decodes the value of the top-level member name.
+func (d *planDecoder) member(name string) error {
+	switch name {
+	case "format_version":
+		var v string
+		if err := d.value(name, &v); err != nil {
+			return err
+		}
+		d.formatVersion = &v
+		return d.checkVersion()
+	case "terraform_version":
+		return d.value(name, &d.terraformVersion)
+	case "errored":
+		return d.value(name, &d.errored)
+	case "resource_changes":
+		return d.resourceList(name, &d.resources)
+	case "resource_drift":
+		return d.resourceList(name, &d.drift)
+	case "output_changes":
+		var changes map[string]*tfjson.Change
+		if err := d.value(name, &changes); err != nil {
+			return err
+		}
+		for outName, c := range changes {
+			o, keep, err := d.sum.outputChange(outName, c)
+			if err != nil {
+				return fmt.Errorf("%w: %w", ErrMalformed, err)
+			}
+			if keep {
+				d.outputs = append(d.outputs, o)
+			}
+		}
+		sortOutputs(d.outputs)
+		return nil
+	default:
+		// planned_values, prior_state, configuration and the rest carry
+		// nothing the summary needs; skip them without building them.
+		return d.value(name, &skipped{})
+	}
+}
+
+// resourceList decodes a list of resource changes one element at a time and
+// summarizes each, so the raw values of only one change are alive at once.
+func (d *planDecoder) resourceList(name string, into *[]ResourceChange) error {
+	tok, err := d.dec.Token()
+	if err != nil {
+		return d.readError(err)
+	}
+	if tok == nil {
+		return nil
+	}
+	if delim, ok := tok.(json.Delim); !ok || delim != '[' {
+		return fmt.Errorf("%w: %s is %s, not a list", ErrMalformed, name, describeToken(tok))
+	}
+	for i := 0; d.dec.More(); i++ {
+		var rc tfjson.ResourceChange
+		if err := d.value(fmt.Sprintf("%s[%d]", name, i), &rc); err != nil {
+			return err
+		}
+		entry, keep, err := d.sum.resourceChange(&rc)
+		if err != nil {
+			return fmt.Errorf("%w: %s[%d]: %w", ErrMalformed, name, i, err)
+		}
+		if keep {
+			*into = append(*into, entry)
+		}
+	}
+	_, err = d.dec.Token()
+	if err != nil {
+		return d.readError(err)
+	}
+	return nil
+}
+
+func (d *planDecoder) value(name string, v any) error {
+	if err := d.dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			where := name
+			if te.Field != "" {
+				where += "." + te.Field
+			}
+			return fmt.Errorf("%w: %s: a JSON %s cannot be read as %s", ErrMalformed, where, te.Value, te.Type)
+		}
+		return d.readError(err)
+	}
+	return nil
+}
+
+// readError translates a decoding error into one of Parse's errors.
+func (d *planDecoder) readError(err error) error {
+	var se *json.SyntaxError
+	switch {
+	case d.count.err != nil:
+		return fmt.Errorf("read plan: %w", d.count.err)
+	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
+		return fmt.Errorf("%w: the input ends after %d bytes, inside the JSON document", ErrTruncated, d.count.n)
+	case errors.As(err, &se):
+		return fmt.Errorf("%w: %s (at byte %d)", ErrNotJSON, se.Error(), se.Offset)
+	default:
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+}
+
+func (d *planDecoder) checkVersion() error {
+	v := *d.formatVersion
+	if v == "" {
+		return fmt.Errorf("%w: format_version is empty", ErrNotPlan)
+	}
+	if err := (&tfjson.Plan{FormatVersion: v}).Validate(); err != nil {
+		return fmt.Errorf("%w %q: seb reads plan format %s", ErrUnsupportedVersion, v, tfjson.PlanFormatVersionConstraints)
+	}
+	return nil
+}
+
+// checkPlan tells a plan from other JSON once the whole document is read.
+func (d *planDecoder) checkPlan() error {
+	isPlan := d.members["planned_values"] || d.members["resource_changes"] || d.members["output_changes"]
+	switch {
+	case d.formatVersion == nil && !isPlan:
+		return fmt.Errorf("%w: it has no format_version and no planned changes", ErrNotPlan)
+	case !isPlan && d.members["values"]:
+		return fmt.Errorf("%w: this is Terraform state JSON (it has \"values\", not \"planned_values\"); seb needs `terraform show -json PLANFILE`", ErrNotPlan)
+	case !isPlan && d.members["provider_schemas"]:
+		return fmt.Errorf("%w: this is provider schema JSON", ErrNotPlan)
+	case !isPlan:
+		return fmt.Errorf("%w: it has no planned_values, resource_changes or output_changes", ErrNotPlan)
+	case d.formatVersion == nil:
+		return fmt.Errorf("%w: format_version is missing", ErrNotPlan)
+	case d.errored:
+		return fmt.Errorf("%w: Terraform could not finish this plan, so it is not a complete description of the change", ErrErrored)
+	}
+	return nil
+}
+
+func unique(rs []ResourceChange) error {
+	for i := 1; i < len(rs); i++ {
+		if rs[i].Address == rs[i-1].Address && rs[i].Deposed == rs[i-1].Deposed {
+			return fmt.Errorf("%w: resource change %s appears twice", ErrMalformed, rs[i].Key())
+		}
+	}
+	return nil
+}
+
+func sortOutputs(os []OutputChange) {
+	sort.Slice(os, func(i, j int) bool { return lessUTF16(os[i].Name, os[j].Name) })
+}
+
+func describeToken(tok any) string {
+	switch t := tok.(type) {
+	case json.Delim:
+		if t == '[' {
+			return "a list"
+		}
+		return fmt.Sprintf("%q", string(t))
+	case string:
+		return "a string"
+	case json.Number, float64:
+		return "a number"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return fmt.Sprintf("%T", tok)
+}
+
+// skipped consumes a JSON value without building it.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
