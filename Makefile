@@ -1,0 +1,48 @@
+# seb: `make run` to see it work, `make test` to prove it.
+
+GO        ?= go
+BIN       := bin/seb
+# The Terraform binary for tests: SEB_TERRAFORM, else terraform on PATH, else
+# Terraform 1.5.7 built from the Go module proxy (see scripts/terraform.sh).
+TERRAFORM  = $(shell ./scripts/terraform.sh)
+BENCHTIME ?= 5x
+
+.PHONY: all build test bench lint fmt terraform run fuzz clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/seb
+
+terraform:
+	@./scripts/terraform.sh
+
+test: build
+	@tf=$$(./scripts/terraform.sh) && echo "terraform: $$tf" && \
+	SEB_TERRAFORM="$$tf" $(GO) test -count=1 ./...
+
+bench:
+	@tf=$$(./scripts/terraform.sh) && \
+	SEB_TERRAFORM="$$tf" $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+
+# Each fuzz target for a short while; FUZZTIME=10m for a long run.
+FUZZTIME ?= 30s
+fuzz:
+	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzCanonicalNumber$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzSummaryJSON$$' -fuzztime $(FUZZTIME)
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+# For now: the summary of an example plan made by the real Terraform binary.
+run: build
+	$(BIN) summarize planparse/testdata/plans/count_for_each.json
+
+clean:
+	rm -rf bin
