@@ -28,9 +28,9 @@ bench:
 # Each fuzz target for a short while; FUZZTIME=10m for a long run.
 FUZZTIME ?= 30s
 fuzz:
-	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzCanonicalNumber$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzSummaryJSON$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzCanonicalNumber$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzSummaryJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -3,9 +3,11 @@ package planparse
 import (
 	"encoding/json"
 	"math"
+	"math/big"
 	"math/rand/v2"
 	"sort"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/gowebpki/jcs"
@@ -190,4 +192,34 @@ func mustDecode(t *testing.T, data []byte) any {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// FuzzCanonicalNumber: whatever canonicalNumber accepts it turns into a JSON
+// number with exactly the same value, and canonical spellings are fixed
+// points.
+func FuzzCanonicalNumber(f *testing.F) {
+	for _, s := range []string{"0", "-0", "1.50", "1e400", "9007199254740993", "0.0000001", "-12.5E-3", "01", "1e99999999"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		got, err := canonicalNumber(s)
+		if err != nil {
+			return
+		}
+		if !json.Valid([]byte(got)) {
+			t.Fatalf("canonicalNumber(%q) = %q, not a JSON number", s, got)
+		}
+		again, err := canonicalNumber(got)
+		if err != nil || again != got {
+			t.Fatalf("canonicalNumber(%q) = %q, but canonicalNumber(%q) = %q, %v", s, got, got, again, err)
+		}
+		if len(s) > 200 || strings.ContainsAny(s, "eE") {
+			return // keep big.Rat cheap
+		}
+		in, ok1 := new(big.Rat).SetString(s)
+		out, ok2 := new(big.Rat).SetString(got)
+		if !ok1 || !ok2 || in.Cmp(out) != 0 {
+			t.Fatalf("canonicalNumber(%q) = %q changes the value", s, got)
+		}
+	})
 }
