@@ -518,6 +518,9 @@ func replacePaths(raw []any) ([]Path, error) {
 // outputChange builds the summary entry for a root module output. It
 // returns keep=false for an output that does not change.
 func (s *summarizer) outputChange(name string, c *tfjson.Change) (OutputChange, bool, error) {
+	if name == "" {
+		return OutputChange{}, false, fmt.Errorf("an output has an empty name")
+	}
 	if c == nil {
 		return OutputChange{}, false, fmt.Errorf("output %s: no change object", name)
 	}

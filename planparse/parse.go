@@ -254,8 +254,29 @@ func (d *planDecoder) member(name string) error {
 		return nil
 	default:
 		// planned_values, prior_state, configuration and the rest carry
-		// nothing the summary needs; skip them without building them.
-		return d.value(name, &skipped{})
+		// nothing the summary needs.
+		return d.skip()
+	}
+}
+
+// skip consumes one JSON value token by token, so that even a large member
+// such as planned_values never sits in memory whole.
+func (d *planDecoder) skip() error {
+	depth := 0
+	for {
+		tok, err := d.dec.Token()
+		if err != nil {
+			return d.readError(err)
+		}
+		switch tok {
+		case json.Delim('{'), json.Delim('['):
+			depth++
+		case json.Delim('}'), json.Delim(']'):
+			depth--
+		}
+		if depth == 0 {
+			return nil
+		}
 	}
 }
 
@@ -384,8 +405,3 @@ func describeToken(tok any) string {
 	}
 	return fmt.Sprintf("%T", tok)
 }
-
-// skipped consumes a JSON value without building it.
-type skipped struct{}
-
-func (*skipped) UnmarshalJSON([]byte) error { return nil }

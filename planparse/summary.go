@@ -207,32 +207,43 @@ func (s *Summary) Canonical() []byte {
 	return s.appendCanonical(make([]byte, 0, 256*(len(s.Resources)+len(s.Outputs)+1)))
 }
 
-// Digest returns "sha256:<hex>" of the summary's canonical JSON.
+// Digest returns "sha256:<hex>" of the summary's canonical JSON. It hashes
+// the canonical bytes entry by entry, never holding them all.
 func (s *Summary) Digest() string {
-	sum := sha256.Sum256(s.Canonical())
-	return "sha256:" + hex.EncodeToString(sum[:])
+	h := sha256.New()
+	var buf []byte
+	s.writeCanonical(func(chunk func([]byte) []byte) {
+		buf = chunk(buf[:0])
+		h.Write(buf)
+	})
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
 }
 
-// Member names below are written in sorted order; the JCS fixed-point test
-// guards it.
 func (s *Summary) appendCanonical(buf []byte) []byte {
-	buf = append(buf, `{"outputs":[`...)
+	s.writeCanonical(func(chunk func([]byte) []byte) { buf = chunk(buf) })
+	return buf
+}
+
+// writeCanonical produces the canonical JSON as a sequence of chunks, each
+// appended by the function handed to emit. Member names are written in
+// sorted order; the JCS fixed-point test guards it.
+func (s *Summary) writeCanonical(emit func(chunk func([]byte) []byte)) {
+	literal := func(text string) { emit(func(b []byte) []byte { return append(b, text...) }) }
+	literal(`{"outputs":[`)
 	for i := range s.Outputs {
 		if i > 0 {
-			buf = append(buf, ',')
+			literal(",")
 		}
-		buf = s.Outputs[i].appendCanonical(buf)
+		emit(s.Outputs[i].appendCanonical)
 	}
-	buf = append(buf, `],"resources":[`...)
+	literal(`],"resources":[`)
 	for i := range s.Resources {
 		if i > 0 {
-			buf = append(buf, ',')
+			literal(",")
 		}
-		buf = s.Resources[i].appendCanonical(buf)
+		emit(s.Resources[i].appendCanonical)
 	}
-	buf = append(buf, `],"version":`...)
-	buf = strconv.AppendInt(buf, SummaryVersion, 10)
-	return append(buf, '}')
+	literal(`],"version":` + strconv.Itoa(SummaryVersion) + `}`)
 }
 
 func (r *ResourceChange) appendCanonical(buf []byte) []byte {
