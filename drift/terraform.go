@@ -43,7 +43,7 @@ type FindOptions struct {
 // "seb" folder (~/.cache/seb on Linux), which `make terraform` also uses.
 func DefaultCacheDir() (string, error) {
 	if dir := os.Getenv("SEB_CACHE_DIR"); dir != "" {
-		return dir, nil
+		return filepath.Abs(dir)
 	}
 	base, err := os.UserCacheDir()
 	if err != nil {
@@ -75,6 +75,10 @@ func FindTerraform(ctx context.Context, opts FindOptions) (string, error) {
 			return "", err
 		}
 		cacheDir = dir
+	}
+	cacheDir, err := filepath.Abs(cacheDir)
+	if err != nil {
+		return "", fmt.Errorf("terraform cache %q: %w", opts.CacheDir, err)
 	}
 	pinnedDir := filepath.Join(cacheDir, "terraform", PinnedTerraformVersion)
 	sources := []src.Source{

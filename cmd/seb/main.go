@@ -81,7 +81,8 @@ func flagsFromEnv(flags *pflag.FlagSet) error {
 			return
 		}
 		name := "SEB_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
-		if v, ok := os.LookupEnv(name); ok {
+		// An empty variable counts as unset, as NO_COLOR= does.
+		if v := os.Getenv(name); v != "" {
 			if serr := flags.Set(f.Name, v); serr != nil {
 				err = fmt.Errorf("%s: %w", name, serr)
 			}

@@ -51,29 +51,46 @@ func (f *planFlags) options(stderr io.Writer) (planparse.Options, error) {
 	if len(key) < 16 {
 		return planparse.Options{}, fmt.Errorf("key file %s: the key is shorter than 16 bytes", path)
 	}
-	return planparse.Options{SensitiveKey: key, MaxBytes: f.maxBytes}, nil
+	maxBytes := f.maxBytes
+	if maxBytes == 0 {
+		maxBytes = planparse.DefaultMaxBytes
+	}
+	if maxBytes < 0 {
+		return planparse.Options{}, fmt.Errorf("--max-bytes must not be negative")
+	}
+	return planparse.Options{SensitiveKey: key, MaxBytes: maxBytes}, nil
 }
 
+// createKeyFile writes a new random key to path, atomically: the key is
+// written to a temporary file first and linked into place only if path does
+// not exist, so a concurrent reader never sees a partial key. It returns an
+// error wrapping os.ErrExist when path already exists.
 func createKeyFile(path string) error {
-	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("key file: %w", err)
 	}
-	file, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	tmp, err := os.CreateTemp(dir, ".sensitive.key.*")
 	if err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	key := make([]byte, 32)
+	rand.Read(key)
+	if _, err := fmt.Fprintf(tmp, "%x\n", key); err != nil {
+		tmp.Close()
+		return fmt.Errorf("key file: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("key file: %w", err)
+	}
+	if err := os.Link(tmp.Name(), path); err != nil {
 		if errors.Is(err, os.ErrExist) {
 			return err
 		}
 		return fmt.Errorf("key file: %w", err)
 	}
-	key := make([]byte, 32)
-	rand.Read(key)
-	encoded := fmt.Appendf(nil, "%x\n", key)
-	if _, err := file.Write(encoded); err != nil {
-		file.Close()
-		os.Remove(path)
-		return fmt.Errorf("key file: %w", err)
-	}
-	return file.Close()
+	return nil
 }
 
 // openInput opens FILE, or standard input for "-".
