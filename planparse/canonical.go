@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"sort"
 	"strconv"
 	"strings"
 	"unicode/utf16"
@@ -232,15 +231,6 @@ func utf16Trail(r rune) rune {
 	return 0
 }
 
-func sortedKeys(m map[string]any) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool { return lessUTF16(keys[i], keys[j]) })
-	return keys
-}
-
 // escapeKey keeps real object members apart from seb's value markers:
 // a member name that starts with "$" gets one more "$".
 func escapeKey(k string) string {
@@ -266,8 +256,8 @@ const (
 )
 
 // appendValue appends v, a value tree as produced by this package (nil,
-// bool, string, json.Number in canonical form, []any, map[string]any,
-// Unknown, Sensitive), as canonical JSON.
+// bool, string, json.Number in canonical form, []any, Object, Unknown,
+// Sensitive), as canonical JSON.
 func appendValue(buf []byte, v any) []byte {
 	switch v := v.(type) {
 	case nil:
@@ -287,19 +277,17 @@ func appendValue(buf []byte, v any) []byte {
 			buf = appendValue(buf, e)
 		}
 		return append(buf, ']')
-	case map[string]any:
-		escaped := make(map[string]any, len(v))
-		for k, e := range v {
-			escaped[escapeKey(k)] = e
-		}
+	case Object:
+		// Escaping keeps the order: it only lengthens names that start
+		// with "$", and those already sort among themselves.
 		buf = append(buf, '{')
-		for i, k := range sortedKeys(escaped) {
+		for i, m := range v {
 			if i > 0 {
 				buf = append(buf, ',')
 			}
-			buf = appendString(buf, k)
+			buf = appendString(buf, escapeKey(m.Name))
 			buf = append(buf, ':')
-			buf = appendValue(buf, escaped[k])
+			buf = appendValue(buf, m.Value)
 		}
 		return append(buf, '}')
 	case Unknown:
@@ -315,10 +303,10 @@ func appendValue(buf []byte, v any) []byte {
 	}
 }
 
-// normalizeValue rewrites, in place, a value decoded by encoding/json with
-// UseNumber into this package's value tree: numbers in canonical form,
-// everything else unchanged. It returns an error for a number it cannot
-// accept.
+// normalizeValue turns a value decoded by encoding/json with UseNumber into
+// this package's value tree: numbers in canonical form, objects as sorted
+// Objects. Lists are rewritten in place. It returns an error for a number
+// it cannot accept.
 func normalizeValue(v any) (any, error) {
 	switch v := v.(type) {
 	case json.Number:
@@ -346,14 +334,7 @@ func normalizeValue(v any) (any, error) {
 		}
 		return v, nil
 	case map[string]any:
-		for k, e := range v {
-			n, err := normalizeValue(e)
-			if err != nil {
-				return nil, err
-			}
-			v[k] = n
-		}
-		return v, nil
+		return objectFrom(v, normalizeValue)
 	default:
 		return v, nil
 	}

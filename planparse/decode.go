@@ -179,7 +179,7 @@ func decodeValue(v any) (any, error) {
 				return Sensitive{Digest: digest}, nil
 			}
 		}
-		out := make(map[string]any, len(v))
+		out := make(Object, 0, len(v))
 		for k, e := range v {
 			name, ok := unescapeKey(k)
 			if !ok {
@@ -189,8 +189,9 @@ func decodeValue(v any) (any, error) {
 			if err != nil {
 				return nil, err
 			}
-			out[name] = d
+			out = append(out, Member{Name: name, Value: d})
 		}
+		sortMembers(out)
 		return out, nil
 	case []any:
 		for i, e := range v {

@@ -19,6 +19,9 @@ const sensitiveDigestPrefix = "hmac-sha256:"
 type summarizer struct {
 	key []byte
 	buf []byte // scratch for canonical encoding of sensitive values
+	// names interns the strings that repeat across resources (modes,
+	// types, names, providers), which each decode would otherwise copy.
+	names map[string]string
 	// secrets holds every string Terraform marked sensitive anywhere in the
 	// plan, so that scrub can hide copies it failed to mark.
 	secrets map[string]struct{}
@@ -48,9 +51,9 @@ func (s *summarizer) rememberSecrets(v any) {
 		for _, e := range v {
 			s.rememberSecrets(e)
 		}
-	case map[string]any:
-		for _, e := range v {
-			s.rememberSecrets(e)
+	case Object:
+		for _, m := range v {
+			s.rememberSecrets(m.Value)
 		}
 	}
 }
@@ -76,9 +79,9 @@ func (s *summarizer) scrub(v any) any {
 			v[i] = s.scrub(e)
 		}
 		return v
-	case map[string]any:
-		for k, e := range v {
-			v[k] = s.scrub(e)
+	case Object:
+		for i := range v {
+			v[i].Value = s.scrub(v[i].Value)
 		}
 		return v
 	}
@@ -113,6 +116,17 @@ func (s *summarizer) scrubSummary(resources, drift []ResourceChange, outputs []O
 	for i := range outputs {
 		outputs[i].Before, outputs[i].After = s.scrub(outputs[i].Before), s.scrub(outputs[i].After)
 	}
+}
+
+func (s *summarizer) intern(v string) string {
+	if interned, ok := s.names[v]; ok {
+		return interned
+	}
+	if s.names == nil {
+		s.names = map[string]string{}
+	}
+	s.names[v] = v
+	return v
 }
 
 // isTrue reports whether a sensitivity or unknown mask marks this whole node.
@@ -150,20 +164,12 @@ func (s *summarizer) masked(v, sens, unknown any) any {
 		return v
 	}
 	switch v := v.(type) {
-	case map[string]any:
-		out := make(map[string]any, len(v))
-		for k, e := range v {
-			out[k] = s.masked(e, child(sens, k), child(unknown, k))
+	case Object:
+		out := make(Object, len(v))
+		for i, m := range v {
+			out[i] = Member{Name: m.Name, Value: s.masked(m.Value, child(sens, m.Name), child(unknown, m.Name))}
 		}
-		// Terraform omits unknown attributes from "after".
-		if um, ok := unknown.(map[string]any); ok {
-			for k, u := range um {
-				if _, present := v[k]; !present && isTrue(u) {
-					out[k] = Unknown{}
-				}
-			}
-		}
-		return out
+		return withUnknownMembers(out, unknown)
 	case []any:
 		out := make([]any, len(v))
 		for i, e := range v {
@@ -172,21 +178,33 @@ func (s *summarizer) masked(v, sens, unknown any) any {
 		return out
 	case nil:
 		// An object whose only content is unknown attributes.
-		if um, ok := unknown.(map[string]any); ok {
-			out := map[string]any{}
-			for k, u := range um {
-				if isTrue(u) {
-					out[k] = Unknown{}
-				}
-			}
-			if len(out) > 0 {
-				return out
-			}
+		if out := withUnknownMembers(nil, unknown); len(out) > 0 {
+			return out
 		}
 		return nil
 	default:
 		return v
 	}
+}
+
+// withUnknownMembers adds to o, as Unknown, every member the unknown mask
+// marks that o lacks: Terraform omits unknown attributes from "after".
+func withUnknownMembers(o Object, unknown any) Object {
+	um, ok := unknown.(map[string]any)
+	if !ok {
+		return o
+	}
+	added := false
+	for name, u := range um {
+		if _, present := o.Get(name); !present && isTrue(u) {
+			o = append(o, Member{Name: name, Value: Unknown{}})
+			added = true
+		}
+	}
+	if added {
+		sortMembers(o)
+	}
+	return o
 }
 
 // side is one side of a change: a value with its sensitivity mask, and for
@@ -198,9 +216,9 @@ type side struct {
 func (sd side) child(k any) side {
 	var v any
 	switch m := sd.v.(type) {
-	case map[string]any:
+	case Object:
 		if s, ok := k.(string); ok {
-			v = m[s]
+			v, _ = m.Get(s)
 		}
 	case []any:
 		if i, ok := k.(int); ok && i < len(m) {
@@ -223,11 +241,11 @@ func (s *summarizer) diff(out []AttributeChange, path Path, before, after side) 
 		}
 		return append(out, AttributeChange{Path: clonePath(path), Before: b, After: a})
 	}
-	bm, bIsMap := before.v.(map[string]any)
-	am, aIsMap := after.v.(map[string]any)
-	if bIsMap && aIsMap {
-		for _, k := range unionKeys(bm, am, after.unknown) {
-			out = s.diff(out, append(path, k), before.child(k), after.child(k))
+	bo, bIsObject := before.v.(Object)
+	ao, aIsObject := after.v.(Object)
+	if bIsObject && aIsObject {
+		for _, name := range memberNames(bo, ao, after.unknown) {
+			out = s.diff(out, append(path, name), before.child(name), after.child(name))
 		}
 		return out
 	}
@@ -262,46 +280,51 @@ func clonePath(p Path) Path {
 	return append(Path(make([]any, 0, len(p))), p...)
 }
 
-// unionKeys returns the member names of both objects and of the unknown
-// mask, sorted.
-func unionKeys(b, a map[string]any, unknown any) []any {
-	seen := make(map[string]struct{}, len(a)+1)
-	for k := range b {
-		seen[k] = struct{}{}
-	}
-	for k := range a {
-		seen[k] = struct{}{}
-	}
-	if um, ok := unknown.(map[string]any); ok {
-		for k, u := range um {
-			if isTrue(u) {
-				seen[k] = struct{}{}
-			}
+// memberNames returns the member names of both objects and the names the
+// unknown mask marks, sorted and unique.
+func memberNames(b, a Object, unknown any) []string {
+	names := make([]string, 0, len(a)+1)
+	i, j := 0, 0
+	for i < len(b) || j < len(a) {
+		switch {
+		case j == len(a) || (i < len(b) && lessUTF16(b[i].Name, a[j].Name)):
+			names = append(names, b[i].Name)
+			i++
+		case i == len(b) || lessUTF16(a[j].Name, b[i].Name):
+			names = append(names, a[j].Name)
+			j++
+		default:
+			names = append(names, a[j].Name)
+			i, j = i+1, j+1
 		}
 	}
-	keys := make([]string, 0, len(seen))
-	for k := range seen {
-		keys = append(keys, k)
+	if um, ok := unknown.(map[string]any); ok {
+		added := false
+		for name, u := range um {
+			_, inB := b.Get(name)
+			_, inA := a.Get(name)
+			if isTrue(u) && !inA && !inB {
+				names = append(names, name)
+				added = true
+			}
+		}
+		if added {
+			sort.Slice(names, func(i, j int) bool { return lessUTF16(names[i], names[j]) })
+		}
 	}
-	sort.Slice(keys, func(i, j int) bool { return lessUTF16(keys[i], keys[j]) })
-	out := make([]any, len(keys))
-	for i, k := range keys {
-		out[i] = k
-	}
-	return out
+	return names
 }
 
 // equalValues reports whether two value trees are identical.
 func equalValues(a, b any) bool {
 	switch a := a.(type) {
-	case map[string]any:
-		bm, ok := b.(map[string]any)
-		if !ok || len(a) != len(bm) {
+	case Object:
+		bo, ok := b.(Object)
+		if !ok || len(a) != len(bo) {
 			return false
 		}
-		for k, e := range a {
-			be, ok := bm[k]
-			if !ok || !equalValues(e, be) {
+		for i := range a {
+			if a[i].Name != bo[i].Name || !equalValues(a[i].Value, bo[i].Value) {
 				return false
 			}
 		}
@@ -329,16 +352,16 @@ func (s *summarizer) changedAttributes(c *tfjson.Change) []AttributeChange {
 	before := side{v: c.Before, sens: c.BeforeSensitive}
 	after := side{v: c.After, sens: c.AfterSensitive, unknown: c.AfterUnknown}
 	if before.v == nil && !isTrue(after.unknown) && !isTrue(after.sens) {
-		if _, ok := after.v.(map[string]any); ok || after.unknown != nil {
-			before.v = map[string]any{}
+		if _, ok := after.v.(Object); ok || after.unknown != nil {
+			before.v = Object{}
 			if after.v == nil {
-				after.v = map[string]any{}
+				after.v = Object{}
 			}
 		}
 	}
 	if after.v == nil && !isTrue(after.unknown) && !isTrue(before.sens) {
-		if _, ok := before.v.(map[string]any); ok {
-			after.v = map[string]any{}
+		if _, ok := before.v.(Object); ok {
+			after.v = Object{}
 		}
 	}
 	out := s.diff(nil, make(Path, 0, 8), before, after)
@@ -420,16 +443,16 @@ func (s *summarizer) resourceChange(rc *tfjson.ResourceChange) (ResourceChange, 
 	}
 	out := ResourceChange{
 		Address:       rc.Address,
-		ModuleAddress: rc.ModuleAddress,
-		Mode:          string(rc.Mode),
-		Type:          rc.Type,
-		Name:          rc.Name,
+		ModuleAddress: s.intern(rc.ModuleAddress),
+		Mode:          s.intern(string(rc.Mode)),
+		Type:          s.intern(rc.Type),
+		Name:          s.intern(rc.Name),
 		Index:         rc.Index,
 		Deposed:       rc.DeposedKey,
-		Provider:      rc.ProviderName,
+		Provider:      s.intern(rc.ProviderName),
 		Action:        action,
 		ReplaceOrder:  order,
-		ActionReason:  string(rc.ActionReason),
+		ActionReason:  s.intern(string(rc.ActionReason)),
 		ImportID:      importID,
 	}
 	if moved {

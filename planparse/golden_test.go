@@ -259,12 +259,14 @@ func TestGoldenSemantics(t *testing.T) {
 		s := load("unknown")
 		subnet := resource(t, s, "terraform_data.subnet")
 		c := change(t, subnet, "input")
-		in, _ := c.After.(map[string]any)
-		if in["network"] != (planparse.Unknown{}) || in["cidr"] != "10.0.1.0/24" {
+		in, _ := c.After.(planparse.Object)
+		network, _ := in.Get("network")
+		cidr, _ := in.Get("cidr")
+		if network != (planparse.Unknown{}) || cidr != "10.0.1.0/24" {
 			t.Errorf("subnet input after = %s", value(c.After))
 		}
-		if zones, _ := in["zones"].([]any); len(zones) != 2 || zones[1] != (planparse.Unknown{}) {
-			t.Errorf("zones = %s", value(in["zones"]))
+		if zones, _ := in.Get("zones"); len(zones.([]any)) != 2 || zones.([]any)[1] != (planparse.Unknown{}) {
+			t.Errorf("zones = %s", value(zones))
 		}
 		if len(s.Outputs) != 1 || s.Outputs[0].After != (planparse.Unknown{}) {
 			t.Errorf("outputs = %+v", s.Outputs)

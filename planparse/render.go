@@ -213,11 +213,10 @@ func FormatValue(v any) string {
 			parts[i] = FormatValue(e)
 		}
 		return "[" + strings.Join(parts, ", ") + "]"
-	case map[string]any:
-		keys := sortedKeys(v)
-		parts := make([]string, len(keys))
-		for i, k := range keys {
-			parts[i] = FormatValue(k) + " = " + FormatValue(v[k])
+	case Object:
+		parts := make([]string, len(v))
+		for i, m := range v {
+			parts[i] = FormatValue(m.Name) + " = " + FormatValue(m.Value)
 		}
 		return "{" + strings.Join(parts, ", ") + "}"
 	}

@@ -77,8 +77,8 @@ func (r ResourceChange) Key() string {
 }
 
 // An AttributeChange is one changed attribute: its path and its values before
-// and after. Values are nil, bool, string, json.Number, []any,
-// map[string]any, Unknown or Sensitive.
+// and after. Values are nil, bool, string, json.Number, []any, Object,
+// Unknown or Sensitive.
 type AttributeChange struct {
 	Path   Path `json:"path"`
 	Before any  `json:"before"`
@@ -474,9 +474,12 @@ func validateValue(v any) error {
 			}
 		}
 		return nil
-	case map[string]any:
-		for _, e := range v {
-			if err := validateValue(e); err != nil {
+	case Object:
+		for i, m := range v {
+			if i > 0 && !lessUTF16(v[i-1].Name, m.Name) {
+				return fmt.Errorf("object members are not sorted or are duplicated at %q", m.Name)
+			}
+			if err := validateValue(m.Value); err != nil {
 				return err
 			}
 		}
