@@ -139,6 +139,8 @@ func decodeAttribute(c attributeJSON) (AttributeChange, error) {
 	return AttributeChange{Path: path, Before: before, After: after}, nil
 }
 
+// decodePath converts decoded JSON path steps (strings and non-negative
+// integers) into a Path.
 func decodePath(steps []any) (Path, error) {
 	p := make(Path, len(steps))
 	for i, st := range steps {
@@ -146,11 +148,11 @@ func decodePath(steps []any) (Path, error) {
 		case string:
 			p[i] = st
 		case json.Number:
-			n, err := strconv.Atoi(st.String())
+			n, err := strconv.ParseInt(st.String(), 10, 32)
 			if err != nil || n < 0 {
-				return nil, fmt.Errorf("step %q is not an index", st.String())
+				return nil, fmt.Errorf("step %q is not a list index", st.String())
 			}
-			p[i] = n
+			p[i] = int(n)
 		default:
 			return nil, fmt.Errorf("step of type %T", st)
 		}

@@ -506,25 +506,9 @@ func replacePaths(raw []any) ([]Path, error) {
 		if !ok {
 			return nil, fmt.Errorf("replace path is %T, not a list", r)
 		}
-		p := make(Path, len(steps))
-		for i, st := range steps {
-			switch st := st.(type) {
-			case string:
-				p[i] = st
-			case json.Number:
-				n, err := st.Int64()
-				if err != nil || n < 0 || n > 1<<31 {
-					return nil, fmt.Errorf("replace path index %q is not a list index", st.String())
-				}
-				p[i] = int(n)
-			case float64:
-				if st < 0 || st > 1<<31 || st != float64(int(st)) {
-					return nil, fmt.Errorf("replace path index %v is not a list index", st)
-				}
-				p[i] = int(st)
-			default:
-				return nil, fmt.Errorf("replace path step is %T", st)
-			}
+		p, err := decodePath(steps)
+		if err != nil {
+			return nil, fmt.Errorf("replace path: %w", err)
 		}
 		paths = append(paths, p)
 	}

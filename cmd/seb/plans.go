@@ -101,8 +101,13 @@ func openInput(cmd *cobra.Command, name string) (io.ReadCloser, error) {
 	return os.Open(name)
 }
 
-// readPlan parses the plan JSON in FILE or standard input.
-func readPlan(cmd *cobra.Command, name string, opts planparse.Options) (*planparse.Plan, error) {
+// readPlan parses the plan JSON in FILE or standard input with the options
+// of the flags.
+func (f *planFlags) readPlan(cmd *cobra.Command, name string) (*planparse.Plan, error) {
+	opts, err := f.options(cmd.ErrOrStderr())
+	if err != nil {
+		return nil, err
+	}
 	in, err := openInput(cmd, name)
 	if err != nil {
 		return nil, err
@@ -184,11 +189,7 @@ resource-diff summary in the style of terraform plan, with its digest. With
 --json it prints the summary as JSON for machines instead.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := flags.options(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			plan, err := readPlan(cmd, args[0], opts)
+			plan, err := flags.readPlan(cmd, args[0])
 			if err != nil {
 				return err
 			}
@@ -226,11 +227,7 @@ func newDigestCommand() *cobra.Command {
 		Short: "Print the sha256 digest of a plan's canonical summary",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			opts, err := flags.options(cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			plan, err := readPlan(cmd, args[0], opts)
+			plan, err := flags.readPlan(cmd, args[0])
 			if err != nil {
 				return err
 			}
