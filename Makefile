@@ -7,19 +7,35 @@ BIN       := bin/seb
 TERRAFORM  = $(shell ./scripts/terraform.sh)
 BENCHTIME ?= 5x
 
-.PHONY: all build test bench lint fmt terraform run fuzz clean
+# The sandbox provider, in a filesystem mirror, and a Terraform CLI
+# configuration that installs providers from that mirror only.
+MIRROR    := $(CURDIR)/bin/mirror
+TFRC      := $(CURDIR)/bin/terraform.rc
+PROVIDER  := seb.invalid/seb/sandbox
+PROVIDER_VERSION := 0.1.0
+GOOSARCH  := $(shell $(GO) env GOOS)_$(shell $(GO) env GOARCH)
 
-all: build
+.PHONY: all build provider test bench lint fmt terraform run fuzz clean
+
+all: build provider
 
 build:
 	$(GO) build -o $(BIN) ./cmd/seb
+	$(GO) build -o bin/sandboxcloud ./fixtures/sandboxcloud/cmd/sandboxcloud
+
+provider:
+	$(GO) build -ldflags "-X main.version=$(PROVIDER_VERSION)" \
+	  -o $(MIRROR)/$(PROVIDER)/$(PROVIDER_VERSION)/$(GOOSARCH)/terraform-provider-sandbox_v$(PROVIDER_VERSION) \
+	  ./fixtures/provider
+	@printf 'provider_installation {\n  filesystem_mirror {\n    path = "%s"\n  }\n}\n' "$(MIRROR)" > $(TFRC)
+	@echo "provider mirror: $(MIRROR); use it with TF_CLI_CONFIG_FILE=$(TFRC)"
 
 terraform:
 	@./scripts/terraform.sh
 
-test: build
+test: build provider
 	@tf=$$(./scripts/terraform.sh) && echo "terraform: $$tf" && \
-	SEB_TERRAFORM="$$tf" $(GO) test -count=1 ./...
+	SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" $(GO) test -count=1 ./...
 
 bench:
 	@tf=$$(./scripts/terraform.sh) && \

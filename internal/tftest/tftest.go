@@ -61,7 +61,9 @@ type Workdir struct {
 }
 
 // NewWorkdir copies the configuration in src (recursively) to a temporary
-// directory and prepares Terraform's environment there.
+// directory and prepares Terraform's environment there: a CLI configuration
+// that installs providers only from the package's provider mirror (see
+// MainWithProvider), if it has one.
 func NewWorkdir(t testing.TB, bin, src string) *Workdir {
 	t.Helper()
 	dir := t.TempDir()
@@ -69,7 +71,11 @@ func NewWorkdir(t testing.TB, bin, src string) *Workdir {
 		t.Fatalf("copy %s: %v", src, err)
 	}
 	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
-	if err := os.WriteFile(cliConfig, nil, 0o600); err != nil {
+	config := ""
+	if mirror != "" {
+		config = CLIConfig(mirror)
+	}
+	if err := os.WriteFile(cliConfig, []byte(config), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	env := []string{}
@@ -88,21 +94,35 @@ func NewWorkdir(t testing.TB, bin, src string) *Workdir {
 	return &Workdir{t: t, bin: bin, Dir: dir, env: env}
 }
 
+// Setenv sets an environment variable for Terraform's runs in the workdir.
+func (w *Workdir) Setenv(name, value string) {
+	w.env = append(w.env, name+"="+value)
+}
+
 // Run runs the binary with args in the workdir and returns its standard
 // output; it fails the test, with Terraform's standard error, on failure.
 func (w *Workdir) Run(args ...string) []byte {
+	w.t.Helper()
+	stdout, stderr, err := w.RunErr(args...)
+	if err != nil {
+		w.t.Fatalf("%s %s: %v\n%s%s", filepath.Base(w.bin), strings.Join(args, " "), err, stderr, stdout)
+	}
+	return stdout
+}
+
+// RunErr runs the binary with args in the workdir and returns its standard
+// output, standard error and exit error, for runs expected to fail.
+func (w *Workdir) RunErr(args ...string) (stdout, stderr []byte, err error) {
 	w.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, w.bin, args...)
 	cmd.Dir = w.Dir
 	cmd.Env = w.env
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		w.t.Fatalf("%s %s: %v\n%s%s", filepath.Base(w.bin), strings.Join(args, " "), err, stderr.String(), stdout.String())
-	}
-	return stdout.Bytes()
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err = cmd.Run()
+	return out.Bytes(), errOut.Bytes(), err
 }
 
 // Exists reports whether name exists in the workdir.
