@@ -492,6 +492,9 @@ func TestDigestSensitivity(t *testing.T) {
 						restore()
 					})
 				}
+				if i%(len(rcs)/40+1) != 0 {
+					continue // at most about 40 resources' addresses and actions
+				}
 				res["address"] = addr + "_x"
 				check(addr + " address")
 				res["address"] = addr
