@@ -253,11 +253,12 @@ func unescapeKey(k string) (string, bool) {
 const (
 	unknownKey   = "$unknown"
 	sensitiveKey = "$sensitive"
+	absentKey    = "$absent"
 )
 
 // appendValue appends v, a value tree as produced by this package (nil,
 // bool, string, json.Number in canonical form, []any, Object, Unknown,
-// Sensitive), as canonical JSON.
+// Sensitive, Absent), as canonical JSON.
 func appendValue(buf []byte, v any) []byte {
 	switch v := v.(type) {
 	case nil:
@@ -292,6 +293,8 @@ func appendValue(buf []byte, v any) []byte {
 		return append(buf, '}')
 	case Unknown:
 		return append(buf, `{"`+unknownKey+`":true}`...)
+	case Absent:
+		return append(buf, `{"`+absentKey+`":true}`...)
 	case Sensitive:
 		buf = append(buf, `{"`+sensitiveKey+`":`...)
 		buf = appendString(buf, v.Digest)

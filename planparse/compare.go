@@ -113,7 +113,7 @@ func compareResource(c, l *ResourceChange) (ResourceDivergence, bool) {
 	field("module_address", c.ModuleAddress, l.ModuleAddress)
 	field("previous_address", c.PreviousAddress, l.PreviousAddress)
 	field("provider", c.Provider, l.Provider)
-	field("import_id", c.ImportID, l.ImportID)
+	field("importing", importValue(c.Importing), importValue(l.Importing))
 	field("replace_paths", pathsValue(c.ReplacePaths), pathsValue(l.ReplacePaths))
 
 	cc, lc := c.Changes, l.Changes
@@ -133,6 +133,13 @@ func compareResource(c, l *ResourceChange) (ResourceDivergence, bool) {
 		}
 	}
 	return rd, len(rd.Fields) > 0 || len(rd.Attributes) > 0
+}
+
+func importValue(im *Import) any {
+	if im == nil {
+		return nil
+	}
+	return Object{{Name: "id", Value: im.ID}, {Name: "identity", Value: im.Identity}}
 }
 
 func pathsValue(ps []Path) any {

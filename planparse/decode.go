@@ -8,7 +8,7 @@ import (
 )
 
 // MarshalJSON writes the summary's canonical JSON.
-func (s *Summary) MarshalJSON() ([]byte, error) { return s.Canonical(), nil }
+func (s Summary) MarshalJSON() ([]byte, error) { return s.Canonical(), nil }
 
 // MarshalJSON writes the resource change as it appears in canonical JSON.
 func (r ResourceChange) MarshalJSON() ([]byte, error) { return r.appendCanonical(nil), nil }
@@ -26,6 +26,9 @@ func (c AttributeChange) MarshalJSON() ([]byte, error) {
 	return append(buf, '}'), nil
 }
 
+// MarshalJSON writes the absent marker.
+func (Absent) MarshalJSON() ([]byte, error) { return appendValue(nil, Absent{}), nil }
+
 // MarshalJSON writes the unknown marker.
 func (Unknown) MarshalJSON() ([]byte, error) { return appendValue(nil, Unknown{}), nil }
 
@@ -36,21 +39,24 @@ func (s Sensitive) MarshalJSON() ([]byte, error) { return appendValue(nil, s), n
 type summaryJSON struct {
 	Version   *int `json:"version"`
 	Resources []struct {
-		Address         string          `json:"address"`
-		PreviousAddress string          `json:"previous_address"`
-		ModuleAddress   string          `json:"module_address"`
-		Mode            string          `json:"mode"`
-		Type            string          `json:"type"`
-		Name            string          `json:"name"`
-		Index           any             `json:"index"`
-		Deposed         string          `json:"deposed"`
-		Provider        string          `json:"provider"`
-		Action          Action          `json:"action"`
-		ReplaceOrder    ReplaceOrder    `json:"replace_order"`
-		ActionReason    string          `json:"action_reason"`
-		ReplacePaths    [][]any         `json:"replace_paths"`
-		ImportID        string          `json:"import_id"`
-		Changes         []attributeJSON `json:"changes"`
+		Address         string       `json:"address"`
+		PreviousAddress string       `json:"previous_address"`
+		ModuleAddress   string       `json:"module_address"`
+		Mode            string       `json:"mode"`
+		Type            string       `json:"type"`
+		Name            string       `json:"name"`
+		Index           any          `json:"index"`
+		Deposed         string       `json:"deposed"`
+		Provider        string       `json:"provider"`
+		Action          Action       `json:"action"`
+		ReplaceOrder    ReplaceOrder `json:"replace_order"`
+		ActionReason    string       `json:"action_reason"`
+		ReplacePaths    [][]any      `json:"replace_paths"`
+		Importing       *struct {
+			ID       string `json:"id"`
+			Identity any    `json:"identity"`
+		} `json:"importing"`
+		Changes []attributeJSON `json:"changes"`
 	} `json:"resources"`
 	Outputs []struct {
 		Name   string `json:"name"`
@@ -86,8 +92,15 @@ func (s *Summary) UnmarshalJSON(data []byte) error {
 			Address: r.Address, PreviousAddress: r.PreviousAddress, ModuleAddress: r.ModuleAddress,
 			Mode: r.Mode, Type: r.Type, Name: r.Name, Index: r.Index, Deposed: r.Deposed,
 			Provider: r.Provider, Action: r.Action, ReplaceOrder: r.ReplaceOrder,
-			ActionReason: r.ActionReason, ImportID: r.ImportID,
-			Changes: make([]AttributeChange, 0, len(r.Changes)),
+			ActionReason: r.ActionReason,
+			Changes:      make([]AttributeChange, 0, len(r.Changes)),
+		}
+		if r.Importing != nil {
+			identity, err := decodeValue(r.Importing.Identity)
+			if err != nil {
+				return fmt.Errorf("summary: %s: import identity: %w", r.Address, err)
+			}
+			rc.Importing = &Import{ID: r.Importing.ID, Identity: identity}
 		}
 		for _, p := range r.ReplacePaths {
 			path, err := decodePath(p)
@@ -172,6 +185,12 @@ func decodeValue(v any) (any, error) {
 					return nil, fmt.Errorf("malformed unknown marker")
 				}
 				return Unknown{}, nil
+			}
+			if a, ok := v[absentKey]; ok {
+				if b, ok := a.(bool); !ok || !b {
+					return nil, fmt.Errorf("malformed absent marker")
+				}
+				return Absent{}, nil
 			}
 			if s, ok := v[sensitiveKey]; ok {
 				digest, ok := s.(string)

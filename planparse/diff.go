@@ -22,31 +22,45 @@ type summarizer struct {
 	// names interns the strings that repeat across resources (modes,
 	// types, names, providers), which each decode would otherwise copy.
 	names map[string]string
-	// secrets holds every string Terraform marked sensitive anywhere in the
-	// plan, so that scrub can hide copies it failed to mark.
+	// secrets holds the canonical text of every string and number that
+	// Terraform marked sensitive in the planned changes (not in drift, which
+	// must not move the digest), so that scrub can hide unmarked copies.
 	secrets map[string]struct{}
+	// collecting is false while drift is summarized.
+	collecting bool
 }
 
+// minSecretLength is the shortest sensitive string or number whose unmarked
+// copies scrub hides: shorter ones ("1", "app") would hide ordinary values
+// from reviewers.
+const minSecretLength = 6
+
 // sensitive returns the keyed digest that stands for v, and remembers the
-// strings inside v as secrets.
+// strings and numbers inside v as secrets.
 func (s *summarizer) sensitive(v any) Sensitive {
-	s.rememberSecrets(v)
+	if s.collecting {
+		s.rememberSecrets(v)
+	}
 	s.buf = appendValue(s.buf[:0], v)
 	m := hmac.New(sha256.New, s.key)
 	m.Write(s.buf)
 	return Sensitive{Digest: sensitiveDigestPrefix + hex.EncodeToString(m.Sum(nil))}
 }
 
-func (s *summarizer) rememberSecrets(v any) {
+// secretText returns the text by which a leaf is remembered as a secret,
+// and whether it is long enough to be one.
+func secretText(v any) (string, bool) {
 	switch v := v.(type) {
 	case string:
-		if v == "" {
-			return
-		}
-		if s.secrets == nil {
-			s.secrets = map[string]struct{}{}
-		}
-		s.secrets[v] = struct{}{}
+		return "s" + v, len(v) >= minSecretLength
+	case json.Number:
+		return "n" + string(v), len(v) >= minSecretLength
+	}
+	return "", false
+}
+
+func (s *summarizer) rememberSecrets(v any) {
+	switch v := v.(type) {
 	case []any:
 		for _, e := range v {
 			s.rememberSecrets(e)
@@ -55,67 +69,90 @@ func (s *summarizer) rememberSecrets(v any) {
 		for _, m := range v {
 			s.rememberSecrets(m.Value)
 		}
+	default:
+		if text, ok := secretText(v); ok {
+			if s.secrets == nil {
+				s.secrets = map[string]struct{}{}
+			}
+			s.secrets[text] = struct{}{}
+		}
 	}
 }
 
-// minContainedSecret is the shortest secret scrub also looks for inside
-// longer strings; shorter ones would hide ordinary words.
-const minContainedSecret = 8
+func (s *summarizer) isSecret(v any) bool {
+	text, ok := secretText(v)
+	if !ok {
+		return false
+	}
+	_, secret := s.secrets[text]
+	return secret
+}
 
-// scrub returns v with every string that equals, or contains, a string
-// Terraform marked sensitive elsewhere in the plan replaced by its keyed
-// digest. Terraform does not always carry a mark to every copy of a value
-// (terraform_data's output mirrors its input without the input's mark), and
-// seb must never show a secret in clear. It rewrites v in place.
+// scrub returns v with every string or number (and every object member
+// name) that equals a value Terraform marked sensitive elsewhere in the plan
+// replaced by its keyed digest. Terraform does not always carry a mark to
+// every copy of a value — terraform_data's output mirrors its input without
+// the input's mark — and seb must not show a secret in clear. It rewrites v
+// in place.
 func (s *summarizer) scrub(v any) any {
 	switch v := v.(type) {
-	case string:
-		if s.isSecret(v) {
-			return s.sensitive(v)
-		}
-		return v
 	case []any:
 		for i, e := range v {
 			v[i] = s.scrub(e)
 		}
 		return v
 	case Object:
+		renamed := false
 		for i := range v {
 			v[i].Value = s.scrub(v[i].Value)
+			if s.isSecret(v[i].Name) {
+				v[i].Name = s.sensitive(v[i].Name).Digest
+				renamed = true
+			}
+		}
+		if renamed {
+			sortMembers(v)
+		}
+		return v
+	default:
+		if s.isSecret(v) {
+			return s.sensitive(v)
 		}
 		return v
 	}
-	return v
 }
 
-func (s *summarizer) isSecret(v string) bool {
-	if _, ok := s.secrets[v]; ok {
-		return true
-	}
-	for secret := range s.secrets {
-		if len(secret) >= minContainedSecret && len(secret) < len(v) && strings.Contains(v, secret) {
-			return true
-		}
-	}
-	return false
-}
-
-// scrubSummary applies scrub to every value of the summary and the drift.
+// scrubSummary applies scrub to every value and path of the summary and the
+// drift.
 func (s *summarizer) scrubSummary(resources, drift []ResourceChange, outputs []OutputChange) {
 	if len(s.secrets) == 0 {
 		return
 	}
 	for _, rs := range [][]ResourceChange{resources, drift} {
 		for i := range rs {
+			renamed := false
 			for j := range rs[i].Changes {
 				c := &rs[i].Changes[j]
 				c.Before, c.After = s.scrub(c.Before), s.scrub(c.After)
+				for k, step := range c.Path {
+					if s.isSecret(step) {
+						c.Path[k] = s.sensitive(step).Digest
+						renamed = true
+					}
+				}
+			}
+			if renamed {
+				sortChanges(rs[i].Changes)
 			}
 		}
 	}
 	for i := range outputs {
 		outputs[i].Before, outputs[i].After = s.scrub(outputs[i].Before), s.scrub(outputs[i].After)
 	}
+}
+
+func sortChanges(cs []AttributeChange) {
+	sort.Slice(cs, func(i, j int) bool { return comparePaths(cs[i].Path, cs[j].Path) < 0 })
 }
 
 func (s *summarizer) intern(v string) string {
@@ -158,7 +195,9 @@ func (s *summarizer) masked(v, sens, unknown any) any {
 		return Unknown{}
 	}
 	if isTrue(sens) {
-		return s.sensitive(v)
+		// The digest covers which parts are still unknown: Terraform omits
+		// them from "after", and they must not look absent or null.
+		return s.sensitive(s.masked(v, nil, unknown))
 	}
 	if sens == nil && unknown == nil {
 		return v
@@ -194,14 +233,13 @@ func withUnknownMembers(o Object, unknown any) Object {
 	if !ok {
 		return o
 	}
-	added := false
+	present := len(o)
 	for name, u := range um {
-		if _, present := o.Get(name); !present && isTrue(u) {
+		if _, found := o[:present].Get(name); !found && isTrue(u) {
 			o = append(o, Member{Name: name, Value: Unknown{}})
-			added = true
 		}
 	}
-	if added {
+	if len(o) > present {
 		sortMembers(o)
 	}
 	return o
@@ -213,12 +251,17 @@ type side struct {
 	v, sens, unknown any
 }
 
+// child returns the side of member or element k. A member the object does
+// not have is Absent, which differs from a member that is null.
 func (sd side) child(k any) side {
 	var v any
 	switch m := sd.v.(type) {
 	case Object:
 		if s, ok := k.(string); ok {
-			v, _ = m.Get(s)
+			var found bool
+			if v, found = m.Get(s); !found {
+				v = Absent{}
+			}
 		}
 	case []any:
 		if i, ok := k.(int); ok && i < len(m) {
@@ -346,27 +389,26 @@ func equalValues(a, b any) bool {
 }
 
 // changedAttributes returns the changed attributes of a resource change,
-// sorted by path. A resource that does not exist on one side (create, read,
-// delete) is compared attribute by attribute against nothing.
+// sorted by path. A resource that exists on one side only (create, read,
+// delete) is compared attribute by attribute against null.
 func (s *summarizer) changedAttributes(c *tfjson.Change) []AttributeChange {
 	before := side{v: c.Before, sens: c.BeforeSensitive}
 	after := side{v: c.After, sens: c.AfterSensitive, unknown: c.AfterUnknown}
-	if before.v == nil && !isTrue(after.unknown) && !isTrue(after.sens) {
-		if _, ok := after.v.(Object); ok || after.unknown != nil {
-			before.v = Object{}
-			if after.v == nil {
-				after.v = Object{}
-			}
+	bo, bIsObject := before.v.(Object)
+	ao, aIsObject := after.v.(Object)
+	_, unknownMembers := after.unknown.(map[string]any)
+	out := []AttributeChange{}
+	switch {
+	case before.v == nil && (aIsObject || (after.v == nil && unknownMembers)) && !isTrue(after.sens):
+		for _, name := range memberNames(nil, ao, after.unknown) {
+			out = s.diff(out, Path{name}, side{}, after.child(name))
 		}
-	}
-	if after.v == nil && !isTrue(after.unknown) && !isTrue(before.sens) {
-		if _, ok := before.v.(Object); ok {
-			after.v = Object{}
+	case after.v == nil && bIsObject && !isTrue(after.unknown) && !isTrue(before.sens):
+		for _, name := range memberNames(bo, nil, nil) {
+			out = s.diff(out, Path{name}, before.child(name), side{})
 		}
-	}
-	out := s.diff(nil, make(Path, 0, 8), before, after)
-	if out == nil {
-		out = []AttributeChange{}
+	default:
+		out = s.diff(out, Path{}, before, after)
 	}
 	return out
 }
@@ -421,14 +463,15 @@ func (s *summarizer) resourceChange(rc *tfjson.ResourceChange) (ResourceChange, 
 		return ResourceChange{}, false, fmt.Errorf("%s: %w", rc.Address, err)
 	}
 	moved := rc.PreviousAddress != "" && rc.PreviousAddress != rc.Address
-	importID := ""
-	if rc.Change.Importing != nil {
-		importID = rc.Change.Importing.ID
-		if importID == "" {
-			importID = "(identity)"
+	var importing *Import
+	if im := rc.Change.Importing; im != nil {
+		identity, err := normalizeValue(im.Identity)
+		if err != nil {
+			return ResourceChange{}, false, fmt.Errorf("%s: import identity: %w", rc.Address, err)
 		}
+		importing = &Import{ID: im.ID, Identity: identity}
 	}
-	if action == ActionNoOp && !moved && importID == "" {
+	if action == ActionNoOp && !moved && importing == nil {
 		return ResourceChange{}, false, nil
 	}
 	for _, v := range []*any{&rc.Change.Before, &rc.Change.After, &rc.Index} {
@@ -453,7 +496,7 @@ func (s *summarizer) resourceChange(rc *tfjson.ResourceChange) (ResourceChange, 
 		Action:        action,
 		ReplaceOrder:  order,
 		ActionReason:  s.intern(string(rc.ActionReason)),
-		ImportID:      importID,
+		Importing:     importing,
 	}
 	if moved {
 		out.PreviousAddress = rc.PreviousAddress

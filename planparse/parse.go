@@ -19,6 +19,7 @@ import (
 	"io"
 	"sort"
 
+	"github.com/hashicorp/go-version"
 	tfjson "github.com/hashicorp/terraform-json"
 )
 
@@ -36,6 +37,7 @@ var (
 	ErrUnsupportedVersion = errors.New("unsupported plan format_version")
 	ErrMalformed          = errors.New("malformed plan")
 	ErrErrored            = errors.New("the plan errored")
+	ErrUnsupported        = errors.New("the plan uses what seb cannot certify")
 )
 
 // Options configure Parse.
@@ -46,15 +48,27 @@ type Options struct {
 	SensitiveKey []byte
 	// MaxBytes limits the size of the plan JSON; 0 means DefaultMaxBytes.
 	MaxBytes int64
+	// MaxChangeBytes limits the JSON of any one resource change, and of all
+	// output changes together; 0 means DefaultMaxChangeBytes. Decoded values
+	// take many times their JSON size, so this bounds memory on hostile input.
+	MaxChangeBytes int64
 }
+
+// DefaultMaxChangeBytes is the largest single resource change Parse reads
+// unless told otherwise.
+const DefaultMaxChangeBytes = 16 << 20
+
+// maxNesting bounds how deeply the JSON Parse skips may nest, as
+// encoding/json bounds what it decodes.
+const maxNesting = 10000
 
 // Valid reports whether the options can be used.
 func (o Options) Valid() error {
 	if len(o.SensitiveKey) == 0 {
 		return errors.New("planparse: Options.SensitiveKey is empty")
 	}
-	if o.MaxBytes < 0 {
-		return errors.New("planparse: Options.MaxBytes is negative")
+	if o.MaxBytes < 0 || o.MaxChangeBytes < 0 {
+		return errors.New("planparse: Options.MaxBytes or MaxChangeBytes is negative")
 	}
 	return nil
 }
@@ -79,6 +93,10 @@ type Plan struct {
 	// Drift is not part of the digest: whether it matters is the execution
 	// rule's decision.
 	Drift []ResourceChange
+	// SensitivityUnmarked is true for plan formats before 0.2 (Terraform
+	// before 0.15), which do not say which values are sensitive: their
+	// secrets appear in the summary in clear.
+	SensitivityUnmarked bool
 }
 
 // Parse reads one plan JSON document from r and summarizes it. It reads r
@@ -93,15 +111,24 @@ func Parse(r io.Reader, opts Options) (*Plan, error) {
 		return nil, err
 	}
 	limit := opts.maxBytes()
-	counted := &countingReader{r: io.LimitReader(r, limit+1)}
+	counted := &countingReader{r: io.LimitReader(r, limit+1), windowStart: -1}
 	buffered := bufio.NewReaderSize(counted, 64<<10)
 	head, _ := buffered.Peek(4)
-	if bytes.HasPrefix(head, []byte("PK\x03\x04")) {
+	switch {
+	case bytes.HasPrefix(head, []byte("PK\x03\x04")):
 		return nil, fmt.Errorf("%w: this is a zip archive as `terraform plan -out` writes; convert it with `terraform show -json FILE`", ErrBinaryPlan)
+	case bytes.HasPrefix(head, []byte("\xef\xbb\xbf")):
+		buffered.Discard(3) // a UTF-8 byte order mark says nothing
+	case bytes.HasPrefix(head, []byte("\xff\xfe")), bytes.HasPrefix(head, []byte("\xfe\xff")):
+		return nil, fmt.Errorf("%w: the input is UTF-16 encoded (as PowerShell's > writes); seb reads UTF-8: use `terraform show -json FILE | Out-File -Encoding utf8 plan.json`", ErrNotJSON)
+	}
+	counted.maxWindow = opts.MaxChangeBytes
+	if counted.maxWindow == 0 {
+		counted.maxWindow = DefaultMaxChangeBytes
 	}
 	d := &planDecoder{
 		dec:   json.NewDecoder(buffered),
-		sum:   &summarizer{key: opts.SensitiveKey},
+		sum:   &summarizer{key: opts.SensitiveKey, collecting: true},
 		count: counted,
 	}
 	d.dec.UseNumber()
@@ -118,19 +145,37 @@ func Parse(r io.Reader, opts Options) (*Plan, error) {
 	return plan, nil
 }
 
+// countingReader counts what it reads and, while a window is open, fails
+// once the window has read more than maxWindow bytes.
 type countingReader struct {
 	r   io.Reader
 	n   int64
 	err error // the first error of r other than io.EOF
+
+	maxWindow   int64
+	windowStart int64 // -1: no window open
+	exceeded    bool
 }
 
+var errWindow = errors.New("change too large")
+
 func (c *countingReader) Read(p []byte) (int, error) {
+	if c.windowStart >= 0 && c.n-c.windowStart > c.maxWindow {
+		c.exceeded = true
+		return 0, errWindow
+	}
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	if err != nil && err != io.EOF && c.err == nil {
 		c.err = err
 	}
 	return n, err
+}
+
+// window opens a window for one change, or closes it with start -1.
+func (c *countingReader) window(start int64) {
+	c.windowStart = start
+	c.exceeded = false
 }
 
 func formatBytes(n int64) string {
@@ -152,6 +197,7 @@ type planDecoder struct {
 	formatVersion    *string
 	terraformVersion string
 	errored          bool
+	complete         *bool
 	members          map[string]bool
 	resources        []ResourceChange
 	drift            []ResourceChange
@@ -210,11 +256,12 @@ func (d *planDecoder) decode() (*Plan, error) {
 		summary.Outputs = []OutputChange{}
 	}
 	return &Plan{
-		FormatVersion:    *d.formatVersion,
-		TerraformVersion: d.terraformVersion,
-		Summary:          summary,
-		Digest:           summary.Digest(),
-		Drift:            d.drift,
+		FormatVersion:       *d.formatVersion,
+		TerraformVersion:    d.terraformVersion,
+		Summary:             summary,
+		Digest:              summary.Digest(),
+		Drift:               d.drift,
+		SensitivityUnmarked: !formatAtLeast(*d.formatVersion, "0.2"),
 	}, nil
 }
 
@@ -232,13 +279,26 @@ func (d *planDecoder) member(name string) error {
 		return d.value(name, &d.terraformVersion)
 	case "errored":
 		return d.value(name, &d.errored)
+	case "complete":
+		return d.value(name, &d.complete)
 	case "resource_changes":
 		return d.resourceList(name, &d.resources)
 	case "resource_drift":
+		// Secrets seen only in drift must not change what the planned
+		// changes' summary hides, or drift would move the digest.
+		d.sum.collecting = false
+		defer func() { d.sum.collecting = true }()
 		return d.resourceList(name, &d.drift)
+	case "action_invocations":
+		return d.refuseNonEmpty(name, "it invokes Terraform actions, which seb does not yet certify")
+	case "deferred_changes":
+		return d.refuseNonEmpty(name, "it defers changes to a later plan; seb certifies only complete plans")
 	case "output_changes":
 		var changes map[string]*tfjson.Change
-		if err := d.value(name, &changes); err != nil {
+		d.count.window(d.count.n)
+		err := d.value(name, &changes)
+		d.count.window(-1)
+		if err != nil {
 			return err
 		}
 		for outName, c := range changes {
@@ -259,6 +319,28 @@ func (d *planDecoder) member(name string) error {
 	}
 }
 
+// refuseNonEmpty consumes a list member and fails if it has any element.
+func (d *planDecoder) refuseNonEmpty(name, why string) error {
+	tok, err := d.dec.Token()
+	if err != nil {
+		return d.readError(err)
+	}
+	if tok == nil {
+		return nil
+	}
+	if delim, ok := tok.(json.Delim); !ok || delim != '[' {
+		return fmt.Errorf("%w: %s is %s, not a list", ErrMalformed, name, describeToken(tok))
+	}
+	if d.dec.More() {
+		return fmt.Errorf("%w: %s", ErrUnsupported, why)
+	}
+	_, err = d.dec.Token()
+	if err != nil {
+		return d.readError(err)
+	}
+	return nil
+}
+
 // skip consumes one JSON value token by token, so that even a large member
 // such as planned_values never sits in memory whole.
 func (d *planDecoder) skip() error {
@@ -271,6 +353,9 @@ func (d *planDecoder) skip() error {
 		switch tok {
 		case json.Delim('{'), json.Delim('['):
 			depth++
+			if depth > maxNesting {
+				return fmt.Errorf("%w: JSON nested deeper than %d levels", ErrMalformed, maxNesting)
+			}
 		case json.Delim('}'), json.Delim(']'):
 			depth--
 		}
@@ -295,7 +380,10 @@ func (d *planDecoder) resourceList(name string, into *[]ResourceChange) error {
 	}
 	for i := 0; d.dec.More(); i++ {
 		var rc tfjson.ResourceChange
-		if err := d.value(fmt.Sprintf("%s[%d]", name, i), &rc); err != nil {
+		d.count.window(d.count.n)
+		err := d.value(fmt.Sprintf("%s[%d]", name, i), &rc)
+		d.count.window(-1)
+		if err != nil {
 			return err
 		}
 		entry, keep, err := d.sum.resourceChange(&rc)
@@ -332,6 +420,8 @@ func (d *planDecoder) value(name string, v any) error {
 func (d *planDecoder) readError(err error) error {
 	var se *json.SyntaxError
 	switch {
+	case d.count.exceeded:
+		return fmt.Errorf("%w: one change is larger than the %s limit for a single change", ErrTooLarge, formatBytes(d.count.maxWindow))
 	case d.count.err != nil:
 		return fmt.Errorf("read plan: %w", d.count.err)
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
@@ -370,8 +460,17 @@ func (d *planDecoder) checkPlan() error {
 		return fmt.Errorf("%w: format_version is missing", ErrNotPlan)
 	case d.errored:
 		return fmt.Errorf("%w: Terraform could not finish this plan, so it is not a complete description of the change", ErrErrored)
+	case d.complete != nil && !*d.complete:
+		return fmt.Errorf("%w: the plan is incomplete (made with -target, or with deferred changes); seb certifies only complete plans", ErrUnsupported)
 	}
 	return nil
+}
+
+// formatAtLeast reports whether plan format version v is at least min.
+func formatAtLeast(v, min string) bool {
+	have, err1 := version.NewVersion(v)
+	want, err2 := version.NewVersion(min)
+	return err1 == nil && err2 == nil && have.GreaterThanOrEqual(want)
 }
 
 func unique(rs []ResourceChange) error {

@@ -159,7 +159,7 @@ func TestParseEdgeCases(t *testing.T) {
 	if fmt.Sprint(keys) != fmt.Sprint(want) {
 		t.Errorf("resources %q, want %q (the no-op a.x dropped, the move and import kept)", keys, want)
 	}
-	if r := plan.Summary.Resources[2]; r.ImportID != "i-3" || r.Action != planparse.ActionNoOp {
+	if r := plan.Summary.Resources[2]; r.Importing == nil || r.Importing.ID != "i-3" || r.Action != planparse.ActionNoOp {
 		t.Errorf("import: %+v", r)
 	}
 	if r := plan.Summary.Resources[3]; r.PreviousAddress != "a.old" {

@@ -5,7 +5,9 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // RenderOptions configure Render.
@@ -75,21 +77,41 @@ func (r *ResourceChange) Headline() string {
 		}
 	default:
 		switch {
-		case r.PreviousAddress != "" && r.ImportID != "":
-			what = "will be imported and has moved from " + r.PreviousAddress
+		case r.PreviousAddress != "" && r.Importing != nil:
+			what = "will be imported from " + r.Importing.String() + " and has moved from " + r.PreviousAddress
 		case r.PreviousAddress != "":
 			what = "has moved from " + r.PreviousAddress
 		default:
-			what = "will be imported"
+			what = "will be imported from " + r.Importing.String()
 		}
+		return printable(subject + " " + what)
 	}
-	if r.PreviousAddress != "" && r.Action != ActionNoOp {
+	if r.PreviousAddress != "" {
 		what += " (moved from " + r.PreviousAddress + ")"
 	}
-	if r.ImportID != "" && r.Action != ActionNoOp {
-		what += " (imported from " + r.ImportID + ")"
+	if r.Importing != nil {
+		what += " (imported from " + r.Importing.String() + ")"
 	}
-	return subject + " " + what
+	return printable(subject + " " + what)
+}
+
+// printable escapes the runes of s that a terminal would act on rather
+// than print, so that a plan cannot send escape sequences to a reviewer.
+func printable(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) {
+			var b strings.Builder
+			for _, r := range s {
+				if unicode.IsPrint(r) {
+					b.WriteRune(r)
+				} else {
+					fmt.Fprintf(&b, "\\u%04x", r)
+				}
+			}
+			return b.String()
+		}
+	}
+	return s
 }
 
 // Reason explains the action reason in words, or returns "".
@@ -141,9 +163,9 @@ func (r *ResourceChange) ForcesReplacement(path Path) bool {
 // removed or changed.
 func (c *AttributeChange) Symbol() string {
 	switch {
-	case c.Before == nil:
+	case c.Before == nil || c.Before == (Absent{}):
 		return "+"
-	case c.After == nil:
+	case c.After == nil || c.After == (Absent{}):
 		return "-"
 	}
 	return "~"
@@ -176,7 +198,7 @@ func (s *Summary) Count() Counts {
 		case ActionForget:
 			c.Forget++
 		}
-		if r.ImportID != "" {
+		if r.Importing != nil {
 			c.Import++
 		}
 		if r.PreviousAddress != "" {
@@ -197,9 +219,10 @@ func FormatValue(v any) string {
 		return "(known after apply)"
 	case Sensitive:
 		return "(sensitive value)"
+	case Absent:
+		return "(absent)"
 	case string:
-		b, _ := json.Marshal(v)
-		return string(b)
+		return strconv.Quote(v)
 	case json.Number:
 		return string(v)
 	case bool:

@@ -62,9 +62,40 @@ type ResourceChange struct {
 	ReplaceOrder    ReplaceOrder `json:"replace_order,omitempty"`
 	ActionReason    string       `json:"action_reason,omitempty"`
 	ReplacePaths    []Path       `json:"replace_paths,omitempty"`
-	ImportID        string       `json:"import_id,omitempty"`
+	Importing       *Import      `json:"importing,omitempty"`
 	// Changes holds only the attributes whose value changes, sorted by path.
 	Changes []AttributeChange `json:"changes"`
+}
+
+// An Import says that the change imports an existing object, by its id or
+// by its identity (a value; nil when the id is used).
+type Import struct {
+	ID       string `json:"id,omitempty"`
+	Identity any    `json:"identity,omitempty"`
+}
+
+// String names the imported object: its id, or its identity.
+func (im *Import) String() string {
+	if im.ID != "" || im.Identity == nil {
+		return im.ID
+	}
+	return string(appendValue(nil, im.Identity))
+}
+
+func (im *Import) appendCanonical(buf []byte) []byte {
+	buf = append(buf, '{')
+	if im.ID != "" {
+		buf = append(buf, `"id":`...)
+		buf = appendString(buf, im.ID)
+	}
+	if im.Identity != nil {
+		if im.ID != "" {
+			buf = append(buf, ',')
+		}
+		buf = append(buf, `"identity":`...)
+		buf = appendValue(buf, im.Identity)
+	}
+	return append(buf, '}')
 }
 
 // Key identifies a resource change within a summary: its address, plus the
@@ -78,7 +109,7 @@ func (r ResourceChange) Key() string {
 
 // An AttributeChange is one changed attribute: its path and its values before
 // and after. Values are nil, bool, string, json.Number, []any, Object,
-// Unknown or Sensitive.
+// Unknown, Sensitive or Absent.
 type AttributeChange struct {
 	Path   Path `json:"path"`
 	Before any  `json:"before"`
@@ -95,6 +126,10 @@ type OutputChange struct {
 
 // Unknown marks a value that is known only after apply.
 type Unknown struct{}
+
+// Absent marks an object member that one side of a change does not have,
+// as opposed to a member whose value is null.
+type Absent struct{}
 
 // Sensitive stands for a sensitive value: Digest is "hmac-sha256:<hex>" of
 // the value's canonical JSON under the caller's key, never the value itself.
@@ -282,9 +317,9 @@ func (r *ResourceChange) appendCanonical(buf []byte) []byte {
 		field("deposed", false)
 		buf = appendString(buf, r.Deposed)
 	}
-	if r.ImportID != "" {
-		field("import_id", false)
-		buf = appendString(buf, r.ImportID)
+	if r.Importing != nil {
+		field("importing", false)
+		buf = r.Importing.appendCanonical(buf)
 	}
 	if r.Index != nil {
 		field("index", false)
@@ -354,6 +389,11 @@ func (s *Summary) Validate() error {
 		if r.Index != nil {
 			if err := validateIndex(r.Index); err != nil {
 				return fmt.Errorf("resource %s: %w", r.Key(), err)
+			}
+		}
+		if r.Importing != nil {
+			if err := validateValue(r.Importing.Identity); err != nil {
+				return fmt.Errorf("resource %s: import identity: %w", r.Key(), err)
 			}
 		}
 		for j, p := range r.ReplacePaths {
@@ -455,7 +495,7 @@ func validatePath(p Path) error {
 
 func validateValue(v any) error {
 	switch v := v.(type) {
-	case nil, bool, string, Unknown:
+	case nil, bool, string, Unknown, Absent:
 		return nil
 	case Sensitive:
 		if !strings.HasPrefix(v.Digest, sensitiveDigestPrefix) {
