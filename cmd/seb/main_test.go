@@ -962,3 +962,18 @@ func readEcho(t *testing.T, tty *os.File) string {
 		return ""
 	}
 }
+
+// TestWarnsOnUnmarkedSensitivity: plans from before Terraform 0.15 cannot
+// say which values are secrets, and the user is told so on stderr.
+func TestWarnsOnUnmarkedSensitivity(t *testing.T) {
+	key := isolate(t)
+	old := writeFile(t, "old.json", `{"format_version":"0.1","planned_values":{},"resource_changes":[{"address":"a.b","mode":"managed","type":"a","name":"b","provider_name":"aws","change":{"actions":["create"],"before":null,"after":{"password":"Aa1234321Bb"}}}]}`)
+	for _, args := range [][]string{{"summarize", old}, {"digest", old}, {"compare", old, old}} {
+		r := seb(t, "", append([]string{args[0], "--key-file", key}, args[1:]...)...)
+		if r.code != exitOK || !strings.Contains(r.stderr, "does not mark sensitive values") {
+			t.Errorf("%v: exit %d, stderr %q", args, r.code, r.stderr)
+		}
+	}
+	r := seb(t, "", "digest", "--key-file", key, plan("update"))
+	mustSucceed(t, r)
+}

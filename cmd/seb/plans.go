@@ -117,7 +117,17 @@ func (f *planFlags) readPlan(cmd *cobra.Command, name string) (*planparse.Plan, 
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", displayName(name), err)
 	}
+	warnUnmarked(cmd, name, plan)
 	return plan, nil
+}
+
+// warnUnmarked tells the user when a plan cannot say which of its values
+// are secrets.
+func warnUnmarked(cmd *cobra.Command, name string, plan *planparse.Plan) {
+	if plan.SensitivityUnmarked {
+		fmt.Fprintf(cmd.ErrOrStderr(), "seb: warning: %s is plan format %s (Terraform before 0.15), which does not mark sensitive values; any secrets in it are shown in clear\n",
+			displayName(name), plan.FormatVersion)
+	}
 }
 
 func displayName(name string) string {
@@ -151,6 +161,7 @@ func readSummary(cmd *cobra.Command, name string, opts planparse.Options) (*plan
 	}
 	plan, err := planparse.Parse(bytes.NewReader(data), opts)
 	if err == nil {
+		warnUnmarked(cmd, name, plan)
 		return plan.Summary, nil
 	}
 	if !errors.Is(err, planparse.ErrNotPlan) {
