@@ -1,0 +1,172 @@
+package drift
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/seb-broker/seb/planparse"
+)
+
+// Mode is a workspace's rule for drift: changes made outside Terraform.
+type Mode string
+
+// The drift modes. In the default mode a live plan is refused when its
+// digest differs from the certified one, or when drift touches a resource
+// the certified diff changes. In strict mode any drift at all refuses it.
+const (
+	ModeDefault Mode = "default"
+	ModeStrict  Mode = "strict"
+)
+
+// A Decision says whether a live plan may be applied in place of the
+// certified diff, and if not, exactly why.
+type Decision struct {
+	Accepted bool
+	// Reason says in one sentence why a plan was refused.
+	Reason string
+	// Divergence is the structured difference between the certified and
+	// the live summaries; empty when their digests match.
+	Divergence *planparse.Divergence
+	// Drift lists the changes made outside Terraform that refused the plan,
+	// each with its before and after values.
+	Drift []planparse.ResourceChange
+}
+
+// Decide compares a live plan with a certified summary under mode.
+func Decide(certified *planparse.Summary, live *planparse.Plan, mode Mode) Decision {
+	d := Decision{Divergence: planparse.Compare(certified, live.Summary)}
+	if !d.Divergence.Empty() {
+		d.Reason = fmt.Sprintf("the live plan (%s) differs from the certified diff (%s)", d.Divergence.LiveDigest, d.Divergence.CertifiedDigest)
+		return d
+	}
+	touched := map[string]bool{}
+	for _, r := range certified.Resources {
+		touched[r.Address] = true
+	}
+	for _, r := range live.Drift {
+		if mode == ModeStrict || touched[r.Address] {
+			d.Drift = append(d.Drift, r)
+		}
+	}
+	if len(d.Drift) > 0 {
+		if mode == ModeStrict {
+			d.Reason = fmt.Sprintf("%d resource(s) changed outside Terraform, and the workspace is strict", len(d.Drift))
+		} else {
+			d.Reason = fmt.Sprintf("%d certified resource(s) changed outside Terraform since they were certified", len(d.Drift))
+		}
+		return d
+	}
+	d.Accepted = true
+	return d
+}
+
+// An ExecuteRequest is one execution of a certified diff.
+type ExecuteRequest struct {
+	Workspace string
+	Vars      map[string]string
+	// Certified is the summary the certificate binds.
+	Certified *planparse.Summary
+	Mode      Mode
+	// Credentials mint the plan- and apply-phase credentials.
+	Credentials Credentials
+	// State is the broker's state store; the run holds the workspace's
+	// lock from before the plan until the new state is stored.
+	State StateStore
+}
+
+// Stage is where an execution stopped.
+type Stage string
+
+// Stages of an execution, in order.
+const (
+	StagePlanning  Stage = "planning"
+	StageComparing Stage = "comparing"
+	StageApplying  Stage = "applying"
+	StageDone      Stage = "done"
+)
+
+// An ExecuteResult is what an execution did.
+type ExecuteResult struct {
+	// Stage is where it stopped: StageComparing when it was refused.
+	Stage    Stage
+	Plan     *PlanResult
+	Decision Decision
+	// Apply is nil when nothing was applied.
+	Apply *ApplyResult
+	// StateVersion is the state stored after the apply.
+	StateVersion *StateVersion
+	Timings      Timings
+}
+
+// Timings of an execution. Window is the time between the end of the
+// refresh and the start of the apply: the only moment an out-of-band
+// change could slip in unseen.
+type Timings struct {
+	Lock, Plan, Show, Compare, Apply, Window time.Duration
+}
+
+// ErrRefused is wrapped by Execute's error when the live plan diverges
+// from the certified one; the result's Decision says why.
+var ErrRefused = errors.New("execution refused")
+
+// Execute runs a certified diff under the workspace lock: it plans against
+// live state with a plan-phase credential, decides whether the live plan is
+// exactly the certified one, and only then applies that saved plan with a
+// fresh apply-phase credential, and stores the resulting state. A refused
+// run applies nothing and returns ErrRefused with the decision in the
+// result.
+func (w *Workdir) Execute(ctx context.Context, req ExecuteRequest) (*ExecuteResult, error) {
+	now := w.r.opts.Now
+	res := &ExecuteResult{Stage: StagePlanning}
+	start := now()
+	unlock, err := req.State.Lock(ctx, req.Workspace)
+	if err != nil {
+		return res, err
+	}
+	defer unlock()
+	res.Timings.Lock = now().Sub(start)
+	state, err := req.State.Current(ctx, req.Workspace)
+	if err != nil {
+		return res, err
+	}
+	planStart := now()
+	res.Plan, err = w.Plan(ctx, PlanRequest{Vars: req.Vars, State: state, Credentials: req.Credentials})
+	if err != nil {
+		return res, err
+	}
+	res.Timings.Plan = res.Plan.RefreshedAt.Sub(planStart)
+	res.Timings.Show = res.Plan.ShownAt.Sub(res.Plan.RefreshedAt)
+
+	res.Stage = StageComparing
+	res.Decision = Decide(req.Certified, res.Plan.Plan, req.Mode)
+	res.Timings.Compare = now().Sub(res.Plan.ShownAt)
+	if !res.Decision.Accepted {
+		return res, fmt.Errorf("%w: %s", ErrRefused, res.Decision.Reason)
+	}
+
+	res.Stage = StageApplying
+	res.Apply, err = w.Apply(ctx, res.Plan, req.Credentials)
+	if err != nil {
+		return res, err
+	}
+	res.Timings.Window = res.Apply.StartedAt.Sub(res.Plan.RefreshedAt)
+	res.Timings.Apply = res.Apply.EndedAt.Sub(res.Apply.StartedAt)
+	if res.Apply.State != nil && !bytes.Equal(res.Apply.State, state) {
+		// Stored whatever the outcome: a failed or interrupted apply may
+		// still have changed real resources. Not under ctx, which may be
+		// the cancellation that interrupted the apply.
+		v, err := req.State.Put(context.WithoutCancel(ctx), req.Workspace, res.Apply.State)
+		if err != nil {
+			return res, fmt.Errorf("store the state after apply: %w", err)
+		}
+		res.StateVersion = &v
+	}
+	res.Stage = StageDone
+	if res.Apply.Outcome != Succeeded {
+		return res, fmt.Errorf("apply %s: %w", res.Apply.Outcome, res.Apply.Err)
+	}
+	return res, nil
+}

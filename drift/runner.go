@@ -1,0 +1,440 @@
+package drift
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"maps"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-version"
+	"github.com/hashicorp/terraform-exec/tfexec"
+
+	"github.com/seb-broker/seb/planparse"
+)
+
+// Phase is the phase a credential is minted for: plan-phase credentials
+// only read; apply-phase credentials mutate.
+type Phase string
+
+// The two phases of a run.
+const (
+	PhasePlan  Phase = "plan"
+	PhaseApply Phase = "apply"
+)
+
+// Credentials supply the environment that carries a phase's credential to
+// Terraform: for example a token written to a file in dir and the variables
+// naming it. A fresh credential is asked for at each step, right before it
+// runs.
+type Credentials interface {
+	Env(ctx context.Context, phase Phase, dir string) (map[string]string, error)
+}
+
+// Options configure a Runner.
+type Options struct {
+	// Terraform is the binary, Terraform or OpenTofu.
+	Terraform string
+	// CLIConfigFile is the Terraform CLI configuration every step uses;
+	// seb's installs providers only from a filesystem mirror.
+	CLIConfigFile string
+	// WorkRoot is where scratch workdirs are made; "" means os.TempDir().
+	WorkRoot string
+	// StepTimeout bounds each Terraform command; 0 means 15 minutes.
+	StepTimeout time.Duration
+	// SensitiveKey is planparse's HMAC key for sensitive values.
+	SensitiveKey []byte
+	// Env is added to every step's environment. Nothing else of seb's own
+	// environment reaches Terraform but PATH and HOME: seb's credentials
+	// must never leak into a run.
+	Env map[string]string
+	// Limits bound what a bundle may unpack to; zero means
+	// DefaultBundleLimits.
+	Limits BundleLimits
+	Logger *slog.Logger
+	// Now is the clock for step timings; nil means time.Now.
+	Now func() time.Time
+}
+
+// Valid reports whether the options can be used.
+func (o Options) Valid() error {
+	switch {
+	case o.Terraform == "":
+		return errors.New("drift: Options.Terraform is empty")
+	case len(o.SensitiveKey) == 0:
+		return errors.New("drift: Options.SensitiveKey is empty")
+	case o.StepTimeout < 0:
+		return errors.New("drift: Options.StepTimeout is negative")
+	}
+	return nil
+}
+
+// A Runner runs Terraform for seb: it materializes configurations into
+// scratch workdirs, plans against live state, and applies exactly the plan
+// it compared.
+type Runner struct {
+	opts    Options
+	version *version.Version
+}
+
+// New returns a runner for the binary in opts, whose version it reads.
+func New(ctx context.Context, opts Options) (*Runner, error) {
+	if err := opts.Valid(); err != nil {
+		return nil, err
+	}
+	if opts.StepTimeout == 0 {
+		opts.StepTimeout = 15 * time.Minute
+	}
+	if opts.WorkRoot == "" {
+		opts.WorkRoot = os.TempDir()
+	}
+	if opts.Limits == (BundleLimits{}) {
+		opts.Limits = DefaultBundleLimits
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	tf, err := tfexec.NewTerraform(opts.WorkRoot, opts.Terraform)
+	if err != nil {
+		return nil, fmt.Errorf("terraform binary: %w", err)
+	}
+	tf.SetEnv(map[string]string{"CHECKPOINT_DISABLE": "1", "PATH": os.Getenv("PATH")})
+	v, _, err := tf.Version(ctx, true)
+	if err != nil {
+		return nil, fmt.Errorf("terraform version: %w", err)
+	}
+	return &Runner{opts: opts, version: v}, nil
+}
+
+// Version returns the version the binary reports.
+func (r *Runner) Version() string { return r.version.String() }
+
+// A Workdir is a scratch directory holding one configuration for one run.
+// It holds no state of its own: the run reads the workspace's state from
+// the broker's store and writes it back.
+type Workdir struct {
+	r *Runner
+	// Dir is the directory Terraform runs in.
+	Dir string
+	// ConfigDigest is the digest of the configuration bundle.
+	ConfigDigest string
+
+	mu  sync.Mutex
+	log bytes.Buffer // JSON UI log lines of every step so far
+}
+
+// NewWorkdir unpacks a configuration bundle (a gzip'd tar of a module
+// tree) into a fresh workdir. Hostile archives are refused and leave
+// nothing behind.
+func (r *Runner) NewWorkdir(bundle io.Reader) (*Workdir, error) {
+	return r.newWorkdir(func(dir string) (string, error) { return ExtractBundle(bundle, dir, r.opts.Limits) })
+}
+
+// NewWorkdirFromDirectory copies a local module tree into a fresh workdir,
+// for local use; its digest equals that of the directory's bundle.
+func (r *Runner) NewWorkdirFromDirectory(src string) (*Workdir, error) {
+	return r.newWorkdir(func(dir string) (string, error) { return CopyDirectory(src, dir, r.opts.Limits) })
+}
+
+func (r *Runner) newWorkdir(fill func(dir string) (string, error)) (*Workdir, error) {
+	dir, err := os.MkdirTemp(r.opts.WorkRoot, "seb-run-")
+	if err != nil {
+		return nil, fmt.Errorf("workdir: %w", err)
+	}
+	digest, err := fill(dir)
+	if err == nil {
+		err = checkConfiguration(dir)
+	}
+	if err != nil {
+		os.RemoveAll(dir)
+		return nil, err
+	}
+	return &Workdir{r: r, Dir: dir, ConfigDigest: digest}, nil
+}
+
+// checkConfiguration refuses what a configuration must not bring along:
+// state (the broker owns it), Terraform's data directory (it could hold
+// provider binaries), and a backend or cloud block (state would go
+// elsewhere), and provisioners (see checkHCL).
+func checkConfiguration(dir string) error {
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		switch name := d.Name(); {
+		case d.IsDir() && name == ".terraform":
+			return fmt.Errorf("configuration: %s: a bundle cannot bring Terraform's data directory (it could hold provider binaries)", rel)
+		case !d.IsDir() && (strings.HasSuffix(name, ".tfstate") || strings.Contains(name, ".tfstate.")):
+			return fmt.Errorf("configuration: %s: a bundle cannot bring state; the broker owns each workspace's state", rel)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	return checkHCL(dir)
+}
+
+// Close removes the workdir.
+func (w *Workdir) Close() error { return os.RemoveAll(w.Dir) }
+
+// Log returns the JSON UI log (one JSON object per line) of every step
+// run so far in the workdir.
+func (w *Workdir) Log() []byte {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return bytes.Clone(w.log.Bytes())
+}
+
+// terraform returns a tfexec handle for one step, with exactly the
+// environment seb gives Terraform plus extra.
+func (w *Workdir) terraform(extra map[string]string) (*tfexec.Terraform, error) {
+	tf, err := tfexec.NewTerraform(w.Dir, w.r.opts.Terraform)
+	if err != nil {
+		return nil, err
+	}
+	env := map[string]string{
+		"PATH":               os.Getenv("PATH"),
+		"HOME":               os.Getenv("HOME"),
+		"CHECKPOINT_DISABLE": "1",
+	}
+	if w.r.opts.CLIConfigFile != "" {
+		env["TF_CLI_CONFIG_FILE"] = w.r.opts.CLIConfigFile
+	}
+	maps.Copy(env, w.r.opts.Env)
+	maps.Copy(env, extra)
+	if err := tf.SetEnv(env); err != nil {
+		return nil, err
+	}
+	return tf, nil
+}
+
+// step runs fn with a fresh tfexec handle under the step timeout, and
+// keeps Terraform's standard error for the error it returns.
+func (w *Workdir) step(ctx context.Context, name string, env map[string]string, fn func(ctx context.Context, tf *tfexec.Terraform) error) error {
+	tf, err := w.terraform(env)
+	if err != nil {
+		return fmt.Errorf("terraform %s: %w", name, err)
+	}
+	var stderr bytes.Buffer
+	tf.SetStderr(&stderr)
+	ctx, cancel := context.WithTimeout(ctx, w.r.opts.StepTimeout)
+	defer cancel()
+	start := w.r.opts.Now()
+	err = fn(ctx, tf)
+	w.r.opts.Logger.Debug("terraform step", "step", name, "dir", w.Dir, "duration", w.r.opts.Now().Sub(start), "error", err)
+	if err != nil {
+		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return fmt.Errorf("terraform %s: timed out after %s: %w", name, w.r.opts.StepTimeout, err)
+		}
+		return &StepError{Step: name, Err: err, Stderr: strings.TrimSpace(stderr.String())}
+	}
+	return nil
+}
+
+// A StepError is a failed Terraform command, with what it said on
+// standard error.
+type StepError struct {
+	Step   string
+	Err    error
+	Stderr string
+}
+
+func (e *StepError) Error() string {
+	if e.Stderr == "" {
+		return fmt.Sprintf("terraform %s: %v", e.Step, e.Err)
+	}
+	return fmt.Sprintf("terraform %s: %v\n%s", e.Step, e.Err, e.Stderr)
+}
+
+func (e *StepError) Unwrap() error { return e.Err }
+
+// logWriter appends a step's JSON UI log to the workdir's log.
+type logWriter struct{ w *Workdir }
+
+func (l logWriter) Write(p []byte) (int, error) {
+	l.w.mu.Lock()
+	defer l.w.mu.Unlock()
+	return l.w.log.Write(p)
+}
+
+// init runs `terraform init` offline against the provider mirror.
+func (w *Workdir) init(ctx context.Context) error {
+	return w.step(ctx, "init", nil, func(ctx context.Context, tf *tfexec.Terraform) error {
+		if w.r.version.GreaterThanOrEqual(version.Must(version.NewVersion("1.9.0"))) {
+			return tf.InitJSON(ctx, logWriter{w}, tfexec.Upgrade(false))
+		}
+		// Before 1.9 init has no JSON output; keep its text out of the log.
+		return tf.Init(ctx, tfexec.Upgrade(false))
+	})
+}
+
+// A PlanRequest says what to plan.
+type PlanRequest struct {
+	// Vars are root module variables.
+	Vars map[string]string
+	// State is the workspace's current state; nil for none.
+	State []byte
+	// Credentials supply the plan-phase credential.
+	Credentials Credentials
+}
+
+// A PlanResult is a plan made against live state and saved.
+type PlanResult struct {
+	// Plan is the summarized plan, with its drift.
+	Plan *planparse.Plan
+	// JSON is `terraform show -json` of the saved plan.
+	JSON []byte
+	// File is the saved plan, the only thing Apply will apply.
+	File string
+	// HasChanges is the plan's -detailed-exitcode answer.
+	HasChanges bool
+	// RefreshedAt is when the plan, and with it the refresh of live state,
+	// ended; ShownAt when its JSON had been read.
+	RefreshedAt, ShownAt time.Time
+}
+
+const (
+	planFile  = "seb.tfplan"
+	stateFile = "terraform.tfstate"
+)
+
+// Plan runs init and `terraform plan -out` with refresh against live state
+// using a plan-phase credential, then `terraform show -json` of the saved
+// plan, and summarizes it.
+func (w *Workdir) Plan(ctx context.Context, req PlanRequest) (*PlanResult, error) {
+	if err := w.writeState(req.State); err != nil {
+		return nil, err
+	}
+	if err := w.init(ctx); err != nil {
+		return nil, err
+	}
+	env, err := req.Credentials.Env(ctx, PhasePlan, w.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("plan credential: %w", err)
+	}
+	res := &PlanResult{File: filepath.Join(w.Dir, planFile)}
+	opts := []tfexec.PlanOption{tfexec.Out(planFile), tfexec.Refresh(true)}
+	for _, name := range slices.Sorted(maps.Keys(req.Vars)) {
+		opts = append(opts, tfexec.Var(name+"="+req.Vars[name]))
+	}
+	err = w.step(ctx, "plan", env, func(ctx context.Context, tf *tfexec.Terraform) error {
+		changes, err := tf.PlanJSON(ctx, logWriter{w}, opts...)
+		res.HasChanges = changes
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.RefreshedAt = w.r.opts.Now()
+	var raw bytes.Buffer
+	err = w.step(ctx, "show", nil, func(ctx context.Context, tf *tfexec.Terraform) error {
+		// Read the version first: tfexec checks it before showing, and
+		// that check would also write to the captured stdout.
+		if _, _, err := tf.Version(ctx, false); err != nil {
+			return err
+		}
+		tf.SetStdout(&raw)
+		_, err := tf.ShowPlanFile(ctx, planFile, tfexec.JSONNumber(true))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	res.JSON = raw.Bytes()
+	res.Plan, err = planparse.Parse(bytes.NewReader(res.JSON), planparse.Options{SensitiveKey: w.r.opts.SensitiveKey})
+	if err != nil {
+		return nil, fmt.Errorf("summarize the plan: %w", err)
+	}
+	res.ShownAt = w.r.opts.Now()
+	return res, nil
+}
+
+// writeState puts the workspace's state where Terraform's local backend
+// reads it, or removes any.
+func (w *Workdir) writeState(state []byte) error {
+	path := filepath.Join(w.Dir, stateFile)
+	if state == nil {
+		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("state: %w", err)
+		}
+		return nil
+	}
+	if err := os.WriteFile(path, state, 0o600); err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	return nil
+}
+
+// State returns the state Terraform left in the workdir, or nil.
+func (w *Workdir) State() ([]byte, error) {
+	data, err := os.ReadFile(filepath.Join(w.Dir, stateFile))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return data, err
+}
+
+// Outcome is how an apply ended.
+type Outcome string
+
+// The outcomes of an apply.
+const (
+	Succeeded   Outcome = "succeeded"
+	Failed      Outcome = "failed"
+	Interrupted Outcome = "interrupted"
+)
+
+// An ApplyResult is how an apply ended and the state it left.
+type ApplyResult struct {
+	Outcome Outcome
+	// Err says why it failed or was interrupted.
+	Err error
+	// State is the state after the apply (also after a failure: partial
+	// changes are real), nil if Terraform left none.
+	State []byte
+	// StartedAt is when the apply command started.
+	StartedAt, EndedAt time.Time
+}
+
+// Apply applies exactly the saved plan of p — no re-plan in between —
+// with an apply-phase credential, streaming its JSON log into the
+// workdir's log. Cancelling ctx interrupts Terraform (SIGINT), which stops
+// cleanly and writes the state; the outcome is then Interrupted.
+func (w *Workdir) Apply(ctx context.Context, p *PlanResult, creds Credentials) (*ApplyResult, error) {
+	env, err := creds.Env(ctx, PhaseApply, w.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("apply credential: %w", err)
+	}
+	res := &ApplyResult{Outcome: Succeeded, StartedAt: w.r.opts.Now()}
+	err = w.step(ctx, "apply", env, func(ctx context.Context, tf *tfexec.Terraform) error {
+		return tf.ApplyJSON(ctx, logWriter{w}, tfexec.DirOrPlan(filepath.Base(p.File)))
+	})
+	res.EndedAt = w.r.opts.Now()
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		res.Outcome, res.Err = Interrupted, err
+	default:
+		res.Outcome, res.Err = Failed, err
+	}
+	state, serr := w.State()
+	if serr != nil {
+		return nil, fmt.Errorf("read state after apply: %w", serr)
+	}
+	res.State = state
+	return res, nil
+}
