@@ -9,7 +9,6 @@ package drift
 import (
 	"archive/tar"
 	"bufio"
-	"compress/flate"
 	"compress/gzip"
 	"crypto/sha256"
 	"encoding/hex"
@@ -210,7 +209,7 @@ const (
 type bundleExtractor struct {
 	root    *os.Root
 	limits  BundleLimits
-	seen    map[string]bundleEntryKind // every path made so far
+	seen    map[string]bundleEntryKind // every path made so far (at most MaxFiles)
 	created map[string]bool            // top-level names made, to remove on failure
 	entries int
 	total   int64 // file bytes written so far
@@ -260,11 +259,16 @@ func (x *bundleExtractor) run(r io.Reader) (string, error) {
 // bytes plus a generous allowance per entry for headers. Beyond it the
 // archive is a gzip bomb, whatever its entries say.
 func bundleStreamCeiling(l BundleLimits) int64 {
-	overhead := int64(l.MaxFiles+2) * bundleEntryOverhead
-	if l.MaxBytes > (1<<62)-overhead {
-		return 1 << 62
+	const most = 1 << 62
+	files := int64(l.MaxFiles) + 2
+	if files > most/(2*bundleEntryOverhead) {
+		return most
 	}
-	return l.MaxBytes + overhead + 1<<20
+	overhead := files*bundleEntryOverhead + 1<<20
+	if l.MaxBytes > most-overhead {
+		return most
+	}
+	return l.MaxBytes + overhead
 }
 
 // drain reads what follows the tar archive's end to the end of the gzip
@@ -327,14 +331,11 @@ func (x *bundleExtractor) streamError(err error) error {
 }
 
 func bundleGzipError(err error) error {
-	var corrupt flate.CorruptInputError
 	switch {
 	case errors.Is(err, io.ErrUnexpectedEOF):
 		return &InvalidBundleError{Reason: "gzip stream is truncated", Err: err}
 	case errors.Is(err, gzip.ErrChecksum):
 		return &InvalidBundleError{Reason: "gzip stream is corrupt (checksum mismatch)", Err: err}
-	case errors.As(err, &corrupt):
-		return &InvalidBundleError{Reason: fmt.Sprintf("gzip stream is corrupt (%v)", err), Err: err}
 	}
 	return &InvalidBundleError{Reason: fmt.Sprintf("gzip stream is corrupt (%v)", err), Err: err}
 }
@@ -390,7 +391,7 @@ func bundleCleanName(raw string, isDir bool, maxDepth int) (name, reason string)
 		return "", "empty name"
 	case strings.IndexByte(raw, 0) >= 0:
 		return "", "name contains a NUL byte"
-	case len(raw) >= 2 && raw[1] == ':' && ('a' <= raw[0]|0x20 && raw[0]|0x20 <= 'z'):
+	case bundleHasDrive(raw) || bundleHasDrive(bundleTrimDotSlash(raw)):
 		return "", "path starts with a Windows drive letter"
 	case strings.HasPrefix(raw, "/"):
 		return "", "absolute path"
@@ -399,10 +400,7 @@ func bundleCleanName(raw string, isDir bool, maxDepth int) (name, reason string)
 	case len(raw) > bundleMaxName:
 		return "", fmt.Sprintf("path is longer than %d bytes", bundleMaxName)
 	}
-	name = raw
-	for strings.HasPrefix(name, "./") {
-		name = name[2:]
-	}
+	name = bundleTrimDotSlash(raw)
 	if isDir {
 		name = strings.TrimSuffix(name, "/")
 	}
@@ -438,6 +436,17 @@ func bundleCleanName(raw string, isDir bool, maxDepth int) (name, reason string)
 	return name, ""
 }
 
+func bundleTrimDotSlash(s string) string {
+	for strings.HasPrefix(s, "./") {
+		s = s[2:]
+	}
+	return s
+}
+
+func bundleHasDrive(s string) bool {
+	return len(s) >= 2 && s[1] == ':' && 'a' <= s[0]|0x20 && s[0]|0x20 <= 'z'
+}
+
 // bundleIsState reports whether a base name is Terraform state (*.tfstate*:
 // terraform.tfstate, its backups, terraform.tfstate.d).
 func bundleIsState(base string) bool { return strings.Contains(base, ".tfstate") }
@@ -454,6 +463,9 @@ func (x *bundleExtractor) makeParents(entry, name string) error {
 		case bundleFile:
 			return bundleRefuse(entry, "parent %q is a file", parent)
 		case bundleNone:
+			if err := x.reserve(entry); err != nil {
+				return err
+			}
 			if err := x.mkdir(parent); err != nil {
 				return err
 			}
@@ -476,10 +488,22 @@ func (x *bundleExtractor) makeDir(entry, name string) error {
 		x.seen[name] = bundleExplicitDir // listed after its contents: fine
 		return nil
 	}
+	if err := x.reserve(entry); err != nil {
+		return err
+	}
 	if err := x.mkdir(name); err != nil {
 		return err
 	}
 	x.seen[name] = bundleExplicitDir
+	return nil
+}
+
+// reserve counts one more path to be made, refusing it beyond
+// MaxFiles: parent directories made implicitly count as much as entries.
+func (x *bundleExtractor) reserve(entry string) error {
+	if len(x.seen) >= x.limits.MaxFiles {
+		return bundleRefuse(entry, "more than %d files and directories (the limit)", x.limits.MaxFiles)
+	}
 	return nil
 }
 
@@ -517,6 +541,9 @@ func (x *bundleExtractor) makeFile(tr io.Reader, hdr *tar.Header, name string) e
 		return bundleRefuse(hdr.Name, "duplicate entry")
 	case bundleImplicitDir, bundleExplicitDir:
 		return bundleRefuse(hdr.Name, "a directory already has this path")
+	}
+	if err := x.reserve(hdr.Name); err != nil {
+		return err
 	}
 	x.seen[name] = bundleFile
 	mode := os.FileMode(bundleFileMode)

@@ -133,6 +133,9 @@ type Workdir struct {
 
 	mu  sync.Mutex
 	log bytes.Buffer // JSON UI log lines of every step so far
+	// tf is reused by every step so that tfexec reads the binary's version
+	// once, not once per command.
+	tf *tfexec.Terraform
 }
 
 // NewWorkdir unpacks a configuration bundle (a gzip'd tar of a module
@@ -199,13 +202,20 @@ func (w *Workdir) Log() []byte {
 	return bytes.Clone(w.log.Bytes())
 }
 
-// terraform returns a tfexec handle for one step, with exactly the
-// environment seb gives Terraform plus extra.
+// terraform returns the workdir's tfexec handle prepared for one step:
+// exactly the environment seb gives Terraform plus extra, and no output
+// writers left from an earlier step.
 func (w *Workdir) terraform(extra map[string]string) (*tfexec.Terraform, error) {
-	tf, err := tfexec.NewTerraform(w.Dir, w.r.opts.Terraform)
-	if err != nil {
-		return nil, err
+	if w.tf == nil {
+		tf, err := tfexec.NewTerraform(w.Dir, w.r.opts.Terraform)
+		if err != nil {
+			return nil, err
+		}
+		w.tf = tf
 	}
+	tf := w.tf
+	tf.SetStdout(nil)
+	tf.SetStderr(nil)
 	env := map[string]string{
 		"PATH":               os.Getenv("PATH"),
 		"HOME":               os.Getenv("HOME"),

@@ -32,15 +32,17 @@ const configs = "../fixtures/terraform"
 // env is one test's broker-side world: a token issuer, a sandbox that
 // trusts only it, a state store and a runner.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	issuer *broker.Issuer
 	sb     *sandboxtest.Sandbox
 	store  *drift.FileStateStore
 	runner *drift.Runner
 	work   string
+	// cliConfig is the Terraform CLI configuration: the provider mirror only.
+	cliConfig string
 }
 
-func newEnv(t *testing.T, opts sandboxcloud.Options) *env {
+func newEnv(t testing.TB, opts sandboxcloud.Options) *env {
 	t.Helper()
 	issuer := sandboxtest.StartIssuer(t)
 	opts.Issuer = issuer.URL()
@@ -66,7 +68,7 @@ func newEnv(t *testing.T, opts sandboxcloud.Options) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &env{t: t, issuer: issuer, sb: sb, store: store, runner: runner, work: work}
+	return &env{t: t, issuer: issuer, sb: sb, store: store, runner: runner, work: work, cliConfig: cliConfig}
 }
 
 func (e *env) workdir(config string) *drift.Workdir {
