@@ -111,4 +111,3 @@ func BenchmarkBareTerraform(b *testing.B) {
 		b.ReportMetric(float64(d.Milliseconds())/float64(b.N), name+"-ms")
 	}
 }
-
