@@ -47,6 +47,8 @@ fuzz:
 	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzCanonicalNumber$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzSummaryJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./drift -run '^$$' -fuzz '^FuzzExtractBundle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./drift -run '^$$' -fuzz '^FuzzBundleTar$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
