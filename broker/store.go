@@ -1,0 +1,98 @@
+package broker
+
+import (
+	"context"
+	"time"
+)
+
+// A Store keeps the broker's records. Implementations translate their
+// driver's errors once: a missing row is ENOTFOUND, a violated uniqueness
+// or a failed condition ECONFLICT; nothing else of the driver shows. All
+// times are stored with at least millisecond precision, in UTC.
+type Store interface {
+	// PutBundle stores a configuration bundle under its digest; storing
+	// the same digest twice is not an error.
+	PutBundle(ctx context.Context, digest string, data []byte) error
+	// Bundle returns a stored bundle, or ENOTFOUND.
+	Bundle(ctx context.Context, digest string) ([]byte, error)
+
+	// CreateProposal stores a new proposal; ECONFLICT if the id exists.
+	CreateProposal(ctx context.Context, p *Proposal) error
+	// Proposal returns a proposal, or ENOTFOUND.
+	Proposal(ctx context.Context, id string) (*Proposal, error)
+	// ListProposals returns proposals matching the filter, newest first.
+	ListProposals(ctx context.Context, f ProposalFilter) ([]*Proposal, error)
+	// SetProposalState moves a proposal from state from to state to at
+	// time at; ECONFLICT if it is not in state from.
+	SetProposalState(ctx context.Context, id string, from, to ProposalState, at time.Time) error
+
+	// AddReview stores a reviewer's verdict; ECONFLICT if that reviewer
+	// already reviewed the proposal.
+	AddReview(ctx context.Context, r Review) error
+	// Reviews returns a proposal's reviews, oldest first.
+	Reviews(ctx context.Context, proposalID string) ([]Review, error)
+
+	// CreateCertificate stores an issued certificate.
+	CreateCertificate(ctx context.Context, c *Certificate) error
+	// Certificate returns a certificate, or ENOTFOUND.
+	Certificate(ctx context.Context, id string) (*Certificate, error)
+	// RevokeCertificate marks a certificate revoked; ECONFLICT if it
+	// already is.
+	RevokeCertificate(ctx context.Context, id, by string, at time.Time) error
+	// ConsumeCertificate atomically marks the certificate used by the
+	// execution and stores the execution: of any number of concurrent
+	// calls for one certificate exactly one succeeds, the others get
+	// ECONFLICT. A revoked certificate cannot be consumed (ECONFLICT).
+	ConsumeCertificate(ctx context.Context, certificateID string, e *Execution) error
+
+	// UpdateExecution stores an execution's new state, reason, divergence,
+	// log ids and update time.
+	UpdateExecution(ctx context.Context, e *Execution) error
+	// Execution returns an execution, or ENOTFOUND.
+	Execution(ctx context.Context, id string) (*Execution, error)
+	// ListExecutions returns executions matching the filter, newest first.
+	ListExecutions(ctx context.Context, f ExecutionFilter) ([]*Execution, error)
+
+	// PolicyEpoch returns the current policy epoch (0 before any).
+	PolicyEpoch(ctx context.Context) (int64, error)
+	// SetPolicyEpoch records the policy epoch for a configuration digest:
+	// if digest differs from the last one recorded, the epoch is bumped.
+	// It returns the current epoch.
+	SetPolicyEpoch(ctx context.Context, configDigest string) (int64, error)
+	// RevocationEpoch returns a workspace's revocation epoch (0 before any).
+	RevocationEpoch(ctx context.Context, workspace string) (int64, error)
+	// BumpRevocationEpoch increments it (revoke-all) and returns the new one.
+	BumpRevocationEpoch(ctx context.Context, workspace string) (int64, error)
+
+	// PutArtifact stores a signed artifact.
+	PutArtifact(ctx context.Context, a *Artifact) error
+	// Artifact returns an artifact, or ENOTFOUND.
+	Artifact(ctx context.Context, id string) (*Artifact, error)
+
+	// AppendAudit appends an entry to the audit log atomically: it calls
+	// seal with the last entry (nil for the first) and stores the entry
+	// seal returns, whose Seq must be the last Seq + 1. Concurrent appends
+	// are serialized.
+	AppendAudit(ctx context.Context, seal func(last *AuditEntry) (*AuditEntry, error)) (*AuditEntry, error)
+	// AuditEntries returns up to limit entries with Seq > after, in order.
+	AuditEntries(ctx context.Context, after int64, limit int) ([]*AuditEntry, error)
+
+	Close() error
+}
+
+// ProposalFilter selects proposals; zero fields match everything.
+type ProposalFilter struct {
+	Workspace string
+	State     ProposalState
+	Proposer  string
+	Limit     int
+}
+
+// ExecutionFilter selects executions; zero fields match everything.
+type ExecutionFilter struct {
+	Workspace     string
+	CertificateID string
+	// Running selects executions not in a final state.
+	Running bool
+	Limit   int
+}
