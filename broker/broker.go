@@ -53,6 +53,9 @@ type Proposal struct {
 	Summary    *planparse.Summary
 	Digest     string
 	PlanDigest string
+	// Drift is the drift seb's plan found (changes made outside
+	// Terraform since the last apply), which reviewers see.
+	Drift []planparse.ResourceChange
 	// AgentDigest is the digest of the plan the agent sent, if any;
 	// Divergence how it differs from seb's (nil when it matches).
 	AgentDigest string
@@ -102,6 +105,9 @@ type CertificatePayload struct {
 	Approvals       []Approval         `json:"approvals"`
 	IssuerKeyID     string             `json:"issuer_key_id"`
 	SingleUse       bool               `json:"single_use"`
+	// Drift is the drift the certified plan showed its reviewers: the same
+	// drift at execution time is not new.
+	Drift []planparse.ResourceChange `json:"drift,omitempty"`
 }
 
 // A Certificate is a signed statement that one exact diff may be applied

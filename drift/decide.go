@@ -36,7 +36,11 @@ type Decision struct {
 }
 
 // Decide compares a live plan with a certified summary under mode.
-func Decide(certified *planparse.Summary, live *planparse.Plan, mode Mode) Decision {
+// Drift entries equal to acknowledged ones — drift reviewers already saw
+// in the plan they certified — do not count: only drift since the
+// certification does, since Terraform reports drift against the last
+// stored state, not against the certified plan.
+func Decide(certified *planparse.Summary, live *planparse.Plan, mode Mode, acknowledged []planparse.ResourceChange) Decision {
 	d := Decision{Divergence: planparse.Compare(certified, live.Summary)}
 	if !d.Divergence.Empty() {
 		d.Reason = fmt.Sprintf("the live plan (%s) differs from the certified diff (%s)", d.Divergence.LiveDigest, d.Divergence.CertifiedDigest)
@@ -46,7 +50,14 @@ func Decide(certified *planparse.Summary, live *planparse.Plan, mode Mode) Decis
 	for _, r := range certified.Resources {
 		touched[r.Address] = true
 	}
+	seen := map[string]bool{}
+	for _, r := range acknowledged {
+		seen[string(driftKey(r))] = true
+	}
 	for _, r := range live.Drift {
+		if seen[string(driftKey(r))] {
+			continue
+		}
 		if mode == ModeStrict || touched[r.Address] {
 			d.Drift = append(d.Drift, r)
 		}
@@ -63,6 +74,13 @@ func Decide(certified *planparse.Summary, live *planparse.Plan, mode Mode) Decis
 	return d
 }
 
+// driftKey is the canonical JSON of a drift entry: equal entries, equal
+// keys.
+func driftKey(r planparse.ResourceChange) []byte {
+	key, _ := r.MarshalJSON()
+	return key
+}
+
 // An ExecuteRequest is one execution of a certified diff.
 type ExecuteRequest struct {
 	Workspace string
@@ -70,11 +88,17 @@ type ExecuteRequest struct {
 	// Certified is the summary the certificate binds.
 	Certified *planparse.Summary
 	Mode      Mode
+	// AcknowledgedDrift is the drift of the certified plan, which its
+	// reviewers saw.
+	AcknowledgedDrift []planparse.ResourceChange
 	// Credentials mint the plan- and apply-phase credentials.
 	Credentials Credentials
 	// State is the broker's state store; the run holds the workspace's
 	// lock from before the plan until the new state is stored.
 	State StateStore
+	// OnStage, when set, is called as the run enters each stage, so that
+	// the caller can record it.
+	OnStage func(Stage)
 }
 
 // Stage is where an execution stopped.
@@ -120,7 +144,14 @@ var ErrRefused = errors.New("execution refused")
 // result.
 func (w *Workdir) Execute(ctx context.Context, req ExecuteRequest) (*ExecuteResult, error) {
 	now := w.r.opts.Now
-	res := &ExecuteResult{Stage: StagePlanning}
+	res := &ExecuteResult{}
+	enter := func(stage Stage) {
+		res.Stage = stage
+		if req.OnStage != nil {
+			req.OnStage(stage)
+		}
+	}
+	enter(StagePlanning)
 	start := now()
 	unlock, err := req.State.Lock(ctx, req.Workspace)
 	if err != nil {
@@ -140,14 +171,14 @@ func (w *Workdir) Execute(ctx context.Context, req ExecuteRequest) (*ExecuteResu
 	res.Timings.Plan = res.Plan.RefreshedAt.Sub(planStart)
 	res.Timings.Show = res.Plan.ShownAt.Sub(res.Plan.RefreshedAt)
 
-	res.Stage = StageComparing
-	res.Decision = Decide(req.Certified, res.Plan.Plan, req.Mode)
+	enter(StageComparing)
+	res.Decision = Decide(req.Certified, res.Plan.Plan, req.Mode, req.AcknowledgedDrift)
 	res.Timings.Compare = now().Sub(res.Plan.ShownAt)
 	if !res.Decision.Accepted {
 		return res, fmt.Errorf("%w: %s", ErrRefused, res.Decision.Reason)
 	}
 
-	res.Stage = StageApplying
+	enter(StageApplying)
 	res.Apply, err = w.Apply(ctx, res.Plan, req.Credentials)
 	if err != nil {
 		return res, err
@@ -164,7 +195,7 @@ func (w *Workdir) Execute(ctx context.Context, req ExecuteRequest) (*ExecuteResu
 		}
 		res.StateVersion = &v
 	}
-	res.Stage = StageDone
+	enter(StageDone)
 	if res.Apply.Outcome != Succeeded {
 		return res, fmt.Errorf("apply %s: %w", res.Apply.Outcome, res.Apply.Err)
 	}

@@ -491,3 +491,32 @@ func countOthers(e *env) int {
 	e.sb.Console("GET", "buckets", nil, &buckets)
 	return len(list.Items) + len(buckets.Items)
 }
+
+// TestDecideAcknowledgedDrift: drift the reviewers saw in the certified
+// plan is not new drift; anything else on a certified resource is.
+func TestDecideAcknowledgedDrift(t *testing.T) {
+	parse := func(drift string) *planparse.Plan {
+		p, err := planparse.Parse(strings.NewReader(`{"format_version":"1.2","resource_changes":[
+		  {"address":"s.web","mode":"managed","type":"s","name":"web","provider_name":"p",
+		   "change":{"actions":["update"],"before":{"replicas":7},"after":{"replicas":5}}}],
+		  "resource_drift":[{"address":"s.web","mode":"managed","type":"s","name":"web","provider_name":"p",
+		   "change":{"actions":["update"],"before":{"replicas":3},"after":{"replicas":`+drift+`}}}]}`),
+			planparse.Options{SensitiveKey: []byte("k")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	certified := parse("7")
+	for _, mode := range []drift.Mode{drift.ModeDefault, drift.ModeStrict} {
+		if d := drift.Decide(certified.Summary, parse("7"), mode, certified.Drift); !d.Accepted {
+			t.Errorf("%s: the acknowledged drift refused the run: %s", mode, d.Reason)
+		}
+		if d := drift.Decide(certified.Summary, parse("7"), mode, nil); d.Accepted {
+			t.Errorf("%s: unacknowledged drift on a certified resource was accepted", mode)
+		}
+		if d := drift.Decide(certified.Summary, parse("8"), mode, certified.Drift); d.Accepted || len(d.Drift) != 1 {
+			t.Errorf("%s: new drift was accepted: %+v", mode, d)
+		}
+	}
+}

@@ -37,33 +37,81 @@ func (s Sensitive) MarshalJSON() ([]byte, error) { return appendValue(nil, s), n
 
 // summaryJSON mirrors the canonical layout for decoding.
 type summaryJSON struct {
-	Version   *int `json:"version"`
-	Resources []struct {
-		Address         string       `json:"address"`
-		PreviousAddress string       `json:"previous_address"`
-		ModuleAddress   string       `json:"module_address"`
-		Mode            string       `json:"mode"`
-		Type            string       `json:"type"`
-		Name            string       `json:"name"`
-		Index           any          `json:"index"`
-		Deposed         string       `json:"deposed"`
-		Provider        string       `json:"provider"`
-		Action          Action       `json:"action"`
-		ReplaceOrder    ReplaceOrder `json:"replace_order"`
-		ActionReason    string       `json:"action_reason"`
-		ReplacePaths    [][]any      `json:"replace_paths"`
-		Importing       *struct {
-			ID       string `json:"id"`
-			Identity any    `json:"identity"`
-		} `json:"importing"`
-		Changes []attributeJSON `json:"changes"`
-	} `json:"resources"`
-	Outputs []struct {
+	Version   *int             `json:"version"`
+	Resources []ResourceChange `json:"resources"`
+	Outputs   []struct {
 		Name   string `json:"name"`
 		Action Action `json:"action"`
 		Before any    `json:"before"`
 		After  any    `json:"after"`
 	} `json:"outputs"`
+}
+
+// resourceJSON mirrors a resource change's canonical layout for decoding.
+type resourceJSON struct {
+	Address         string       `json:"address"`
+	PreviousAddress string       `json:"previous_address"`
+	ModuleAddress   string       `json:"module_address"`
+	Mode            string       `json:"mode"`
+	Type            string       `json:"type"`
+	Name            string       `json:"name"`
+	Index           any          `json:"index"`
+	Deposed         string       `json:"deposed"`
+	Provider        string       `json:"provider"`
+	Action          Action       `json:"action"`
+	ReplaceOrder    ReplaceOrder `json:"replace_order"`
+	ActionReason    string       `json:"action_reason"`
+	ReplacePaths    [][]any      `json:"replace_paths"`
+	Importing       *struct {
+		ID       string `json:"id"`
+		Identity any    `json:"identity"`
+	} `json:"importing"`
+	Changes []attributeJSON `json:"changes"`
+}
+
+// UnmarshalJSON reads a resource change written by MarshalJSON and
+// validates it.
+func (rc *ResourceChange) UnmarshalJSON(data []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	var r resourceJSON
+	if err := dec.Decode(&r); err != nil {
+		return fmt.Errorf("resource change: %w", err)
+	}
+	out := ResourceChange{
+		Address: r.Address, PreviousAddress: r.PreviousAddress, ModuleAddress: r.ModuleAddress,
+		Mode: r.Mode, Type: r.Type, Name: r.Name, Index: r.Index, Deposed: r.Deposed,
+		Provider: r.Provider, Action: r.Action, ReplaceOrder: r.ReplaceOrder,
+		ActionReason: r.ActionReason,
+		Changes:      make([]AttributeChange, 0, len(r.Changes)),
+	}
+	if r.Importing != nil {
+		identity, err := decodeValue(r.Importing.Identity)
+		if err != nil {
+			return fmt.Errorf("%s: import identity: %w", r.Address, err)
+		}
+		out.Importing = &Import{ID: r.Importing.ID, Identity: identity}
+	}
+	for _, p := range r.ReplacePaths {
+		path, err := decodePath(p)
+		if err != nil {
+			return fmt.Errorf("%s: replace path: %w", r.Address, err)
+		}
+		out.ReplacePaths = append(out.ReplacePaths, path)
+	}
+	for _, c := range r.Changes {
+		ac, err := decodeAttribute(c)
+		if err != nil {
+			return fmt.Errorf("%s: %w", r.Address, err)
+		}
+		out.Changes = append(out.Changes, ac)
+	}
+	if err := out.validate(); err != nil {
+		return err
+	}
+	*rc = out
+	return nil
 }
 
 type attributeJSON struct {
@@ -87,37 +135,7 @@ func (s *Summary) UnmarshalJSON(data []byte) error {
 		return fmt.Errorf("summary: version is not %d", SummaryVersion)
 	}
 	out := Summary{Resources: make([]ResourceChange, 0, len(raw.Resources)), Outputs: make([]OutputChange, 0, len(raw.Outputs))}
-	for _, r := range raw.Resources {
-		rc := ResourceChange{
-			Address: r.Address, PreviousAddress: r.PreviousAddress, ModuleAddress: r.ModuleAddress,
-			Mode: r.Mode, Type: r.Type, Name: r.Name, Index: r.Index, Deposed: r.Deposed,
-			Provider: r.Provider, Action: r.Action, ReplaceOrder: r.ReplaceOrder,
-			ActionReason: r.ActionReason,
-			Changes:      make([]AttributeChange, 0, len(r.Changes)),
-		}
-		if r.Importing != nil {
-			identity, err := decodeValue(r.Importing.Identity)
-			if err != nil {
-				return fmt.Errorf("summary: %s: import identity: %w", r.Address, err)
-			}
-			rc.Importing = &Import{ID: r.Importing.ID, Identity: identity}
-		}
-		for _, p := range r.ReplacePaths {
-			path, err := decodePath(p)
-			if err != nil {
-				return fmt.Errorf("summary: %s: replace path: %w", r.Address, err)
-			}
-			rc.ReplacePaths = append(rc.ReplacePaths, path)
-		}
-		for _, c := range r.Changes {
-			ac, err := decodeAttribute(c)
-			if err != nil {
-				return fmt.Errorf("summary: %s: %w", r.Address, err)
-			}
-			rc.Changes = append(rc.Changes, ac)
-		}
-		out.Resources = append(out.Resources, rc)
-	}
+	out.Resources = append(out.Resources, raw.Resources...)
 	for _, o := range raw.Outputs {
 		before, err := decodeValue(o.Before)
 		if err != nil {

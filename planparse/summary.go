@@ -383,40 +383,8 @@ func (s *Summary) Validate() error {
 		if i > 0 && !resourceLess(&s.Resources[i-1], r) {
 			return fmt.Errorf("resource %s: resources are not sorted by address or are duplicated", r.Key())
 		}
-		if err := validateAction(r.Action, r.ReplaceOrder); err != nil {
-			return fmt.Errorf("resource %s: %w", r.Key(), err)
-		}
-		if r.Index != nil {
-			if err := validateIndex(r.Index); err != nil {
-				return fmt.Errorf("resource %s: %w", r.Key(), err)
-			}
-		}
-		if r.Importing != nil {
-			if err := validateValue(r.Importing.Identity); err != nil {
-				return fmt.Errorf("resource %s: import identity: %w", r.Key(), err)
-			}
-		}
-		for j, p := range r.ReplacePaths {
-			if err := validatePath(p); err != nil {
-				return fmt.Errorf("resource %s: replace path %d: %w", r.Key(), j, err)
-			}
-			if j > 0 && comparePaths(r.ReplacePaths[j-1], p) >= 0 {
-				return fmt.Errorf("resource %s: replace paths are not sorted or are duplicated", r.Key())
-			}
-		}
-		for j, c := range r.Changes {
-			if err := validatePath(c.Path); err != nil {
-				return fmt.Errorf("resource %s: change %d: %w", r.Key(), j, err)
-			}
-			if j > 0 && comparePaths(r.Changes[j-1].Path, c.Path) >= 0 {
-				return fmt.Errorf("resource %s: changes are not sorted by path or are duplicated", r.Key())
-			}
-			if err := validateValue(c.Before); err != nil {
-				return fmt.Errorf("resource %s: %s: before: %w", r.Key(), c.Path, err)
-			}
-			if err := validateValue(c.After); err != nil {
-				return fmt.Errorf("resource %s: %s: after: %w", r.Key(), c.Path, err)
-			}
+		if err := r.validate(); err != nil {
+			return err
 		}
 	}
 	for i := range s.Outputs {
@@ -435,6 +403,50 @@ func (s *Summary) Validate() error {
 		}
 		if err := validateValue(o.After); err != nil {
 			return fmt.Errorf("output %s: after: %w", o.Name, err)
+		}
+	}
+	return nil
+}
+
+// validate checks one resource change on its own: action, index, import,
+// sorted paths, and values of the kinds this package produces.
+func (r *ResourceChange) validate() error {
+	if r.Address == "" {
+		return fmt.Errorf("resource change without an address")
+	}
+	if err := validateAction(r.Action, r.ReplaceOrder); err != nil {
+		return fmt.Errorf("resource %s: %w", r.Key(), err)
+	}
+	if r.Index != nil {
+		if err := validateIndex(r.Index); err != nil {
+			return fmt.Errorf("resource %s: %w", r.Key(), err)
+		}
+	}
+	if r.Importing != nil {
+		if err := validateValue(r.Importing.Identity); err != nil {
+			return fmt.Errorf("resource %s: import identity: %w", r.Key(), err)
+		}
+	}
+	for j, p := range r.ReplacePaths {
+		if err := validatePath(p); err != nil {
+			return fmt.Errorf("resource %s: replace path %d: %w", r.Key(), j, err)
+		}
+		if j > 0 && comparePaths(r.ReplacePaths[j-1], p) >= 0 {
+			return fmt.Errorf("resource %s: replace paths are not sorted or are duplicated", r.Key())
+		}
+	}
+	for j, c := range r.Changes {
+		if err := validatePath(c.Path); err != nil {
+			return fmt.Errorf("resource %s: change %d: %w", r.Key(), j, err)
+		}
+		if j > 0 && comparePaths(r.Changes[j-1].Path, c.Path) >= 0 {
+			return fmt.Errorf("resource %s: changes are not sorted by path or are duplicated", r.Key())
+		}
+		if err := validateValue(c.Before); err != nil {
+			return fmt.Errorf("resource %s: %s: before: %w", r.Key(), c.Path, err)
+		}
+		if err := validateValue(c.After); err != nil {
+			return fmt.Errorf("resource %s: %s: after: %w", r.Key(), c.Path, err)
 		}
 	}
 	return nil

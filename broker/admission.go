@@ -1,0 +1,317 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"time"
+
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/planparse"
+)
+
+// A ProposalRequest is what an agent submits.
+type ProposalRequest struct {
+	Workspace string
+	Proposer  string
+	Rationale string
+	// Bundle is the configuration: a gzip'd tar of a module tree.
+	Bundle []byte
+	Vars   map[string]string
+	// AgentPlan is the plan JSON the agent made itself, if it did: a
+	// claim seb checks against its own plan, never evidence.
+	AgentPlan []byte
+}
+
+// Propose admits a proposal: seb plans the bundle itself against live
+// state with a plan-phase credential, and that plan's summary is what
+// reviewers see and what gets certified. An agent's own plan, when sent,
+// is compared with it: a mismatch marks the proposal diverged, and it can
+// never be approved. A proposal with no changes is refused (EINVALID).
+// With no approvals required and no protected action in the diff, the
+// proposal is certified at once.
+func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, *Certificate, error) {
+	ws, err := b.Workspace(req.Workspace)
+	if err != nil {
+		return nil, nil, err
+	}
+	if req.Proposer == "" {
+		return nil, nil, Errorf(EINVALID, "a proposal needs a proposer")
+	}
+	var agent *planparse.Plan
+	if len(req.AgentPlan) > 0 {
+		agent, err = planparse.Parse(bytes.NewReader(req.AgentPlan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
+		if err != nil {
+			return nil, nil, Errorf(EINVALID, "the agent's plan: %v", err)
+		}
+	}
+	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(req.Bundle))
+	if err != nil {
+		return nil, nil, Errorf(EINVALID, "%v", err)
+	}
+	defer w.Close()
+	state, err := b.opts.State.Current(ctx, ws.Name)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, err := w.Plan(ctx, drift.PlanRequest{
+		Vars:        req.Vars,
+		State:       state,
+		Credentials: RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name},
+	})
+	if err != nil {
+		var stepErr *drift.StepError
+		if errors.As(err, &stepErr) {
+			return nil, nil, Errorf(EINVALID, "seb's plan of the proposal failed: %v", err)
+		}
+		return nil, nil, err
+	}
+	summary := plan.Plan.Summary
+	if len(summary.Resources) == 0 && len(summary.Outputs) == 0 {
+		return nil, nil, Errorf(EINVALID, "the proposal changes nothing: seb's plan of it against live state has no changes")
+	}
+	if err := b.opts.Store.PutBundle(ctx, w.ConfigDigest, req.Bundle); err != nil {
+		return nil, nil, err
+	}
+	now := b.now()
+	planDigest := sha256.Sum256(plan.JSON)
+	p := &Proposal{
+		ID:           newID("prop"),
+		Workspace:    ws.Name,
+		ConfigDigest: w.ConfigDigest,
+		Vars:         maps.Clone(req.Vars),
+		Rationale:    req.Rationale,
+		Proposer:     req.Proposer,
+		Summary:      summary,
+		Drift:        plan.Plan.Drift,
+		Digest:       plan.Plan.Digest,
+		PlanDigest:   "sha256:" + hex.EncodeToString(planDigest[:]),
+		State:        ProposalPending,
+		CreatedAt:    now,
+		UpdatedAt:    now,
+	}
+	if agent != nil {
+		p.AgentDigest = agent.Digest
+		if d := planparse.Compare(summary, agent.Summary); !d.Empty() {
+			p.Divergence = d
+			p.State = ProposalDiverged
+		}
+	}
+	if err := b.opts.Store.CreateProposal(ctx, p); err != nil {
+		return nil, nil, err
+	}
+	details := map[string]any{"workspace": p.Workspace, "config_digest": p.ConfigDigest, "diff_digest": p.Digest, "agent_digest": p.AgentDigest}
+	if err := b.audit(ctx, p.Proposer, "proposal.received", p.ID, details); err != nil {
+		return nil, nil, err
+	}
+	if p.State == ProposalDiverged {
+		return p, nil, b.audit(ctx, "seb", "proposal.diverged", p.ID, map[string]any{"seb_digest": p.Digest, "agent_digest": p.AgentDigest})
+	}
+	if err := b.audit(ctx, "seb", "proposal.verified", p.ID, map[string]any{"diff_digest": p.Digest}); err != nil {
+		return nil, nil, err
+	}
+	if ws.ApprovalsRequired == 0 && len(protectedIn(ws, summary)) == 0 {
+		cert, err := b.certify(ctx, p, ws, nil, 0)
+		if err != nil {
+			return nil, nil, err
+		}
+		p.State = ProposalCertified
+		return p, cert, nil
+	}
+	return p, nil, nil
+}
+
+// protectedIn returns the protected actions the summary contains.
+func protectedIn(ws Workspace, s *planparse.Summary) []planparse.Action {
+	var found []planparse.Action
+	for _, r := range s.Resources {
+		if slices.Contains(ws.ProtectedActions, r.Action) && !slices.Contains(found, r.Action) {
+			found = append(found, r.Action)
+		}
+	}
+	return found
+}
+
+// approvalsNeeded is how many distinct reviewers must approve: the
+// workspace's number, and at least one human when a protected action is in
+// the diff.
+func approvalsNeeded(ws Workspace, s *planparse.Summary) int {
+	n := ws.ApprovalsRequired
+	if n < 1 && len(protectedIn(ws, s)) > 0 {
+		n = 1
+	}
+	return n
+}
+
+// A ReviewRequest is a reviewer's verdict on a proposal.
+type ReviewRequest struct {
+	ProposalID string
+	Reviewer   string
+	Decision   Decision
+	Comment    string
+	// Validity shortens the certificate's validity window; 0 keeps the
+	// workspace's default.
+	Validity time.Duration
+}
+
+// Review records a reviewer's verdict. A proposer can never review their
+// own proposal (EFORBIDDEN), nor anyone review twice (ECONFLICT), nor a
+// diverged or decided proposal be reviewed (ECONFLICT). On the final
+// approval the proposal is certified and the certificate returned.
+func (b *Service) Review(ctx context.Context, req ReviewRequest) (*Proposal, *Certificate, error) {
+	if req.Decision != Approve && req.Decision != Reject {
+		return nil, nil, Errorf(EINVALID, "decision %q is neither approve nor reject", req.Decision)
+	}
+	if req.Validity < 0 {
+		return nil, nil, Errorf(EINVALID, "validity must not be negative")
+	}
+	p, err := b.opts.Store.Proposal(ctx, req.ProposalID)
+	if err != nil {
+		return nil, nil, err
+	}
+	ws, err := b.Workspace(p.Workspace)
+	if err != nil {
+		return nil, nil, err
+	}
+	switch {
+	case req.Reviewer == "":
+		return nil, nil, Errorf(EINVALID, "a review needs a reviewer")
+	case req.Reviewer == p.Proposer:
+		return nil, nil, Errorf(EFORBIDDEN, "%s proposed %s and cannot review it", req.Reviewer, p.ID)
+	case p.State == ProposalDiverged:
+		return nil, nil, Errorf(ECONFLICT, "proposal %s diverged: the agent's plan is not seb's, so it cannot be approved", p.ID)
+	case p.State != ProposalPending:
+		return nil, nil, Errorf(ECONFLICT, "proposal %s is already %s", p.ID, p.State)
+	}
+	now := b.now()
+	err = b.opts.Store.AddReview(ctx, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: req.Decision, Comment: req.Comment, At: now})
+	if err != nil {
+		return nil, nil, err
+	}
+	if req.Decision == Reject {
+		if err := b.opts.Store.SetProposalState(ctx, p.ID, ProposalPending, ProposalRejected, now); err != nil {
+			return nil, nil, err
+		}
+		p.State = ProposalRejected
+		return p, nil, b.audit(ctx, req.Reviewer, "proposal.rejected", p.ID, map[string]any{"comment": req.Comment})
+	}
+	if err := b.audit(ctx, req.Reviewer, "proposal.approved", p.ID, map[string]any{"comment": req.Comment, "diff_digest": p.Digest}); err != nil {
+		return nil, nil, err
+	}
+	reviews, err := b.opts.Store.Reviews(ctx, p.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var approvals []Approval
+	for _, r := range reviews {
+		if r.Decision == Approve {
+			approvals = append(approvals, Approval{Reviewer: r.Reviewer, At: r.At})
+		}
+	}
+	if len(approvals) < approvalsNeeded(ws, p.Summary) {
+		return p, nil, nil
+	}
+	cert, err := b.certify(ctx, p, ws, approvals, req.Validity)
+	if err != nil {
+		return nil, nil, err
+	}
+	p.State = ProposalCertified
+	return p, cert, nil
+}
+
+// certify issues the certificate of a proposal: the exact diff digest, the
+// configuration digest, a validity window, the current epochs and the
+// approvals, signed in a DSSE envelope.
+func (b *Service) certify(ctx context.Context, p *Proposal, ws Workspace, approvals []Approval, validity time.Duration) (*Certificate, error) {
+	policy, err := b.opts.Store.PolicyEpoch(ctx)
+	if err != nil {
+		return nil, err
+	}
+	revocation, err := b.opts.Store.RevocationEpoch(ctx, ws.Name)
+	if err != nil {
+		return nil, err
+	}
+	lifetime := ws.CertificateLifetime
+	if validity > 0 && validity < lifetime {
+		lifetime = validity
+	}
+	now := b.now()
+	if approvals == nil {
+		approvals = []Approval{}
+	}
+	c := &Certificate{CertificatePayload: CertificatePayload{
+		ID:              newID("cert"),
+		Workspace:       ws.Name,
+		ProposalID:      p.ID,
+		ConfigDigest:    p.ConfigDigest,
+		DiffDigest:      p.Digest,
+		PlanDigest:      p.PlanDigest,
+		Summary:         p.Summary,
+		NotBefore:       now,
+		NotAfter:        now.Add(lifetime),
+		PolicyEpoch:     policy,
+		RevocationEpoch: revocation,
+		Approvals:       approvals,
+		IssuerKeyID:     b.opts.Signer.KeyID(),
+		SingleUse:       true,
+		Drift:           p.Drift,
+	}}
+	c.Envelope, err = b.opts.Signer.SignCertificate(&c.CertificatePayload)
+	if err != nil {
+		return nil, fmt.Errorf("sign certificate: %w", err)
+	}
+	if err := b.opts.Store.SetProposalState(ctx, p.ID, ProposalPending, ProposalCertified, now); err != nil {
+		return nil, err
+	}
+	if err := b.opts.Store.CreateCertificate(ctx, c); err != nil {
+		return nil, err
+	}
+	return c, b.audit(ctx, "seb", "certificate.issued", c.ID, map[string]any{
+		"proposal": p.ID, "workspace": ws.Name, "diff_digest": c.DiffDigest, "config_digest": c.ConfigDigest,
+		"not_before": c.NotBefore, "not_after": c.NotAfter, "policy_epoch": policy, "revocation_epoch": revocation,
+	})
+}
+
+// Revoke revokes one certificate.
+func (b *Service) Revoke(ctx context.Context, certificateID, by string) error {
+	if err := b.opts.Store.RevokeCertificate(ctx, certificateID, by, b.now()); err != nil {
+		return err
+	}
+	return b.audit(ctx, by, "certificate.revoked", certificateID, map[string]any{})
+}
+
+// RevokeAll bumps a workspace's revocation epoch: every certificate issued
+// for it before is dead.
+func (b *Service) RevokeAll(ctx context.Context, workspace, by string) (int64, error) {
+	if _, err := b.Workspace(workspace); err != nil {
+		return 0, err
+	}
+	epoch, err := b.opts.Store.BumpRevocationEpoch(ctx, workspace)
+	if err != nil {
+		return 0, err
+	}
+	return epoch, b.audit(ctx, by, "workspace.revoked_all", workspace, map[string]any{"revocation_epoch": epoch})
+}
+
+// LoadPolicy records the digest of the configuration that governs
+// admission; a new digest bumps the policy epoch, and certificates from
+// the old epoch are dead.
+func (b *Service) LoadPolicy(ctx context.Context, configDigest string) (int64, error) {
+	before, err := b.opts.Store.PolicyEpoch(ctx)
+	if err != nil {
+		return 0, err
+	}
+	epoch, err := b.opts.Store.SetPolicyEpoch(ctx, configDigest)
+	if err != nil {
+		return 0, err
+	}
+	if epoch != before {
+		return epoch, b.audit(ctx, "seb", "policy.loaded", configDigest, map[string]any{"policy_epoch": epoch})
+	}
+	return epoch, nil
+}

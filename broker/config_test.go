@@ -1,0 +1,345 @@
+package broker_test
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/hcl/v2"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/planparse"
+)
+
+// The digests of testdata/config/full.hcl and of DefaultConfig. They pin
+// the canonical form: changing it changes every deployment's digest, and so
+// its policy epoch, which must be a deliberate decision.
+const (
+	configFullDigest    = "sha256:6da3aab8b9df03aa3a92b46bea27378b0208729b43cde377e329ecbdba42c3a4"
+	configDefaultDigest = "sha256:45f5014fa3e5f2b6cbd8fa16ab3e302a2ce4228a11157675895f24f356164313"
+)
+
+// configExample is the example configuration, which describes the demo.
+const configExample = "../fixtures/sandboxcloud/seb.hcl"
+
+func readConfigFile(t *testing.T, path string) []byte {
+	t.Helper()
+	src, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src
+}
+
+func TestParseConfigFull(t *testing.T) {
+	path := filepath.Join("testdata", "config", "full.hcl")
+	got, err := broker.ParseConfig(readConfigFile(t, path), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := &broker.Config{
+		DataDir:   "/var/lib/seb",
+		Terraform: filepath.Join("testdata", "config", "bin", "tofu"),
+		IssuerURL: "https://seb.example.com",
+		Listen:    ":8443",
+		ClockSkew: 2 * time.Minute,
+		Workspaces: []broker.Workspace{
+			{
+				Name: "legacy",
+				Credentials: broker.CredentialProfile{
+					PlanSecrets:  map[string]string{"LEGACY_TOKEN": "read-only"},
+					ApplySecrets: map[string]string{"LEGACY_TOKEN": "read-write"},
+				},
+				DriftMode:           drift.ModeDefault,
+				CertificateLifetime: time.Hour,
+				ApprovalsRequired:   0,
+			},
+			{
+				Name: "prod",
+				Credentials: broker.CredentialProfile{
+					Audience:     "sts.amazonaws.com",
+					TokenFileEnv: []string{"AWS_WEB_IDENTITY_TOKEN_FILE"},
+					Env: map[string]string{
+						"AWS_ROLE_ARN":          "arn:aws:iam::123456789012:role/seb-{phase}",
+						"AWS_ROLE_SESSION_NAME": "seb-{execution}",
+					},
+					Lifetime: 10 * time.Minute,
+				},
+				DriftMode:           drift.ModeStrict,
+				CertificateLifetime: 15 * time.Minute,
+				ApprovalsRequired:   2,
+				ProtectedActions:    []planparse.Action{planparse.ActionDelete, planparse.ActionForget, planparse.ActionReplace},
+			},
+		},
+		Digest: configFullDigest,
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ParseConfig(%s)\n got %+v\nwant %+v", path, got, want)
+	}
+}
+
+func TestDefaultConfig(t *testing.T) {
+	def := broker.DefaultConfig()
+	if def.Digest != configDefaultDigest {
+		t.Errorf("DefaultConfig().Digest = %s, want %s", def.Digest, configDefaultDigest)
+	}
+	for _, w := range def.Workspaces {
+		if err := w.Credentials.Valid(); err != nil {
+			t.Errorf("workspace %s: %v", w.Name, err)
+		}
+	}
+	// The example file and a file that gives only what has no default
+	// both say exactly the demo configuration, read as seb.hcl in the
+	// working directory.
+	for _, path := range []string{configExample, filepath.Join("testdata", "config", "minimal.hcl")} {
+		t.Run(filepath.Base(path), func(t *testing.T) {
+			got, err := broker.ParseConfig(readConfigFile(t, path), "seb.hcl")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got, def) {
+				t.Errorf("ParseConfig(%s)\n got %+v\nwant DefaultConfig() %+v", path, got, def)
+			}
+		})
+	}
+	def.Workspaces[0].Credentials.Env["SANDBOX_ENDPOINT"] = "http://elsewhere"
+	if broker.DefaultConfig().Workspaces[0].Credentials.Env["SANDBOX_ENDPOINT"] != "http://127.0.0.1:8081" {
+		t.Error("DefaultConfig shares its values between calls")
+	}
+}
+
+func TestLoadConfig(t *testing.T) {
+	got, err := broker.LoadConfig(configExample)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir, err := filepath.Abs(filepath.Dir(configExample))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := filepath.Join(dir, ".seb"); got.DataDir != want {
+		t.Errorf("DataDir = %q, want %q", got.DataDir, want)
+	}
+	if got.Digest != configDefaultDigest {
+		t.Errorf("Digest = %s, want the default's %s: where the file lives must not matter", got.Digest, configDefaultDigest)
+	}
+
+	full, err := broker.LoadConfig(filepath.Join("testdata", "config", "full.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !filepath.IsAbs(full.Terraform) || !strings.HasSuffix(full.Terraform, filepath.Join("testdata", "config", "bin", "tofu")) {
+		t.Errorf("Terraform = %q, want the absolute path of testdata/config/bin/tofu", full.Terraform)
+	}
+
+	_, err = broker.LoadConfig(filepath.Join(t.TempDir(), "seb.hcl"))
+	if !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("LoadConfig(missing file) = %v, want fs.ErrNotExist", err)
+	}
+}
+
+func TestConfigWorkspace(t *testing.T) {
+	c := broker.DefaultConfig()
+	w, ok := c.Workspace("sandbox")
+	if !ok || !reflect.DeepEqual(w, c.Workspaces[0]) {
+		t.Fatalf("Workspace(sandbox) = %+v, %v; want %+v, true", w, ok, c.Workspaces[0])
+	}
+	w.Credentials.Env["SANDBOX_ENDPOINT"] = "http://elsewhere"
+	w.ProtectedActions[0] = planparse.ActionCreate
+	if !reflect.DeepEqual(c, broker.DefaultConfig()) {
+		t.Error("changing the returned workspace changed the configuration")
+	}
+	if w, ok := c.Workspace("prod"); ok {
+		t.Errorf("Workspace(prod) = %+v, true; want false", w)
+	}
+}
+
+func TestConfigDigest(t *testing.T) {
+	path := filepath.Join("testdata", "config", "full.hcl")
+	base := string(readConfigFile(t, path))
+
+	// The same configuration as full.hcl, written differently: comments,
+	// layout, attribute and block order, list order, a duplicate dropped,
+	// durations spelled otherwise, a default spelled out, another
+	// file name, and relative paths against another directory.
+	reformatted := `
+// The legacy system has no OIDC.
+workspace "legacy" {
+  credentials {
+    apply_secrets = {
+      "LEGACY_TOKEN" = "read-write"
+    }
+    plan_secrets = {LEGACY_TOKEN="read-only"}
+    env = {}
+  }
+  protected_actions = []
+  drift_mode = "default"
+  approvals_required = 0
+}
+/* production */
+workspace "prod" {
+  credentials {
+    lifetime = "600s"
+    env = { AWS_ROLE_SESSION_NAME = "seb-{execution}", AWS_ROLE_ARN = "arn:aws:iam::123456789012:role/seb-{phase}" }
+    token_file_env = [
+      "AWS_WEB_IDENTITY_TOKEN_FILE",
+    ]
+    audience = "sts.amazonaws.com"
+  }
+  protected_actions = ["forget", "delete", "replace"]
+  approvals_required = 2
+  certificate_lifetime = "0.25h"
+  drift_mode = "strict"
+}
+clock_skew="120s"
+listen=":8443"
+issuer_url="https://seb.example.com/"
+terraform="./bin/tofu"
+data_dir="/var/lib/seb/"
+`
+	changed := []struct {
+		name, old, new string
+	}{
+		{"approvals", "approvals_required   = 2", "approvals_required   = 3"},
+		{"a protected action", `"forget", "delete"]`, `"read", "delete"]`},
+		{"protected actions removed", `protected_actions  = []`, ``},
+		{"an env value", `"seb-{execution}"`, `"seb-{workspace}-{execution}"`},
+		{"an env variable added", `AWS_ROLE_ARN          =`, `AWS_REGION = "eu-west-1"
+      AWS_ROLE_ARN          =`},
+		{"a secret", `"read-write"`, `"read-write-2"`},
+		{"a workspace added", `workspace "legacy" {`, `workspace "staging" {
+  credentials {
+    plan_secrets = { TOKEN = "x" }
+  }
+}
+
+workspace "legacy" {`},
+		{"a workspace renamed", `workspace "legacy"`, `workspace "legacy2"`},
+		{"the drift mode", `"strict"`, `"default"`},
+		{"a certificate lifetime", `"15m"`, `"16m"`},
+		{"a token lifetime", `"10m"`, `"11m"`},
+		{"the audience", `"sts.amazonaws.com"`, `"sts.example.com"`},
+		{"the token file variable", `["AWS_WEB_IDENTITY_TOKEN_FILE"]`, `["AWS_WEB_IDENTITY_TOKEN_FILE", "TOKEN_FILE"]`},
+		{"the clock skew", `"2m"`, `"3m"`},
+		{"the listen address", `":8443"`, `":8444"`},
+		{"the issuer", `"https://seb.example.com/"`, `"https://seb.example.org/"`},
+		{"the data directory", `"/var/lib/seb"`, `"/var/lib/seb2"`},
+		{"the terraform binary", `"bin/tofu"`, `"bin/terraform"`},
+	}
+
+	digest := func(t *testing.T, src, filename string) string {
+		t.Helper()
+		c, err := broker.ParseConfig([]byte(src), filename)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c.Digest
+	}
+	want := digest(t, base, path)
+	if got := digest(t, reformatted, filepath.Join("elsewhere", "seb.hcl")); got != want {
+		t.Errorf("reformatted: digest %s, want %s", got, want)
+	}
+	for _, tt := range changed {
+		t.Run(tt.name, func(t *testing.T) {
+			if !strings.Contains(base, tt.old) {
+				t.Fatalf("full.hcl has no %q", tt.old)
+			}
+			if got := digest(t, strings.Replace(base, tt.old, tt.new, 1), path); got == want {
+				t.Errorf("digest unchanged: %s", got)
+			}
+		})
+	}
+}
+
+func TestParseConfigErrors(t *testing.T) {
+	tests := []struct {
+		file string
+		// at is where the error is, as file:line,column; want is in its
+		// message.
+		at, want string
+		// count is how many diagnostics there are.
+		count int
+	}{
+		{"unknown-attribute.hcl", "unknown-attribute.hcl:2,3", `Unsupported argument; An argument named "approvals" is not expected here`, 1},
+		{"unknown-block.hcl", "unknown-block.hcl:3,1", `Unsupported block type; Blocks of type "policy" are not expected here`, 1},
+		{"bad-duration.hcl", "bad-duration.hcl:2,26", `Invalid duration; certificate_lifetime: "1 hour" is not a duration`, 1},
+		{"duration-out-of-range.hcl", "duration-out-of-range.hcl:1,14", `Duration out of range; clock_skew: 10m0s is outside 0s..5m0s`, 1},
+		{"bad-drift-mode.hcl", "bad-drift-mode.hcl:2,16", `Invalid drift_mode; drift_mode "lenient" is neither "default" nor "strict"`, 1},
+		{"duplicate-workspace.hcl", "duplicate-workspace.hcl:8,11", `Duplicate workspace; Workspace "sandbox" is already defined at testdata/config/duplicate-workspace.hcl:1,11-20`, 1},
+		{"bad-workspace-name.hcl", "bad-workspace-name.hcl:1,11", `Invalid workspace name; workspace name "Sand Box": use lower-case letters`, 1},
+		{"approvals-out-of-range.hcl", "approvals-out-of-range.hcl:2,24", `Invalid approvals_required; approvals_required is 11; it must be between 0 and 10`, 1},
+		{"approvals-not-a-number.hcl", "approvals-not-a-number.hcl:2,25", `Unsuitable value type; Unsuitable value: a number is required`, 1},
+		{"bad-action.hcl", "bad-action.hcl:2,23", `Invalid protected action; protected_actions: "destroy" is not one of create, update, delete, replace, read, forget`, 1},
+		{"bad-env-name.hcl", "bad-env-name.hcl:5,11", `Invalid environment variable name; env: "sandbox-endpoint" is not an environment variable name`, 1},
+		{"env-set-twice.hcl", "env-set-twice.hcl:5,22", `Environment variable set twice; env: SANDBOX_TOKEN_FILE is already set by token_file_env`, 1},
+		{"missing-audience.hcl", "missing-audience.hcl:2,3", `Missing audience; token_file_env hands Terraform a minted token, and a token needs an audience`, 1},
+		{"no-credential.hcl", "no-credential.hcl:2,3", `Invalid credentials; credential profile: neither a token nor static secrets`, 1},
+		{"missing-credentials-block.hcl", "missing-credentials-block.hcl:1,21", `Missing credentials block; A credentials block is required`, 1},
+		{"bad-issuer-url.hcl", "bad-issuer-url.hcl:1,14", `Invalid issuer_url; issuer_url: "ftp://127.0.0.1:8080" is not an http or https URL`, 1},
+		{"bad-listen.hcl", "bad-listen.hcl:1,10", `Invalid listen address; listen: address 127.0.0.1: missing port in address`, 1},
+		{"variable.hcl", "variable.hcl:1,12", `Variables not allowed`, 2},
+		{"syntax-error.hcl", "syntax-error.hcl:3,15", `Unclosed configuration block`, 1},
+	}
+	for _, tt := range tests {
+		t.Run(strings.TrimSuffix(tt.file, ".hcl"), func(t *testing.T) {
+			path := filepath.Join("testdata", "config", tt.file)
+			c, err := broker.ParseConfig(readConfigFile(t, path), path)
+			if err == nil {
+				t.Fatalf("ParseConfig = %+v, want an error", c)
+			}
+			msg := err.Error()
+			if !strings.HasPrefix(msg, filepath.Join("testdata", "config", tt.at)+"-") {
+				t.Errorf("error %q\nis not at %s", msg, tt.at)
+			}
+			if !strings.Contains(msg, tt.want) {
+				t.Errorf("error %q\ndoes not say %q", msg, tt.want)
+			}
+			var diags hcl.Diagnostics
+			if !errors.As(err, &diags) || len(diags) != tt.count {
+				t.Errorf("error is not %d hcl.Diagnostic(s): %v", tt.count, err)
+			}
+		})
+	}
+}
+
+// TestParseConfigAllErrors checks that every problem is reported, in the
+// order of the file.
+func TestParseConfigAllErrors(t *testing.T) {
+	src := `
+clock_skew = "-1s"
+workspace "sandbox" {
+  approvals_required = -1
+  drift_mode         = "lax"
+  credentials {
+    audience       = "sandbox"
+    token_file_env = ["sandbox_token_file"]
+    lifetime       = "1h"
+  }
+}
+`
+	_, err := broker.ParseConfig([]byte(src), "seb.hcl")
+	var diags hcl.Diagnostics
+	if !errors.As(err, &diags) {
+		t.Fatalf("ParseConfig = %v, want hcl.Diagnostics", err)
+	}
+	var got []string
+	for _, d := range diags {
+		got = append(got, d.Subject.String()+" "+d.Summary)
+	}
+	want := []string{
+		"seb.hcl:2,14-19 Duration out of range",
+		"seb.hcl:4,24-26 Invalid approvals_required",
+		"seb.hcl:5,24-29 Invalid drift_mode",
+		"seb.hcl:8,22-44 Invalid environment variable name",
+		"seb.hcl:9,22-26 Duration out of range",
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("diagnostics\n got %q\nwant %q", got, want)
+	}
+}

@@ -1,0 +1,125 @@
+package broker
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/seb-broker/seb/drift"
+)
+
+// Options configure the broker's services.
+type Options struct {
+	Store Store
+	// State is where workspaces' Terraform state lives.
+	State drift.StateStore
+	// Runner runs Terraform.
+	Runner *drift.Runner
+	// Signer signs certificates, logs and the audit log.
+	Signer *Signer
+	// Issuer mints the scoped credentials of each run.
+	Issuer *Issuer
+	// Workspaces are the configured workspaces.
+	Workspaces []Workspace
+	// SensitiveKey is the HMAC key of summaries; it must be the runner's.
+	SensitiveKey []byte
+	// ClockSkew is allowed around a certificate's validity window.
+	ClockSkew time.Duration
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// Valid reports whether the options can be used.
+func (o Options) Valid() error {
+	switch {
+	case o.Store == nil:
+		return errors.New("broker: Options.Store is nil")
+	case o.State == nil:
+		return errors.New("broker: Options.State is nil")
+	case o.Runner == nil:
+		return errors.New("broker: Options.Runner is nil")
+	case o.Signer == nil:
+		return errors.New("broker: Options.Signer is nil")
+	case o.Issuer == nil:
+		return errors.New("broker: Options.Issuer is nil")
+	case len(o.SensitiveKey) == 0:
+		return errors.New("broker: Options.SensitiveKey is empty")
+	case o.ClockSkew < 0 || o.ClockSkew > 5*time.Minute:
+		return errors.New("broker: Options.ClockSkew must be between 0 and 5m")
+	}
+	return nil
+}
+
+// Service holds the admission (SAB) and execution (SEB) services over one
+// store, signer and runner.
+type Service struct {
+	opts       Options
+	workspaces map[string]Workspace
+}
+
+// New returns the broker's services.
+func New(opts Options) (*Service, error) {
+	if err := opts.Valid(); err != nil {
+		return nil, err
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	b := &Service{opts: opts, workspaces: map[string]Workspace{}}
+	for _, w := range opts.Workspaces {
+		if err := drift.ValidWorkspace(w.Name); err != nil {
+			return nil, err
+		}
+		b.workspaces[w.Name] = w
+	}
+	return b, nil
+}
+
+// Workspace returns a configured workspace, or ENOTFOUND.
+func (b *Service) Workspace(name string) (Workspace, error) {
+	w, ok := b.workspaces[name]
+	if !ok {
+		return Workspace{}, Errorf(ENOTFOUND, "no workspace %q", name)
+	}
+	return w, nil
+}
+
+// Workspaces returns the configured workspaces.
+func (b *Service) Workspaces() []Workspace { return b.opts.Workspaces }
+
+// PublicKey returns the key that verifies certificates, logs and the
+// audit log.
+func (b *Service) PublicKey() []byte { return b.opts.Signer.PublicKeyPEM() }
+
+func (b *Service) now() time.Time { return b.opts.Now().UTC() }
+
+// newID returns a random id with a prefix, e.g. "cert-3f9a…".
+func newID(prefix string) string {
+	var buf [12]byte
+	rand.Read(buf[:])
+	return prefix + "-" + hex.EncodeToString(buf[:])
+}
+
+// audit appends a decision to the signed, hash-chained audit log.
+func (b *Service) audit(ctx context.Context, actor, action, subject string, details any) error {
+	raw, err := json.Marshal(details)
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	entry := AuditEntry{Time: b.now(), Actor: actor, Action: action, Subject: subject, Details: raw}
+	_, err = b.opts.Store.AppendAudit(ctx, func(last *AuditEntry) (*AuditEntry, error) {
+		return b.opts.Signer.SealAudit(last, entry)
+	})
+	if err != nil {
+		return fmt.Errorf("audit %s: %w", action, err)
+	}
+	return nil
+}

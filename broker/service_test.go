@@ -1,0 +1,441 @@
+package broker_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/broker/sqlite"
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/fixtures/sandboxcloud"
+	"github.com/seb-broker/seb/internal/sandboxtest"
+	"github.com/seb-broker/seb/internal/tftest"
+	"github.com/seb-broker/seb/planparse"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(tftest.MainWithProvider(m))
+}
+
+var sensitiveKey = []byte("broker test key for sensitive values")
+
+// world is a broker with everything real: SQLite, the signer, the token
+// issuer, Terraform and a sandbox that trusts only the issuer.
+type world struct {
+	t      *testing.T
+	svc    *broker.Service
+	store  broker.Store
+	signer *broker.Signer
+	sb     *sandboxtest.Sandbox
+	clock  *testClock
+	ws     broker.Workspace
+}
+
+type testClock struct {
+	mu     sync.Mutex
+	offset time.Duration
+}
+
+func (c *testClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return time.Now().Add(c.offset)
+}
+
+func (c *testClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.offset += d
+	c.mu.Unlock()
+}
+
+func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
+	t.Helper()
+	issuer := sandboxtest.StartIssuer(t)
+	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")})
+	store, err := sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	signer, err := broker.OpenSigner(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
+	os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600)
+	runner, err := drift.New(context.Background(), drift.Options{
+		Terraform: tftest.Binary(t), CLIConfigFile: cliConfig, WorkRoot: t.TempDir(), SensitiveKey: sensitiveKey,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := broker.Workspace{
+		Name:                "sandbox",
+		Credentials:         sb.Credentials(issuer, "sandbox").Profile,
+		DriftMode:           drift.ModeDefault,
+		CertificateLifetime: time.Hour,
+		ApprovalsRequired:   1,
+		ProtectedActions:    []planparse.Action{planparse.ActionDelete, planparse.ActionReplace},
+	}
+	if configure != nil {
+		configure(&ws)
+	}
+	clock := &testClock{}
+	svc, err := broker.New(broker.Options{
+		Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer,
+		Workspaces: []broker.Workspace{ws}, SensitiveKey: sensitiveKey, ClockSkew: 30 * time.Second, Now: clock.Now,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws}
+}
+
+// bundle packs a fixture configuration as an agent would.
+func bundle(t *testing.T, config string) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := drift.BundleDirectory(filepath.Join("../fixtures/terraform", config), &buf); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func (w *world) propose(replicas string) *broker.Proposal {
+	w.t.Helper()
+	p, _, err := w.svc.Propose(context.Background(), broker.ProposalRequest{
+		Workspace: "sandbox", Proposer: "agent-1", Rationale: "scale web", Bundle: bundle(w.t, "scale"),
+		Vars: map[string]string{"replicas": replicas},
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return p
+}
+
+func (w *world) approve(p *broker.Proposal, reviewer string) *broker.Certificate {
+	w.t.Helper()
+	_, cert, err := w.svc.Review(context.Background(), broker.ReviewRequest{ProposalID: p.ID, Reviewer: reviewer, Decision: broker.Approve, Comment: "ok"})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	if cert == nil {
+		w.t.Fatalf("no certificate after %s's approval", reviewer)
+	}
+	return cert
+}
+
+func (w *world) execute(cert *broker.Certificate) (*broker.Execution, error) {
+	w.t.Helper()
+	return w.svc.Execute(context.Background(), broker.ExecuteRequest{Envelope: cert.Envelope, Actor: "ci"})
+}
+
+// certified runs a proposal to its certificate.
+func (w *world) certified(replicas string) *broker.Certificate {
+	w.t.Helper()
+	return w.approve(w.propose(replicas), "alice")
+}
+
+func auditActions(t *testing.T, store broker.Store, pub []byte) []string {
+	t.Helper()
+	entries, err := store.AuditEntries(context.Background(), 0, 10000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, err := broker.ParsePublicKeyPEM(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := 0
+	count, err := broker.VerifyAudit(func() (*broker.AuditEntry, error) {
+		if i == len(entries) {
+			return nil, io.EOF
+		}
+		i++
+		return entries[i-1], nil
+	}, key)
+	if err != nil || count != int64(len(entries)) {
+		t.Fatalf("audit verify: %d entries, %v", count, err)
+	}
+	var actions []string
+	for _, e := range entries {
+		actions = append(actions, e.Action)
+	}
+	return actions
+}
+
+// TestScenario is the whole story in one test: propose 3 → 5, verify,
+// approve; the console scales to 7; the execution is rejected with the
+// replicas divergence; propose again 7 → 5, approve, execute: applied, and
+// the sandbox shows 5; the audit log verifies and tells it all.
+func TestScenario(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	if _, err := w.execute(w.certified("3")); err != nil {
+		t.Fatalf("first apply: %v", err)
+	}
+
+	p := w.propose("5")
+	if p.State != broker.ProposalPending || p.Summary.Resources[0].Changes[0].Path.String() != "replicas" {
+		t.Fatalf("proposal %+v", p)
+	}
+	cert := w.approve(p, "alice")
+	w.sb.Scale(w.sb.Service("sandbox", "web").ID, 7)
+
+	e, err := w.execute(cert)
+	if broker.ErrorCode(err) != broker.ECONFLICT || e.State != broker.ExecutionRejected {
+		t.Fatalf("execution %+v, %v", e, err)
+	}
+	stored, _ := w.store.Execution(ctx, e.ID)
+	var decision drift.Decision
+	if err := json.Unmarshal(stored.Divergence, &decision); err != nil {
+		t.Fatal(err)
+	}
+	a := decision.Divergence.Resources[0].Attributes[0]
+	if a.Path.String() != "replicas" || planparse.FormatValue(a.Certified.Before) != "3" || planparse.FormatValue(a.Live.Before) != "7" {
+		t.Errorf("divergence %+v / %+v", a.Certified, a.Live)
+	}
+	if got := w.sb.Service("sandbox", "web").Replicas; got != 7 {
+		t.Errorf("a rejected execution changed replicas to %d", got)
+	}
+
+	again := w.propose("5")
+	if before, _ := planparse.FormatValue(again.Summary.Resources[0].Changes[0].Before), 0; before != "7" {
+		t.Errorf("second proposal's before is %s, want 7", before)
+	}
+	e, err = w.execute(w.approve(again, "bob"))
+	if err != nil || e.State != broker.ExecutionSucceeded {
+		t.Fatalf("execution %+v, %v", e, err)
+	}
+	if got := w.sb.Service("sandbox", "web").Replicas; got != 5 {
+		t.Errorf("replicas %d after the execution, want 5", got)
+	}
+	done, _ := w.store.Execution(ctx, e.ID)
+	for _, id := range []string{done.PlanLogID, done.ApplyLogID} {
+		art, err := w.store.Artifact(ctx, id)
+		if err != nil {
+			t.Fatalf("log %q: %v", id, err)
+		}
+		if err := broker.VerifyArtifact(art, w.signer.PublicKey()); err != nil || !bytes.Contains(art.Data, []byte(`"@level"`)) {
+			t.Errorf("log %s: %v, %d bytes", art.Kind, err, len(art.Data))
+		}
+	}
+
+	actions := strings.Join(auditActions(t, w.store, w.svc.PublicKey()), " ")
+	want := strings.Join([]string{
+		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.succeeded",
+		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.rejected",
+		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.succeeded",
+	}, " ")
+	if actions != want {
+		t.Errorf("audit log:\n%s\nwant:\n%s", actions, want)
+	}
+}
+
+// TestCertificateRefusals: every way a certificate can be unusable has its
+// own clear reason.
+func TestCertificateRefusals(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	other, err := broker.OpenSigner(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resign := func(cert *broker.Certificate, edit func(*broker.CertificatePayload)) []byte {
+		p := cert.CertificatePayload
+		edit(&p)
+		env, err := w.signer.SignCertificate(&p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return env
+	}
+	tests := []struct {
+		name     string
+		envelope func(*broker.Certificate) []byte
+		before   func(*broker.Certificate)
+		wantMsg  string
+	}{
+		{name: "bad signature", envelope: func(c *broker.Certificate) []byte {
+			p := c.CertificatePayload
+			p.IssuerKeyID = other.KeyID()
+			env, _ := other.SignCertificate(&p)
+			return env
+		}, wantMsg: "signature is invalid"},
+		{name: "tampered payload", envelope: func(c *broker.Certificate) []byte {
+			var env map[string]any
+			json.Unmarshal(c.Envelope, &env)
+			payload := env["payload"].(string)
+			env["payload"] = payload[:len(payload)-8] + "AAAAAAA="
+			out, _ := json.Marshal(env)
+			return out
+		}, wantMsg: "certificate"},
+		{name: "wrong workspace", envelope: func(c *broker.Certificate) []byte {
+			return resign(c, func(p *broker.CertificatePayload) { p.Workspace = "prod" })
+		}, wantMsg: "does not match the one this broker issued"},
+		{name: "wrong config digest", envelope: func(c *broker.Certificate) []byte {
+			return resign(c, func(p *broker.CertificatePayload) { p.ConfigDigest = "sha256:" + strings.Repeat("0", 64) })
+		}, wantMsg: "does not match the one this broker issued"},
+		{name: "not yet valid", before: func(*broker.Certificate) { w.clock.Advance(-10 * time.Minute) }, wantMsg: "is not valid before"},
+		{name: "expired", before: func(*broker.Certificate) { w.clock.Advance(2 * time.Hour) }, wantMsg: "expired at"},
+		{name: "policy epoch stale", before: func(*broker.Certificate) {
+			if _, err := w.svc.LoadPolicy(ctx, "sha256:"+strings.Repeat("1", 64)); err != nil {
+				t.Fatal(err)
+			}
+		}, wantMsg: "policy epoch"},
+		{name: "workspace revoked", before: func(*broker.Certificate) {
+			if _, err := w.svc.RevokeAll(ctx, "sandbox", "admin"); err != nil {
+				t.Fatal(err)
+			}
+		}, wantMsg: "revoked with every certificate of workspace sandbox"},
+		{name: "certificate revoked", before: func(c *broker.Certificate) {
+			if err := w.svc.Revoke(ctx, c.ID, "admin"); err != nil {
+				t.Fatal(err)
+			}
+		}, wantMsg: "was revoked by admin"},
+		{name: "already used", before: func(c *broker.Certificate) {
+			if _, err := w.execute(c); err != nil {
+				t.Fatal(err)
+			}
+		}, wantMsg: "already used"},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cert := w.certified(string(rune('3' + i%5)))
+			if tt.before != nil {
+				tt.before(cert)
+			}
+			defer func() { w.clock.mu.Lock(); w.clock.offset = 0; w.clock.mu.Unlock() }()
+			env := cert.Envelope
+			if tt.envelope != nil {
+				env = tt.envelope(cert)
+			}
+			e, err := w.svc.Execute(ctx, broker.ExecuteRequest{Envelope: env, Actor: "ci"})
+			if err == nil || !strings.Contains(broker.ErrorMessage(err), tt.wantMsg) {
+				t.Fatalf("execution %+v, error %v; want one saying %q", e, err, tt.wantMsg)
+			}
+		})
+	}
+}
+
+// TestSeparationOfDuties: proposers never approve their own proposals,
+// approvals are counted per distinct reviewer, and protected actions always
+// need a human.
+func TestSeparationOfDuties(t *testing.T) {
+	ctx := context.Background()
+	t.Run("own proposal", func(t *testing.T) {
+		w := newWorld(t, nil)
+		p := w.propose("3")
+		_, _, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "agent-1", Decision: broker.Approve})
+		if broker.ErrorCode(err) != broker.EFORBIDDEN {
+			t.Errorf("self-approval: %v", err)
+		}
+	})
+	t.Run("two approvals", func(t *testing.T) {
+		w := newWorld(t, func(ws *broker.Workspace) { ws.ApprovalsRequired = 2 })
+		p := w.propose("3")
+		if _, cert, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "alice", Decision: broker.Approve}); err != nil || cert != nil {
+			t.Fatalf("first approval: %v, %v", cert, err)
+		}
+		if _, _, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "alice", Decision: broker.Approve}); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Errorf("second approval by the same reviewer: %v", err)
+		}
+		cert := w.approve(p, "bob")
+		if len(cert.Approvals) != 2 {
+			t.Errorf("approvals %+v", cert.Approvals)
+		}
+		if _, _, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "carol", Decision: broker.Reject}); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Errorf("review of a certified proposal: %v", err)
+		}
+	})
+	t.Run("protected actions", func(t *testing.T) {
+		w := newWorld(t, func(ws *broker.Workspace) { ws.ApprovalsRequired = 0 })
+		_, cert, err := w.svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": "3"}})
+		if err != nil || cert == nil {
+			t.Fatalf("a create with no approvals required was not certified at once: %v", err)
+		}
+		if _, err := w.execute(cert); err != nil {
+			t.Fatal(err)
+		}
+		// Renaming the service replaces it: a protected action.
+		dir := t.TempDir()
+		os.CopyFS(dir, os.DirFS("../fixtures/terraform/scale"))
+		main, _ := os.ReadFile(filepath.Join(dir, "main.tf"))
+		os.WriteFile(filepath.Join(dir, "main.tf"), bytes.Replace(main, []byte(`name     = "web"`), []byte(`name     = "www"`), 1), 0o644)
+		var buf bytes.Buffer
+		drift.BundleDirectory(dir, &buf)
+		p, cert, err := w.svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: buf.Bytes()})
+		if err != nil || cert != nil || p.State != broker.ProposalPending {
+			t.Fatalf("a replacement was certified without a human: %+v, %v, %v", p, cert, err)
+		}
+		w.approve(p, "alice")
+	})
+	t.Run("diverged agent plan", func(t *testing.T) {
+		w := newWorld(t, nil)
+		agentPlan := `{"format_version":"1.2","resource_changes":[{"address":"sandbox_service.web","mode":"managed","type":"sandbox_service","name":"web",
+		  "provider_name":"seb.invalid/seb/sandbox","change":{"actions":["create"],"before":null,"after":{"name":"web","replicas":1}}}]}`
+		p, _, err := w.svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"),
+			Vars: map[string]string{"replicas": "3"}, AgentPlan: []byte(agentPlan)})
+		if err != nil || p.State != broker.ProposalDiverged || p.Divergence == nil {
+			t.Fatalf("proposal %+v, %v", p, err)
+		}
+		if _, _, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "alice", Decision: broker.Approve}); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Errorf("approval of a diverged proposal: %v", err)
+		}
+	})
+	t.Run("no changes", func(t *testing.T) {
+		w := newWorld(t, func(ws *broker.Workspace) { ws.ApprovalsRequired = 0 })
+		_, cert, _ := w.svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": "3"}})
+		w.execute(cert)
+		_, _, err := w.svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": "3"}})
+		if broker.ErrorCode(err) != broker.EINVALID || !strings.Contains(broker.ErrorMessage(err), "changes nothing") {
+			t.Errorf("empty proposal: %v", err)
+		}
+	})
+}
+
+// TestConcurrentExecutions: 50 requests for one certificate, at once:
+// exactly one run.
+func TestConcurrentExecutions(t *testing.T) {
+	w := newWorld(t, nil)
+	cert := w.certified("3")
+	var wg sync.WaitGroup
+	results := make(chan error, 50)
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := w.execute(cert)
+			results <- err
+		}()
+	}
+	wg.Wait()
+	close(results)
+	ran, used := 0, 0
+	for err := range results {
+		switch {
+		case err == nil:
+			ran++
+		case strings.Contains(broker.ErrorMessage(err), "already used"):
+			used++
+		default:
+			t.Errorf("unexpected error: %v", err)
+		}
+	}
+	executions, _ := w.store.ListExecutions(context.Background(), broker.ExecutionFilter{CertificateID: cert.ID})
+	if ran != 1 || used != 49 || len(executions) != 1 {
+		t.Errorf("%d ran, %d refused as used, %d executions stored", ran, used, len(executions))
+	}
+}

@@ -1,0 +1,291 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/planparse"
+)
+
+// PutBundle stores a configuration bundle under its digest. Storing a
+// digest again is not an error and keeps the first bytes: the digest
+// names the content.
+func (s *Store) PutBundle(ctx context.Context, digest string, data []byte) error {
+	t := target{kind: "bundle", id: digest}
+	if digest == "" {
+		return broker.Errorf(broker.EINVALID, "bundle digest is empty")
+	}
+	_, err := s.writer.ExecContext(ctx, "INSERT INTO bundles (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING", digest, blob(data))
+	return formatError(err, t)
+}
+
+// Bundle returns a stored bundle, or ENOTFOUND.
+func (s *Store) Bundle(ctx context.Context, digest string) ([]byte, error) {
+	var data []byte
+	err := s.reader.QueryRowContext(ctx, "SELECT data FROM bundles WHERE digest = ?", digest).Scan(&data)
+	if err != nil {
+		return nil, formatError(err, target{kind: "bundle", id: digest})
+	}
+	return data, nil
+}
+
+func validProposalState(st broker.ProposalState) error {
+	switch st {
+	case broker.ProposalPending, broker.ProposalDiverged, broker.ProposalCertified, broker.ProposalRejected:
+		return nil
+	}
+	return broker.Errorf(broker.EINVALID, "unknown proposal state %q", st)
+}
+
+// encodeSummary returns a summary's canonical JSON, or NULL for nil. It
+// refuses a summary that would not read back.
+func encodeSummary(sum *planparse.Summary) (sql.NullString, error) {
+	if sum == nil {
+		return sql.NullString{}, nil
+	}
+	if err := sum.Validate(); err != nil {
+		return sql.NullString{}, broker.Errorf(broker.EINVALID, "summary: %v", err)
+	}
+	return sql.NullString{String: string(sum.Canonical()), Valid: true}, nil
+}
+
+func decodeSummaryColumn(col sql.NullString) (*planparse.Summary, error) {
+	if !col.Valid {
+		return nil, nil
+	}
+	var sum planparse.Summary
+	if err := json.Unmarshal([]byte(col.String), &sum); err != nil {
+		return nil, fmt.Errorf("stored summary: %v", err)
+	}
+	return &sum, nil
+}
+
+// CreateProposal stores a new proposal; ECONFLICT if the id exists,
+// EINVALID for an empty id, an unknown state or a summary that does not
+// validate.
+func (s *Store) CreateProposal(ctx context.Context, p *broker.Proposal) error {
+	t := target{kind: "proposal", id: p.ID}
+	if p.ID == "" {
+		return broker.Errorf(broker.EINVALID, "proposal id is empty")
+	}
+	if err := validProposalState(p.State); err != nil {
+		return err
+	}
+	vars, err := json.Marshal(p.Vars)
+	if err != nil {
+		return formatError(err, t)
+	}
+	sum, err := encodeSummary(p.Summary)
+	if err != nil {
+		return err
+	}
+	var divergence sql.NullString
+	if p.Divergence != nil {
+		data, err := encodeDivergence(p.Divergence)
+		if err != nil {
+			return broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
+		}
+		divergence = sql.NullString{String: string(data), Valid: true}
+	}
+	drift := p.Drift
+	if drift == nil {
+		drift = []planparse.ResourceChange{}
+	}
+	driftJSON, err := json.Marshal(drift)
+	if err != nil {
+		return formatError(err, t)
+	}
+	_, err = s.writer.ExecContext(ctx, `INSERT INTO proposals (id, workspace, config_digest, vars, rationale, proposer,
+		summary, digest, plan_digest, agent_digest, divergence, drift, state, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		p.ID, p.Workspace, p.ConfigDigest, string(vars), p.Rationale, p.Proposer,
+		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), string(p.State),
+		formatTime(p.CreatedAt), formatTime(p.UpdatedAt))
+	return formatError(err, t)
+}
+
+const proposalColumns = `id, workspace, config_digest, vars, rationale, proposer, summary, digest,
+	plan_digest, agent_digest, divergence, drift, state, created_at, updated_at`
+
+// scanner is a *sql.Row or *sql.Rows.
+type scanner interface{ Scan(dest ...any) error }
+
+func scanProposal(row scanner) (*broker.Proposal, error) {
+	var (
+		p                    broker.Proposal
+		vars, state, drift   string
+		sum, divergence      sql.NullString
+		createdAt, updatedAt string
+	)
+	err := row.Scan(&p.ID, &p.Workspace, &p.ConfigDigest, &vars, &p.Rationale, &p.Proposer, &sum, &p.Digest,
+		&p.PlanDigest, &p.AgentDigest, &divergence, &drift, &state, &createdAt, &updatedAt)
+	if err != nil {
+		return nil, err
+	}
+	p.State = broker.ProposalState(state)
+	if err := json.Unmarshal([]byte(vars), &p.Vars); err != nil {
+		return nil, fmt.Errorf("stored vars: %v", err)
+	}
+	if p.Summary, err = decodeSummaryColumn(sum); err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal([]byte(drift), &p.Drift); err != nil {
+		return nil, fmt.Errorf("stored drift: %v", err)
+	}
+	if len(p.Drift) == 0 {
+		p.Drift = nil
+	}
+	if divergence.Valid {
+		if p.Divergence, err = decodeDivergence([]byte(divergence.String)); err != nil {
+			return nil, fmt.Errorf("stored %v", err)
+		}
+	}
+	if p.CreatedAt, err = parseTime(createdAt); err != nil {
+		return nil, err
+	}
+	if p.UpdatedAt, err = parseTime(updatedAt); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// Proposal returns a proposal, or ENOTFOUND.
+func (s *Store) Proposal(ctx context.Context, id string) (*broker.Proposal, error) {
+	p, err := scanProposal(s.reader.QueryRowContext(ctx, "SELECT "+proposalColumns+" FROM proposals WHERE id = ?", id))
+	if err != nil {
+		return nil, formatError(err, target{kind: "proposal", id: id})
+	}
+	return p, nil
+}
+
+// ListProposals returns the proposals matching f, newest (by CreatedAt)
+// first; EINVALID for a negative limit or an unknown state.
+func (s *Store) ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*broker.Proposal, error) {
+	t := target{kind: "proposals"}
+	var (
+		where []string
+		args  []any
+	)
+	if f.Workspace != "" {
+		where, args = append(where, "workspace = ?"), append(args, f.Workspace)
+	}
+	if f.State != "" {
+		if err := validProposalState(f.State); err != nil {
+			return nil, err
+		}
+		where, args = append(where, "state = ?"), append(args, string(f.State))
+	}
+	if f.Proposer != "" {
+		where, args = append(where, "proposer = ?"), append(args, f.Proposer)
+	}
+	limit, err := limitClause(f.Limit)
+	if err != nil {
+		return nil, err
+	}
+	// rowid breaks ties of CreatedAt: the later insert is the newer.
+	query := "SELECT " + proposalColumns + " FROM proposals" + whereClause(where) + " ORDER BY created_at DESC, rowid DESC" + limit
+	rows, err := s.reader.QueryContext(ctx, query, args...)
+	if err != nil {
+		return nil, formatError(err, t)
+	}
+	defer rows.Close()
+	out := []*broker.Proposal{}
+	for rows.Next() {
+		p, err := scanProposal(rows)
+		if err != nil {
+			return nil, formatError(err, t)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, formatError(err, t)
+	}
+	return out, nil
+}
+
+func whereClause(conds []string) string {
+	if len(conds) == 0 {
+		return ""
+	}
+	return " WHERE " + strings.Join(conds, " AND ")
+}
+
+// SetProposalState moves a proposal from state from to state to at time
+// at; ECONFLICT (naming the state it is in) if it is not in state from,
+// ENOTFOUND if it does not exist.
+func (s *Store) SetProposalState(ctx context.Context, id string, from, to broker.ProposalState, at time.Time) error {
+	if err := validProposalState(from); err != nil {
+		return err
+	}
+	if err := validProposalState(to); err != nil {
+		return err
+	}
+	return s.write(ctx, target{kind: "proposal", id: id}, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE proposals SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
+			string(to), formatTime(at), id, string(from))
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		var state string
+		if err := tx.QueryRowContext(ctx, "SELECT state FROM proposals WHERE id = ?", id).Scan(&state); err != nil {
+			return err
+		}
+		return broker.Errorf(broker.ECONFLICT, "proposal %s is %s, not %s", id, state, from)
+	})
+}
+
+// AddReview stores a reviewer's verdict; ECONFLICT if that reviewer
+// already reviewed the proposal, ENOTFOUND if the proposal does not exist,
+// EINVALID for an empty reviewer or an unknown decision.
+func (s *Store) AddReview(ctx context.Context, r broker.Review) error {
+	if r.Reviewer == "" {
+		return broker.Errorf(broker.EINVALID, "reviewer is empty")
+	}
+	if r.Decision != broker.Approve && r.Decision != broker.Reject {
+		return broker.Errorf(broker.EINVALID, "unknown decision %q", r.Decision)
+	}
+	t := target{
+		kind: "review of proposal " + r.ProposalID + " by", id: r.Reviewer,
+		refKind: "proposal", refID: r.ProposalID,
+		conflict: r.Reviewer + " already reviewed proposal " + r.ProposalID,
+	}
+	_, err := s.writer.ExecContext(ctx, "INSERT INTO reviews (proposal_id, reviewer, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
+		r.ProposalID, r.Reviewer, string(r.Decision), r.Comment, formatTime(r.At))
+	return formatError(err, t)
+}
+
+// Reviews returns a proposal's reviews, oldest first; none (not ENOTFOUND)
+// for a proposal that does not exist.
+func (s *Store) Reviews(ctx context.Context, proposalID string) ([]broker.Review, error) {
+	t := target{kind: "reviews of proposal", id: proposalID}
+	rows, err := s.reader.QueryContext(ctx, "SELECT reviewer, decision, comment, at FROM reviews WHERE proposal_id = ? ORDER BY at, rowid", proposalID)
+	if err != nil {
+		return nil, formatError(err, t)
+	}
+	defer rows.Close()
+	out := []broker.Review{}
+	for rows.Next() {
+		r := broker.Review{ProposalID: proposalID}
+		var decision, at string
+		if err := rows.Scan(&r.Reviewer, &decision, &r.Comment, &at); err != nil {
+			return nil, formatError(err, t)
+		}
+		r.Decision = broker.Decision(decision)
+		if r.At, err = parseTime(at); err != nil {
+			return nil, formatError(err, t)
+		}
+		out = append(out, r)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, formatError(err, t)
+	}
+	return out, nil
+}

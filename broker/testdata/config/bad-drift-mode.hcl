@@ -1,0 +1,7 @@
+workspace "sandbox" {
+  drift_mode = "lenient"
+  credentials {
+    audience       = "sandbox"
+    token_file_env = ["SANDBOX_TOKEN_FILE"]
+  }
+}

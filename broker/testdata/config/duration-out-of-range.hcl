@@ -1,0 +1,1 @@
+clock_skew = "10m"

@@ -1,0 +1,5 @@
+workspace "sandbox" {
+  credentials {
+    token_file_env = ["SANDBOX_TOKEN_FILE"]
+  }
+}

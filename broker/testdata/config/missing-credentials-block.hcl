@@ -1,0 +1,3 @@
+workspace "sandbox" {
+  approvals_required = 1
+}

@@ -1,0 +1,4 @@
+workspace "sandbox" {
+  drift_mode = "strict"
+  credentials {
+    audience = "sandbox"

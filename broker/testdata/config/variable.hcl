@@ -1,0 +1,1 @@
+data_dir = var.data_dir
