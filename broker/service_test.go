@@ -22,6 +22,9 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv("SEB_CRASH_CHILD") != "" {
+		crashChild()
+	}
 	os.Exit(tftest.MainWithProvider(m))
 }
 

@@ -106,6 +106,9 @@ func New(ctx context.Context, opts Options) (*Runner, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if err := os.MkdirAll(opts.WorkRoot, 0o700); err != nil {
+		return nil, fmt.Errorf("work root: %w", err)
+	}
 	tf, err := tfexec.NewTerraform(opts.WorkRoot, opts.Terraform)
 	if err != nil {
 		return nil, fmt.Errorf("terraform binary: %w", err)

@@ -1,0 +1,188 @@
+package broker_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/broker/sqlite"
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/fixtures/sandboxcloud"
+	"github.com/seb-broker/seb/internal/sandboxtest"
+	"github.com/seb-broker/seb/internal/tftest"
+	"github.com/seb-broker/seb/planparse"
+)
+
+// crashEnv is what a broker process needs to run, as directories and URLs
+// both the test and a child process can open.
+type crashEnv struct {
+	dir       string // data: seb.db, keys/, signer/, state/
+	issuerURL string
+	sandbox   string
+	cliConfig string
+	bin       string
+}
+
+func (c crashEnv) environ() []string {
+	return []string{"SEB_CRASH_DIR=" + c.dir, "SEB_CRASH_ISSUER=" + c.issuerURL, "SEB_CRASH_SANDBOX=" + c.sandbox,
+		"SEB_CRASH_CLI_CONFIG=" + c.cliConfig, "SEB_CRASH_TERRAFORM=" + c.bin}
+}
+
+func crashEnvFromEnviron() crashEnv {
+	return crashEnv{dir: os.Getenv("SEB_CRASH_DIR"), issuerURL: os.Getenv("SEB_CRASH_ISSUER"), sandbox: os.Getenv("SEB_CRASH_SANDBOX"),
+		cliConfig: os.Getenv("SEB_CRASH_CLI_CONFIG"), bin: os.Getenv("SEB_CRASH_TERRAFORM")}
+}
+
+// open builds a broker over the environment's files, as `seb serve` would
+// at start.
+func (c crashEnv) open() (*broker.Service, broker.Store, *drift.FileStateStore, error) {
+	keys, err := broker.OpenKeySet(filepath.Join(c.dir, "keys"), broker.KeySetOptions{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	issuer, err := broker.NewIssuer(broker.IssuerOptions{URL: c.issuerURL, Keys: keys})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	signer, err := broker.OpenSigner(filepath.Join(c.dir, "signer"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	store, err := sqlite.Open(filepath.Join(c.dir, "seb.db"), sqlite.Options{})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	state, err := drift.NewFileStateStore(filepath.Join(c.dir, "state"))
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	runner, err := drift.New(context.Background(), drift.Options{Terraform: c.bin, CLIConfigFile: c.cliConfig,
+		WorkRoot: filepath.Join(c.dir, "work"), SensitiveKey: sensitiveKey})
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	svc, err := broker.New(broker.Options{
+		Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer, SensitiveKey: sensitiveKey,
+		Workspaces: []broker.Workspace{{
+			Name: "sandbox", DriftMode: drift.ModeDefault, CertificateLifetime: time.Hour, ApprovalsRequired: 1,
+			ProtectedActions: []planparse.Action{planparse.ActionDelete},
+			Credentials: broker.CredentialProfile{Audience: sandboxtest.Audience, TokenFileEnv: []string{"SANDBOX_TOKEN_FILE"},
+				Env: map[string]string{"SANDBOX_ENDPOINT": c.sandbox}},
+		}},
+	})
+	return svc, store, state, err
+}
+
+// crashChild runs in the child process: execute the certificate, which
+// the parent kills midway.
+func crashChild() {
+	svc, _, _, err := crashEnvFromEnviron().open()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(3)
+	}
+	_, err = svc.Execute(context.Background(), broker.ExecuteRequest{CertificateID: os.Getenv("SEB_CRASH_CERTIFICATE"), Actor: "ci"})
+	fmt.Fprintln(os.Stderr, "the execution ended before the crash:", err)
+	os.Exit(4)
+}
+
+// TestCrashMidApply kills a broker process in the middle of an apply and
+// restarts: the execution is marked interrupted and audited, the
+// certificate stays consumed, and the workspace lock is free.
+func TestCrashMidApply(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	// The issuer serves the key set in dir/keys, which the child opens too.
+	var handler http.Handler = http.NotFoundHandler()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
+	t.Cleanup(hs.Close)
+	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: hs.URL, StatePath: filepath.Join(t.TempDir(), "sandbox.json"), MutationDelay: 10 * time.Second})
+	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
+	os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600)
+	env := crashEnv{dir: dir, issuerURL: hs.URL, sandbox: sb.URL, cliConfig: cliConfig, bin: tftest.Binary(t)}
+
+	svc, store, _, err := env.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, _ := broker.OpenKeySet(filepath.Join(dir, "keys"), broker.KeySetOptions{})
+	issuer, _ := broker.NewIssuer(broker.IssuerOptions{URL: hs.URL, Keys: keys})
+	handler = issuer.Handler()
+
+	p, _, err := svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": "3"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cert, err := svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "alice", Decision: broker.Approve})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store.Close()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashMidApply$")
+	cmd.Env = append(os.Environ(), append(env.environ(), "SEB_CRASH_CHILD=1", "SEB_CRASH_CERTIFICATE="+cert.ID)...)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	// Wait until the child is applying (the sandbox holds the create for
+	// 10 s), then kill it without warning.
+	probe, err := sqlite.Open(filepath.Join(dir, "seb.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		running, _ := probe.ListExecutions(ctx, broker.ExecutionFilter{Running: true})
+		if len(running) == 1 && running[0].State == broker.ExecutionApplying {
+			break
+		}
+		if time.Now().After(deadline) {
+			cmd.Process.Kill()
+			t.Fatalf("the child never reached applying: %s", stderr.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	time.Sleep(500 * time.Millisecond)
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	probe.Close()
+
+	// Restart.
+	svc, store, state, err := env.open()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	if err := svc.Recover(ctx); err != nil {
+		t.Fatal(err)
+	}
+	executions, _ := store.ListExecutions(ctx, broker.ExecutionFilter{CertificateID: cert.ID})
+	if len(executions) != 1 || executions[0].State != broker.ExecutionInterrupted || !strings.Contains(executions[0].Reason, "not retried") {
+		t.Fatalf("after restart: %+v", executions)
+	}
+	if _, err := svc.Execute(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"}); err == nil || !strings.Contains(broker.ErrorMessage(err), "already used") {
+		t.Errorf("the certificate was usable again: %v", err)
+	}
+	lockCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	unlock, err := state.Lock(lockCtx, "sandbox")
+	if err != nil {
+		t.Fatalf("the workspace lock was not released: %v", err)
+	}
+	unlock()
+	actions := auditActions(t, store, svc.PublicKey())
+	if got := strings.Join(actions[len(actions)-3:], " "); got != "execution.started execution.interrupted execution.refused" {
+		t.Errorf("audit ends with %q", got)
+	}
+}
