@@ -1,8 +1,9 @@
 // Command seb is the Sovereign Execution Broker for Terraform. This binary
 // summarizes, digests and compares plans; see `seb help`.
 //
-// Exit codes: 0 success (for compare: the summaries are the same), 1 the
-// summaries diverged (compare only), 2 an error (bad input, bad flags).
+// Exit codes: 0 success (for compare: the summaries are the same; for
+// audit verify: the log verifies), 1 the summaries diverged or the audit log
+// does not verify, 2 an error (bad input, bad flags).
 package main
 
 import (
@@ -40,6 +41,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, errDiverged):
 		return exitDiverged
+	case errors.Is(err, errAuditBroken):
+		return exitDiverged
 	default:
 		fmt.Fprintf(stderr, "seb: %v\n", err)
 		return exitError
@@ -68,7 +71,7 @@ SEB_KEY_FILE, --no-color is SEB_NO_COLOR, and so on.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, cmd.CommandPath())
 	})
-	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand())
+	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand())
 	return root
 }
 

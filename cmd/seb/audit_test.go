@@ -1,0 +1,92 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/broker/sqlite"
+)
+
+// auditFixture writes a database with n signed audit entries and the
+// signer's public key; it returns their paths.
+func auditFixture(t *testing.T, n int) (db, pub string) {
+	t.Helper()
+	dir := t.TempDir()
+	signer, err := broker.OpenSigner(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	db = filepath.Join(dir, "seb.db")
+	store, err := sqlite.Open(db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	for i := range n {
+		e := broker.AuditEntry{Time: time.Date(2026, 11, 26, 12, 0, i, 0, time.UTC), Actor: "alice", Action: "proposal.approved",
+			Subject: "prop-" + string(rune('a'+i)), Details: json.RawMessage(`{"comment":"ok"}`)}
+		if _, err := store.AppendAudit(context.Background(), func(last *broker.AuditEntry) (*broker.AuditEntry, error) {
+			return signer.SealAudit(last, e)
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub = filepath.Join(dir, "seb.pub")
+	if err := os.WriteFile(pub, signer.PublicKeyPEM(), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return db, pub
+}
+
+func TestAuditVerify(t *testing.T) {
+	db, pub := auditFixture(t, 5)
+	r := seb(t, "", "audit", "verify", "--public-key", pub, db)
+	if r.code != exitOK || !strings.HasPrefix(r.stdout, "OK: 5 entries") {
+		t.Fatalf("database: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	export := seb(t, "", "audit", "export", db)
+	if export.code != exitOK || strings.Count(export.stdout, "\n") != 5 {
+		t.Fatalf("export: exit %d, %q", export.code, export.stderr)
+	}
+	lines := strings.Split(strings.TrimSuffix(export.stdout, "\n"), "\n")
+	write := func(lines []string) string {
+		path := filepath.Join(t.TempDir(), "audit.jsonl")
+		os.WriteFile(path, []byte(strings.Join(lines, "\n")+"\n"), 0o644)
+		return path
+	}
+	if r := seb(t, "", "audit", "verify", "--public-key", pub, write(lines)); r.code != exitOK {
+		t.Fatalf("export: exit %d, %q", r.code, r.stdout)
+	}
+	changed := append([]string{}, lines...)
+	changed[2] = strings.Replace(changed[2], `"alice"`, `"mallory"`, 1)
+	deleted := append(append([]string{}, lines[:1]...), lines[2:]...)
+	reordered := append([]string{}, lines...)
+	reordered[3], reordered[4] = reordered[4], reordered[3]
+	otherDB, otherPub := auditFixture(t, 1)
+	_ = otherDB
+	tests := []struct {
+		name, file, key, want string
+	}{
+		{"changed", write(changed), pub, "audit entry 3"},
+		{"deleted", write(deleted), pub, "audit entry 2"},
+		{"reordered", write(reordered), pub, "audit entry 4"},
+		{"another key", write(lines), otherPub, "audit entry 1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := seb(t, "", "audit", "verify", "--public-key", tt.key, tt.file)
+			if r.code != exitDiverged || !strings.Contains(r.stdout, tt.want) {
+				t.Errorf("exit %d, %q %q; want exit 1 naming %q", r.code, r.stdout, r.stderr, tt.want)
+			}
+		})
+	}
+	if r := seb(t, "", "audit", "verify", db); r.code != exitError || !strings.Contains(r.stderr, "--public-key is required") {
+		t.Errorf("no key: exit %d, %q", r.code, r.stderr)
+	}
+}
