@@ -1,26 +1,38 @@
 // Package broker is the domain of seb, the Sovereign Execution Broker: the
 // types and services that decide what may change production.
 //
-// What exists today is the broker's identity as a token issuer, the
-// "mandatory boundary" of the design: production APIs are told to trust
-// only credentials the broker mints, and to let only an apply-phase one
-// mutate, so nothing changes them except an execution the broker allowed.
+// Admission (the Sovereign Assurance Boundary): Service.Propose takes an
+// agent's configuration bundle, plans it itself against live state with a
+// plan-phase credential, and keeps that plan's summary — what reviewers see
+// and what gets certified. An agent's own plan is a claim compared with it;
+// a mismatch marks the proposal diverged for good. Service.Review records
+// verdicts: proposers never review their own proposals, approvals count
+// distinct reviewers, protected actions always need a human, and the final
+// approval issues a Certificate: a DSSE envelope (ed25519, Signer) binding
+// the diff digest, configuration digest, validity window, policy and
+// revocation epochs and approvals.
 //
-//   - A KeySet holds the RSA keys the broker signs credentials with (RS256,
-//     key id = RFC 7638 JWK thumbprint). OpenKeySet keeps them in a data
-//     directory and rotates them, publishing a retired key until every token
-//     it signed has expired; KeySetFromPEM takes one key managed elsewhere.
-//   - An Issuer mints a Credential: a short-lived JWT scoped to one
-//     workspace and one phase (plan or apply), with subject
-//     "workspace:<name>:phase:<plan|apply>" and, for apply, the execution
-//     and certificate it was minted for.
-//   - Issuer.Handler publishes the OpenID discovery document and the JWKS,
-//     which is all a verifier (fixtures/sandboxcloud, an AWS web-identity
-//     role trust, GCP workload identity federation, Vault JWT auth) needs.
+// Execution (the Sovereign Execution Broker): Service.Execute trusts the
+// certificate, not the request — signature, issuer, contract, validity
+// window, epochs, revocation — consumes it atomically (single use), and runs
+// the drift engine: plan against live state, compare, apply that saved plan
+// with an apply-phase credential minted for this execution alone. Every
+// state, the divergence of a refusal, the signed plan and apply logs and the
+// outcome are stored; Service.Recover marks runs a dead broker left behind
+// as interrupted.
 //
-// Workspaces, proposals, certificates, executions, epochs and the audit log,
-// with the admission and execution services and their store interfaces, are
-// to come here too; storage adapters will live in subpackages and HTTP in
-// package web. The package knows nothing of HTTP beyond the small discovery
-// handler and nothing of storage beyond the key directory.
+// Every decision is appended to a hash-chained, signed audit log
+// (VerifyAudit needs only the public key).
+//
+// The broker is also a token issuer, the design's mandatory boundary:
+// production APIs trust only credentials it mints. A KeySet holds the RSA
+// keys it signs them with (RS256, key id = RFC 7638 thumbprint, rotation
+// that keeps retired keys published until their tokens expire); an Issuer
+// mints a Credential scoped to one workspace and one phase, and publishes
+// OpenID discovery and the JWKS; RunCredentials hand a run's credentials to
+// Terraform as a CredentialProfile says.
+//
+// Configuration is HCL (LoadConfig). Records live behind Store,
+// implemented in broker/sqlite and checked by broker/storetest; HTTP is
+// package web's.
 package broker

@@ -129,6 +129,8 @@ func summary(t *testing.T, plan string) *planparse.Summary {
 func proposal(t *testing.T, id string, minute int) *broker.Proposal {
 	t.Helper()
 	certified, live := summary(t, certifiedPlan), summary(t, livePlan)
+	// The live plan's resources stand in for drift: any summarized changes.
+	drift := live.Resources
 	return &broker.Proposal{
 		ID:           id,
 		Workspace:    "prod",
@@ -141,6 +143,7 @@ func proposal(t *testing.T, id string, minute int) *broker.Proposal {
 		PlanDigest:   "sha256:9la9",
 		AgentDigest:  live.Digest(),
 		Divergence:   planparse.Compare(certified, live),
+		Drift:        drift,
 		State:        broker.ProposalPending,
 		CreatedAt:    at(minute),
 		UpdatedAt:    at(minute + 1),
@@ -179,6 +182,7 @@ func checkProposal(t *testing.T, got, want *broker.Proposal) {
 		t.Errorf("Summary digest = %s, want %s\n%s", got.Summary.Digest(), want.Summary.Digest(), got.Summary.Canonical())
 	}
 	checkJSON(t, "Divergence", got.Divergence, want.Divergence)
+	checkJSON(t, "Drift", got.Drift, want.Drift)
 	checkTime(t, "CreatedAt", got.CreatedAt, want.CreatedAt)
 	checkTime(t, "UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 }
