@@ -77,6 +77,11 @@ type Store interface {
 	// AuditEntries returns up to limit entries with Seq > after, in order.
 	AuditEntries(ctx context.Context, after int64, limit int) ([]*AuditEntry, error)
 
+	// CreateAPIToken stores a token's record; ECONFLICT if the name is taken.
+	CreateAPIToken(ctx context.Context, t *APIToken) error
+	// APITokenByHash returns the token with that hash, or ENOTFOUND.
+	APITokenByHash(ctx context.Context, hash string) (*APIToken, error)
+
 	Close() error
 }
 

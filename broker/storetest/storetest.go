@@ -51,6 +51,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"AuditSealFailures", testAuditSealFailures},
 		{"AuditConcurrently", testAuditConcurrently},
 		{"AuditEntries", testAuditEntries},
+		{"APITokens", testAPITokens},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })
@@ -902,5 +903,28 @@ func testAuditEntries(t *testing.T, s broker.Store) {
 		if !reflect.DeepEqual(seqs, tt.wantSeqs) {
 			t.Errorf("AuditEntries(%d, %d) = %v, want %v", tt.after, tt.limit, seqs, tt.wantSeqs)
 		}
+	}
+}
+
+func testAPITokens(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	secret, tok, err := broker.NewAPIToken("alice", broker.RoleReviewer, at(0))
+	must(t, "NewAPIToken", err)
+	if strings.Contains(tok.Hash, secret) || !strings.HasPrefix(secret, "seb_") {
+		t.Fatalf("token %q, hash %q", secret, tok.Hash)
+	}
+	must(t, "CreateAPIToken", s.CreateAPIToken(ctx, tok))
+	got, err := s.APITokenByHash(ctx, broker.HashAPIToken(secret))
+	must(t, "APITokenByHash", err)
+	if got.ID != tok.ID || got.Name != "alice" || got.Role != broker.RoleReviewer {
+		t.Errorf("token = %+v, want %+v", got, tok)
+	}
+	checkTime(t, "CreatedAt", got.CreatedAt, tok.CreatedAt)
+	_, again, _ := broker.NewAPIToken("alice", broker.RoleAdmin, at(1))
+	wantCode(t, "a second token named alice", s.CreateAPIToken(ctx, again), broker.ECONFLICT, "alice")
+	_, err = s.APITokenByHash(ctx, broker.HashAPIToken("seb_wrong"))
+	wantCode(t, "an unknown token", err, broker.ENOTFOUND, "")
+	if _, _, err := broker.NewAPIToken("bob", broker.Role("root"), at(0)); broker.ErrorCode(err) != broker.EINVALID {
+		t.Errorf("role root: %v", err)
 	}
 }

@@ -1,0 +1,36 @@
+package sqlite
+
+import (
+	"context"
+
+	"github.com/seb-broker/seb/broker"
+)
+
+// CreateAPIToken stores a token's record; ECONFLICT if the name is taken.
+func (s *Store) CreateAPIToken(ctx context.Context, t *broker.APIToken) error {
+	target := target{kind: "API token", id: t.Name, conflict: "an API token named " + t.Name + " already exists"}
+	if err := t.Role.Valid(); err != nil {
+		return err
+	}
+	_, err := s.writer.ExecContext(ctx, "INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+		t.ID, t.Name, string(t.Role), t.Hash, formatTime(t.CreatedAt))
+	return formatError(err, target)
+}
+
+// APITokenByHash returns the token with that hash, or ENOTFOUND.
+func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APIToken, error) {
+	var (
+		t        broker.APIToken
+		role, at string
+	)
+	err := s.reader.QueryRowContext(ctx, "SELECT id, name, role, hash, created_at FROM api_tokens WHERE hash = ?", hash).
+		Scan(&t.ID, &t.Name, &role, &t.Hash, &at)
+	if err != nil {
+		return nil, formatError(err, target{kind: "API token", id: "with that hash"})
+	}
+	t.Role = broker.Role(role)
+	if t.CreatedAt, err = parseTime(at); err != nil {
+		return nil, err
+	}
+	return &t, nil
+}
