@@ -96,11 +96,22 @@ func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Cert
 // apply logs, and the outcome. A refused certificate returns its reason and
 // runs nothing.
 func (b *Service) Execute(ctx context.Context, req ExecuteRequest) (*Execution, error) {
+	e, cert, err := b.Begin(ctx, req)
+	if err != nil {
+		return e, err
+	}
+	return e, b.Run(ctx, e, cert)
+}
+
+// Begin verifies and consumes the certificate and records the execution's
+// start, as Execute does, without running it: the caller runs it with Run,
+// for instance after answering an HTTP request.
+func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *Certificate, error) {
 	envelope := req.Envelope
 	if len(envelope) == 0 {
 		stored, err := b.opts.Store.Certificate(ctx, req.CertificateID)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		envelope = stored.Envelope
 	}
@@ -108,7 +119,7 @@ func (b *Service) Execute(ctx context.Context, req ExecuteRequest) (*Execution, 
 	if err != nil {
 		subject := req.CertificateID
 		b.audit(ctx, req.Actor, "execution.refused", subject, map[string]any{"reason": ErrorMessage(err)})
-		return nil, err
+		return nil, nil, err
 	}
 	now := b.now()
 	e := &Execution{ID: newID("exec"), CertificateID: cert.ID, Workspace: cert.Workspace, State: ExecutionVerifying, StartedAt: now, UpdatedAt: now}
@@ -116,16 +127,19 @@ func (b *Service) Execute(ctx context.Context, req ExecuteRequest) (*Execution, 
 		if ErrorCode(err) == ECONFLICT {
 			b.audit(ctx, req.Actor, "execution.refused", cert.ID, map[string]any{"reason": ErrorMessage(err)})
 		}
-		return nil, err
+		return nil, nil, err
 	}
 	if err := b.audit(ctx, req.Actor, "execution.started", e.ID, map[string]any{"certificate": cert.ID, "workspace": cert.Workspace}); err != nil {
-		return e, err
+		return e, nil, err
 	}
-	return e, b.run(ctx, e, cert)
+	return e, cert, nil
 }
 
-// run runs the engine for a consumed certificate and records the outcome.
-func (b *Service) run(ctx context.Context, e *Execution, cert *Certificate) error {
+// Run runs the engine for an execution Begin started, and records the
+// outcome. It returns nil when the diff was applied; an ECONFLICT *Error
+// when the live plan was refused; another error when the run failed or
+// was interrupted.
+func (b *Service) Run(ctx context.Context, e *Execution, cert *Certificate) error {
 	ws, err := b.Workspace(cert.Workspace)
 	if err != nil {
 		return b.finish(ctx, e, ExecutionFailed, err.Error(), nil)

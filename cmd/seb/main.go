@@ -71,7 +71,8 @@ SEB_KEY_FILE, --no-color is SEB_NO_COLOR, and so on.`,
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, cmd.CommandPath())
 	})
-	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand())
+	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand(),
+		newServeCommand(), newTokensCommand())
 	return root
 }
 

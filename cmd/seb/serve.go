@@ -1,0 +1,232 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/broker/sqlite"
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/web"
+)
+
+// loadConfig reads path, or returns the demo configuration when path is
+// the default and does not exist.
+func loadConfig(cmd *cobra.Command, path string) (*broker.Config, error) {
+	cfg, err := broker.LoadConfig(path)
+	if errors.Is(err, fs.ErrNotExist) && !cmd.Flags().Changed("config") {
+		fmt.Fprintf(cmd.ErrOrStderr(), "seb: no %s here; using the demo configuration (workspace \"sandbox\")\n", path)
+		cfg = broker.DefaultConfig()
+		if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+			return nil, err
+		}
+		return cfg, nil
+	}
+	return cfg, err
+}
+
+// app is a running broker's parts, wired together.
+type app struct {
+	cfg    *broker.Config
+	store  *sqlite.Store
+	svc    *broker.Service
+	issuer *broker.Issuer
+	server *web.Server
+}
+
+// openStore opens the broker's database under the data directory.
+func openStore(cfg *broker.Config) (*sqlite.Store, error) {
+	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("data directory: %w", err)
+	}
+	return sqlite.Open(filepath.Join(cfg.DataDir, "seb.db"), sqlite.Options{})
+}
+
+// openApp builds the broker from its configuration: keys, signer, store,
+// state, Terraform, services and the HTTP server.
+func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *slog.Logger) (*app, error) {
+	store, err := openStore(cfg)
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*app, error) {
+		store.Close()
+		return nil, err
+	}
+	keys, err := broker.OpenKeySet(filepath.Join(cfg.DataDir, "keys"), broker.KeySetOptions{})
+	if err != nil {
+		return fail(err)
+	}
+	issuer, err := broker.NewIssuer(broker.IssuerOptions{URL: cfg.IssuerURL, Keys: keys})
+	if err != nil {
+		return fail(err)
+	}
+	signer, err := broker.OpenSigner(filepath.Join(cfg.DataDir, "signer"))
+	if err != nil {
+		return fail(err)
+	}
+	state, err := drift.NewFileStateStore(filepath.Join(cfg.DataDir, "state"))
+	if err != nil {
+		return fail(err)
+	}
+	sensitiveKey, err := dataKey(filepath.Join(cfg.DataDir, "sensitive.key"))
+	if err != nil {
+		return fail(err)
+	}
+	terraform, err := drift.FindTerraform(ctx, drift.FindOptions{Path: cfg.Terraform, Download: true})
+	if err != nil {
+		return fail(err)
+	}
+	runner, err := drift.New(ctx, drift.Options{Terraform: terraform, CLIConfigFile: cliConfig,
+		WorkRoot: filepath.Join(cfg.DataDir, "work"), SensitiveKey: sensitiveKey, Logger: logger})
+	if err != nil {
+		return fail(err)
+	}
+	svc, err := broker.New(broker.Options{Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer,
+		Workspaces: cfg.Workspaces, SensitiveKey: sensitiveKey, ClockSkew: cfg.ClockSkew, Logger: logger})
+	if err != nil {
+		return fail(err)
+	}
+	server, err := web.New(web.Options{Broker: svc, Records: store, Issuer: issuer.Handler(), Logger: logger})
+	if err != nil {
+		return fail(err)
+	}
+	return &app{cfg: cfg, store: store, svc: svc, issuer: issuer, server: server}, nil
+}
+
+// dataKey returns the key in path, creating a random one (0600) the first
+// time.
+func dataKey(path string) ([]byte, error) {
+	if err := createKeyFile(path); err != nil && !errors.Is(err, os.ErrExist) {
+		return nil, err
+	}
+	key, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	if len(key) < 16 {
+		return nil, fmt.Errorf("%s: the key is shorter than 16 bytes", path)
+	}
+	return key, nil
+}
+
+func newServeCommand() *cobra.Command {
+	var (
+		configPath string
+		listen     string
+		cliConfig  string
+	)
+	cmd := &cobra.Command{
+		Use:   "serve",
+		Short: "Run the broker: the API, the token issuer and the executions",
+		Long: `Serve loads seb.hcl (or, when there is none, the demo configuration with the
+sandbox workspace), opens the store under the data directory, marks any
+execution a previous process left running as interrupted, records the
+policy epoch of the configuration, and serves the API until interrupted.
+In-flight executions get 30 seconds to finish, then are interrupted.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			logger := slog.New(slog.NewJSONHandler(cmd.ErrOrStderr(), nil))
+			cfg, err := loadConfig(cmd, configPath)
+			if err != nil {
+				return err
+			}
+			if listen != "" {
+				// The issuer is this server: follow it to the new address
+				// unless the configuration names another URL.
+				if cfg.IssuerURL == "http://"+cfg.Listen {
+					cfg.IssuerURL = "http://" + listen
+				}
+				cfg.Listen = listen
+			}
+			if cliConfig == "" {
+				cliConfig = os.Getenv("TF_CLI_CONFIG_FILE")
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			a, err := openApp(ctx, cfg, cliConfig, logger)
+			if err != nil {
+				return err
+			}
+			defer a.store.Close()
+			if err := a.svc.Recover(ctx); err != nil {
+				return fmt.Errorf("recover interrupted executions: %w", err)
+			}
+			if _, err := a.svc.LoadPolicy(ctx, cfg.Digest); err != nil {
+				return fmt.Errorf("policy epoch: %w", err)
+			}
+			ln, err := net.Listen("tcp", cfg.Listen)
+			if err != nil {
+				return err
+			}
+			hs := &http.Server{Handler: a.server, ReadHeaderTimeout: 10 * time.Second}
+			fmt.Fprintf(cmd.ErrOrStderr(), "seb: serving on http://%s (issuer %s, data %s)\n", ln.Addr(), cfg.IssuerURL, cfg.DataDir)
+			errc := make(chan error, 1)
+			go func() { errc <- hs.Serve(ln) }()
+			select {
+			case err := <-errc:
+				return err
+			case <-ctx.Done():
+			}
+			shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			hs.Shutdown(shutdown)
+			a.server.Shutdown(shutdown)
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&configPath, "config", "seb.hcl", "configuration file")
+	cmd.Flags().StringVar(&listen, "listen", "", "address to listen on (default: the configuration's, 127.0.0.1:8080)")
+	cmd.Flags().StringVar(&cliConfig, "terraform-cli-config", "", "Terraform CLI configuration for runs (default: TF_CLI_CONFIG_FILE)")
+	return cmd
+}
+
+func newTokensCommand() *cobra.Command {
+	cmd := &cobra.Command{Use: "tokens", Short: "Manage API tokens"}
+	var (
+		configPath, role, name string
+	)
+	create := &cobra.Command{
+		Use:   "create --role agent|reviewer|ci|admin --name NAME",
+		Short: "Create an API token and print it once; only its hash is kept",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, configPath)
+			if err != nil {
+				return err
+			}
+			store, err := openStore(cfg)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			token, record, err := broker.NewAPIToken(name, broker.Role(role), time.Now())
+			if err != nil {
+				return errors.New(broker.ErrorMessage(err))
+			}
+			if err := store.CreateAPIToken(cmd.Context(), record); err != nil {
+				return errors.New(broker.ErrorMessage(err))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), token)
+			fmt.Fprintf(cmd.ErrOrStderr(), "seb: created %s token %q; it is shown only this once\n", role, name)
+			return nil
+		},
+	}
+	create.Flags().StringVar(&configPath, "config", "seb.hcl", "configuration file (for the data directory)")
+	create.Flags().StringVar(&role, "role", "", "agent, reviewer, ci or admin")
+	create.Flags().StringVar(&name, "name", "", "who the token is for; proposals and reviews carry it")
+	cmd.AddCommand(create)
+	return cmd
+}

@@ -1,0 +1,500 @@
+package web
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/planparse"
+)
+
+const principalKey = "seb.principal"
+
+func principal(c echo.Context) *broker.APIToken {
+	p, _ := c.Get(principalKey).(*broker.APIToken)
+	return p
+}
+
+func principalName(c echo.Context) string {
+	if p := principal(c); p != nil {
+		return p.Name
+	}
+	return ""
+}
+
+// authenticate resolves the bearer API token; a missing or unknown one is
+// 401.
+func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		raw, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+		if !ok || strings.TrimSpace(raw) == "" {
+			return broker.Errorf(broker.EUNAUTHORIZED, "missing bearer token: create one with `seb tokens create`")
+		}
+		tok, err := s.opts.Records.APITokenByHash(c.Request().Context(), broker.HashAPIToken(raw))
+		if broker.ErrorCode(err) == broker.ENOTFOUND {
+			return broker.Errorf(broker.EUNAUTHORIZED, "unknown API token")
+		}
+		if err != nil {
+			return err
+		}
+		c.Set(principalKey, tok)
+		return next(c)
+	}
+}
+
+// allow lets only the given roles through; others get 403.
+func allow(roles ...broker.Role) echo.MiddlewareFunc {
+	return func(next echo.HandlerFunc) echo.HandlerFunc {
+		return func(c echo.Context) error {
+			p := principal(c)
+			if p == nil || !slices.Contains(roles, p.Role) {
+				names := make([]string, len(roles))
+				for i, r := range roles {
+					names[i] = string(r)
+				}
+				return broker.Errorf(broker.EFORBIDDEN, "this needs the role %s", strings.Join(names, " or "))
+			}
+			return next(c)
+		}
+	}
+}
+
+// Roles of each group of routes.
+var (
+	anyRole   = []broker.Role{broker.RoleAgent, broker.RoleReviewer, broker.RoleCI, broker.RoleAdmin}
+	proposers = []broker.Role{broker.RoleAgent, broker.RoleAdmin}
+	reviewers = []broker.Role{broker.RoleReviewer}
+	executors = []broker.Role{broker.RoleCI, broker.RoleAdmin}
+	readers   = []broker.Role{broker.RoleReviewer, broker.RoleCI, broker.RoleAdmin}
+	admins    = []broker.Role{broker.RoleAdmin}
+)
+
+// A route is one API endpoint and the roles allowed to use it.
+type route struct {
+	method, path string
+	roles        []broker.Role
+	handler      echo.HandlerFunc
+	bodyLimit    string
+}
+
+// apiRoutes lists the API; the role matrix test walks it.
+func (s *Server) apiRoutes() []route {
+	return []route{
+		{http.MethodGet, "/workspaces", anyRole, s.listWorkspaces, ""},
+		{http.MethodGet, "/workspaces/:workspace", anyRole, s.getWorkspace, ""},
+		{http.MethodPost, "/workspaces/:workspace/proposals", proposers, s.createProposal, "bundle"},
+		{http.MethodPost, "/workspaces/:workspace/revoke-all", admins, s.revokeAll, ""},
+		{http.MethodGet, "/proposals", anyRole, s.listProposals, ""},
+		{http.MethodGet, "/proposals/:id", anyRole, s.getProposal, ""},
+		{http.MethodPost, "/proposals/:id/approve", reviewers, s.review(broker.Approve), ""},
+		{http.MethodPost, "/proposals/:id/reject", reviewers, s.review(broker.Reject), ""},
+		{http.MethodGet, "/certificates/:id", anyRole, s.getCertificate, ""},
+		{http.MethodPost, "/certificates/:id/revoke", admins, s.revoke, ""},
+		{http.MethodPost, "/executions", executors, s.createExecution, ""},
+		{http.MethodGet, "/executions/:id", readers, s.getExecution, ""},
+		{http.MethodGet, "/executions/:id/logs", readers, s.getExecutionLogs, ""},
+		{http.MethodGet, "/audit", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.listAudit, ""},
+	}
+}
+
+func (s *Server) routes() {
+	e := s.echo
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
+	e.GET("/readyz", s.ready)
+	if s.opts.Issuer != nil {
+		e.GET("/.well-known/*", echo.WrapHandler(s.opts.Issuer))
+	}
+	e.GET("/api/v1/keys/signing", func(c echo.Context) error {
+		return c.Blob(http.StatusOK, "application/x-pem-file", s.opts.Broker.PublicKey())
+	})
+	api := e.Group("/api/v1", s.authenticate)
+	for _, r := range s.apiRoutes() {
+		limit := "1M"
+		if r.bodyLimit == "bundle" {
+			limit = strconv.FormatInt(s.opts.MaxBundleBytes, 10) + "B"
+		}
+		api.Add(r.method, r.path, r.handler, middleware.BodyLimit(limit), allow(r.roles...))
+	}
+}
+
+func (s *Server) ready(c echo.Context) error {
+	if _, err := s.opts.Records.PolicyEpoch(c.Request().Context()); err != nil {
+		return c.JSON(http.StatusServiceUnavailable, map[string]string{"status": "store unavailable"})
+	}
+	return c.JSON(http.StatusOK, map[string]string{"status": "ready"})
+}
+
+// bind decodes a JSON body strictly; a wrong content type is 415.
+func bind(c echo.Context, v any) error {
+	if ct := c.Request().Header.Get(echo.HeaderContentType); !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
+		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "send JSON with Content-Type: application/json")
+	}
+	dec := json.NewDecoder(c.Request().Body)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		if strings.Contains(err.Error(), "http: request body too large") {
+			return echo.ErrStatusRequestEntityTooLarge
+		}
+		return broker.Errorf(broker.EINVALID, "request body: %v", err)
+	}
+	return nil
+}
+
+type workspaceJSON struct {
+	Name                string             `json:"name"`
+	DriftMode           string             `json:"drift_mode"`
+	ApprovalsRequired   int                `json:"approvals_required"`
+	ProtectedActions    []planparse.Action `json:"protected_actions"`
+	CertificateLifetime string             `json:"certificate_lifetime"`
+	RevocationEpoch     int64              `json:"revocation_epoch"`
+}
+
+func (s *Server) workspaceJSON(ctx context.Context, w broker.Workspace) (workspaceJSON, error) {
+	epoch, err := s.opts.Records.RevocationEpoch(ctx, w.Name)
+	if err != nil {
+		return workspaceJSON{}, err
+	}
+	actions := w.ProtectedActions
+	if actions == nil {
+		actions = []planparse.Action{}
+	}
+	return workspaceJSON{Name: w.Name, DriftMode: string(w.DriftMode), ApprovalsRequired: w.ApprovalsRequired,
+		ProtectedActions: actions, CertificateLifetime: w.CertificateLifetime.String(), RevocationEpoch: epoch}, nil
+}
+
+func (s *Server) listWorkspaces(c echo.Context) error {
+	out := []workspaceJSON{}
+	for _, w := range s.opts.Broker.Workspaces() {
+		j, err := s.workspaceJSON(c.Request().Context(), w)
+		if err != nil {
+			return err
+		}
+		out = append(out, j)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": out})
+}
+
+func (s *Server) getWorkspace(c echo.Context) error {
+	w, err := s.opts.Broker.Workspace(c.Param("workspace"))
+	if err != nil {
+		return err
+	}
+	j, err := s.workspaceJSON(c.Request().Context(), w)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, j)
+}
+
+// proposalRequest is the JSON body of a proposal: the bundle base64
+// encoded, and the agent's plan JSON as a JSON value if it made one.
+type proposalRequest struct {
+	Bundle    string            `json:"bundle"`
+	Vars      map[string]string `json:"vars"`
+	Rationale string            `json:"rationale"`
+	Plan      json.RawMessage   `json:"plan,omitempty"`
+}
+
+func (s *Server) createProposal(c echo.Context) error {
+	var req proposalRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	bundle, err := base64.StdEncoding.DecodeString(req.Bundle)
+	if err != nil || len(bundle) == 0 {
+		return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
+	}
+	p, cert, err := s.opts.Broker.Propose(c.Request().Context(), broker.ProposalRequest{
+		Workspace: c.Param("workspace"), Proposer: principalName(c), Rationale: req.Rationale,
+		Bundle: bundle, Vars: req.Vars, AgentPlan: req.Plan,
+	})
+	if err != nil {
+		return err
+	}
+	body, err := s.proposalJSON(c.Request().Context(), p)
+	if err != nil {
+		return err
+	}
+	if cert != nil {
+		body.CertificateID = cert.ID
+	}
+	return c.JSON(http.StatusCreated, body)
+}
+
+type proposalJSON struct {
+	ID            string                     `json:"id"`
+	Workspace     string                     `json:"workspace"`
+	State         broker.ProposalState       `json:"state"`
+	Proposer      string                     `json:"proposer"`
+	Rationale     string                     `json:"rationale"`
+	ConfigDigest  string                     `json:"config_digest"`
+	Vars          map[string]string          `json:"vars"`
+	Digest        string                     `json:"digest"`
+	PlanDigest    string                     `json:"plan_digest"`
+	AgentDigest   string                     `json:"agent_digest,omitempty"`
+	Summary       *planparse.Summary         `json:"summary"`
+	Rendered      string                     `json:"rendered"`
+	Drift         []planparse.ResourceChange `json:"drift"`
+	Divergence    *planparse.Divergence      `json:"divergence,omitempty"`
+	Reviews       []reviewJSON               `json:"reviews"`
+	CertificateID string                     `json:"certificate_id,omitempty"`
+	CreatedAt     time.Time                  `json:"created_at"`
+	UpdatedAt     time.Time                  `json:"updated_at"`
+}
+
+type reviewJSON struct {
+	Reviewer string          `json:"reviewer"`
+	Decision broker.Decision `json:"decision"`
+	Comment  string          `json:"comment"`
+	At       time.Time       `json:"at"`
+}
+
+func (s *Server) proposalJSON(ctx context.Context, p *broker.Proposal) (*proposalJSON, error) {
+	reviews, err := s.opts.Records.Reviews(ctx, p.ID)
+	if err != nil {
+		return nil, err
+	}
+	var rendered strings.Builder
+	planparse.Render(&rendered, p.Summary, planparse.RenderOptions{Digest: p.Digest})
+	out := &proposalJSON{ID: p.ID, Workspace: p.Workspace, State: p.State, Proposer: p.Proposer, Rationale: p.Rationale,
+		ConfigDigest: p.ConfigDigest, Vars: p.Vars, Digest: p.Digest, PlanDigest: p.PlanDigest, AgentDigest: p.AgentDigest,
+		Summary: p.Summary, Rendered: rendered.String(), Drift: p.Drift, Divergence: p.Divergence,
+		Reviews: []reviewJSON{}, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
+	if out.Drift == nil {
+		out.Drift = []planparse.ResourceChange{}
+	}
+	for _, r := range reviews {
+		out.Reviews = append(out.Reviews, reviewJSON{Reviewer: r.Reviewer, Decision: r.Decision, Comment: r.Comment, At: r.At})
+	}
+	return out, nil
+}
+
+// visible reports whether the principal may read a proposal: agents read
+// only their own.
+func visible(c echo.Context, p *broker.Proposal) bool {
+	pr := principal(c)
+	return pr.Role != broker.RoleAgent || pr.Name == p.Proposer
+}
+
+func (s *Server) listProposals(c echo.Context) error {
+	f := broker.ProposalFilter{Workspace: c.QueryParam("workspace"), State: broker.ProposalState(c.QueryParam("state")), Limit: 100}
+	if principal(c).Role == broker.RoleAgent {
+		f.Proposer = principalName(c)
+	}
+	list, err := s.opts.Records.ListProposals(c.Request().Context(), f)
+	if err != nil {
+		return err
+	}
+	out := []*proposalJSON{}
+	for _, p := range list {
+		j, err := s.proposalJSON(c.Request().Context(), p)
+		if err != nil {
+			return err
+		}
+		out = append(out, j)
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": out})
+}
+
+func (s *Server) getProposal(c echo.Context) error {
+	p, err := s.opts.Records.Proposal(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	if !visible(c, p) {
+		return broker.Errorf(broker.ENOTFOUND, "no proposal %q", p.ID)
+	}
+	j, err := s.proposalJSON(c.Request().Context(), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, j)
+}
+
+type reviewRequest struct {
+	Comment string `json:"comment"`
+	// Validity shortens the certificate's validity, e.g. "30m".
+	Validity string `json:"validity"`
+}
+
+func (s *Server) review(decision broker.Decision) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		var req reviewRequest
+		if err := bind(c, &req); err != nil {
+			return err
+		}
+		var validity time.Duration
+		if req.Validity != "" {
+			var err error
+			if validity, err = time.ParseDuration(req.Validity); err != nil {
+				return broker.Errorf(broker.EINVALID, "validity %q is not a duration", req.Validity)
+			}
+		}
+		p, cert, err := s.opts.Broker.Review(c.Request().Context(), broker.ReviewRequest{
+			ProposalID: c.Param("id"), Reviewer: principalName(c), Decision: decision, Comment: req.Comment, Validity: validity,
+		})
+		if err != nil {
+			return err
+		}
+		body, err := s.proposalJSON(c.Request().Context(), p)
+		if err != nil {
+			return err
+		}
+		if cert != nil {
+			body.CertificateID = cert.ID
+		}
+		return c.JSON(http.StatusOK, body)
+	}
+}
+
+type certificateJSON struct {
+	broker.CertificatePayload
+	Envelope   json.RawMessage `json:"envelope"`
+	RevokedAt  *time.Time      `json:"revoked_at,omitempty"`
+	RevokedBy  string          `json:"revoked_by,omitempty"`
+	ConsumedBy string          `json:"consumed_by,omitempty"`
+}
+
+func (s *Server) getCertificate(c echo.Context) error {
+	cert, err := s.opts.Records.Certificate(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	if principal(c).Role == broker.RoleAgent {
+		p, err := s.opts.Records.Proposal(c.Request().Context(), cert.ProposalID)
+		if err != nil || !visible(c, p) {
+			return broker.Errorf(broker.ENOTFOUND, "no certificate %q", cert.ID)
+		}
+	}
+	return c.JSON(http.StatusOK, certificateJSON{CertificatePayload: cert.CertificatePayload, Envelope: cert.Envelope,
+		RevokedAt: cert.RevokedAt, RevokedBy: cert.RevokedBy, ConsumedBy: cert.ConsumedBy})
+}
+
+func (s *Server) revoke(c echo.Context) error {
+	if err := s.opts.Broker.Revoke(c.Request().Context(), c.Param("id"), principalName(c)); err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]string{"revoked": c.Param("id")})
+}
+
+func (s *Server) revokeAll(c echo.Context) error {
+	epoch, err := s.opts.Broker.RevokeAll(c.Request().Context(), c.Param("workspace"), principalName(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"workspace": c.Param("workspace"), "revocation_epoch": epoch})
+}
+
+// executionRequest names a certificate by id, or carries its envelope.
+type executionRequest struct {
+	CertificateID string          `json:"certificate_id"`
+	Envelope      json.RawMessage `json:"envelope"`
+}
+
+// createExecution verifies and consumes the certificate, answers 202 with
+// the execution, and runs it in the background.
+func (s *Server) createExecution(c echo.Context) error {
+	var req executionRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	if (req.CertificateID == "") == (len(req.Envelope) == 0) {
+		return broker.Errorf(broker.EINVALID, "name the certificate by certificate_id, or send its envelope")
+	}
+	e, cert, err := s.opts.Broker.Begin(c.Request().Context(), broker.ExecuteRequest{
+		Envelope: req.Envelope, CertificateID: req.CertificateID, Actor: principalName(c),
+	})
+	if err != nil {
+		return err
+	}
+	s.runs.Add(1)
+	go func() {
+		defer s.runs.Done()
+		if err := s.opts.Broker.Run(s.base, e, cert); err != nil {
+			s.opts.Logger.Info("execution ended", "execution", e.ID, "outcome", err)
+		}
+	}()
+	return c.JSON(http.StatusAccepted, executionJSONOf(e))
+}
+
+type executionJSON struct {
+	ID            string                `json:"id"`
+	CertificateID string                `json:"certificate_id"`
+	Workspace     string                `json:"workspace"`
+	State         broker.ExecutionState `json:"state"`
+	Final         bool                  `json:"final"`
+	Reason        string                `json:"reason,omitempty"`
+	Decision      json.RawMessage       `json:"decision,omitempty"`
+	PlanLogID     string                `json:"plan_log_id,omitempty"`
+	ApplyLogID    string                `json:"apply_log_id,omitempty"`
+	StartedAt     time.Time             `json:"started_at"`
+	UpdatedAt     time.Time             `json:"updated_at"`
+}
+
+func executionJSONOf(e *broker.Execution) executionJSON {
+	return executionJSON{ID: e.ID, CertificateID: e.CertificateID, Workspace: e.Workspace, State: e.State, Final: e.State.Final(),
+		Reason: e.Reason, Decision: e.Divergence, PlanLogID: e.PlanLogID, ApplyLogID: e.ApplyLogID, StartedAt: e.StartedAt, UpdatedAt: e.UpdatedAt}
+}
+
+func (s *Server) getExecution(c echo.Context) error {
+	e, err := s.opts.Records.Execution(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, executionJSONOf(e))
+}
+
+// getExecutionLogs returns the execution's signed plan and apply logs as
+// JSON lines, each line one message of Terraform's JSON UI.
+func (s *Server) getExecutionLogs(c echo.Context) error {
+	e, err := s.opts.Records.Execution(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	c.Response().WriteHeader(http.StatusOK)
+	for _, id := range []string{e.PlanLogID, e.ApplyLogID} {
+		if id == "" {
+			continue
+		}
+		a, err := s.opts.Records.Artifact(c.Request().Context(), id)
+		if err != nil {
+			return err
+		}
+		c.Response().Write(a.Data)
+	}
+	return nil
+}
+
+func (s *Server) listAudit(c echo.Context) error {
+	after, _ := strconv.ParseInt(c.QueryParam("after"), 10, 64)
+	limit, _ := strconv.Atoi(c.QueryParam("limit"))
+	if limit <= 0 || limit > 1000 {
+		limit = 100
+	}
+	entries, err := s.opts.Records.AuditEntries(c.Request().Context(), after, limit)
+	if err != nil {
+		return err
+	}
+	if entries == nil {
+		entries = []*broker.AuditEntry{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": entries, "next_after": nextAfter(entries, after)})
+}
+
+func nextAfter(entries []*broker.AuditEntry, after int64) string {
+	if len(entries) == 0 {
+		return fmt.Sprint(after)
+	}
+	return fmt.Sprint(entries[len(entries)-1].Seq)
+}

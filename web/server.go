@@ -1,0 +1,196 @@
+// Package web is seb's HTTP face: the JSON API under /api/v1 that agents,
+// CI and reviewers use, authenticated by bearer API tokens with roles, and
+// the broker's OpenID discovery and JWKS. Every error has one shape,
+// {"error": {"code", "message"}}, from one handler; internal details go to
+// the log, never to the client.
+package web
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/seb-broker/seb/broker"
+)
+
+// Broker is what the API needs of the broker's services.
+type Broker interface {
+	Workspaces() []broker.Workspace
+	Workspace(name string) (broker.Workspace, error)
+	Propose(ctx context.Context, req broker.ProposalRequest) (*broker.Proposal, *broker.Certificate, error)
+	Review(ctx context.Context, req broker.ReviewRequest) (*broker.Proposal, *broker.Certificate, error)
+	Revoke(ctx context.Context, certificateID, by string) error
+	RevokeAll(ctx context.Context, workspace, by string) (int64, error)
+	Begin(ctx context.Context, req broker.ExecuteRequest) (*broker.Execution, *broker.Certificate, error)
+	Run(ctx context.Context, e *broker.Execution, cert *broker.Certificate) error
+	PublicKey() []byte
+}
+
+// Records is what the API reads directly from the store.
+type Records interface {
+	Proposal(ctx context.Context, id string) (*broker.Proposal, error)
+	ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*broker.Proposal, error)
+	Reviews(ctx context.Context, proposalID string) ([]broker.Review, error)
+	Certificate(ctx context.Context, id string) (*broker.Certificate, error)
+	Execution(ctx context.Context, id string) (*broker.Execution, error)
+	ListExecutions(ctx context.Context, f broker.ExecutionFilter) ([]*broker.Execution, error)
+	Artifact(ctx context.Context, id string) (*broker.Artifact, error)
+	AuditEntries(ctx context.Context, after int64, limit int) ([]*broker.AuditEntry, error)
+	RevocationEpoch(ctx context.Context, workspace string) (int64, error)
+	PolicyEpoch(ctx context.Context) (int64, error)
+	APITokenByHash(ctx context.Context, hash string) (*broker.APIToken, error)
+}
+
+// Options configure a Server.
+type Options struct {
+	Broker  Broker
+	Records Records
+	// Issuer serves the OpenID discovery document and the JWKS.
+	Issuer http.Handler
+	Logger *slog.Logger
+	// MaxBundleBytes bounds a proposal's request body; 0 means 96 MiB.
+	MaxBundleBytes int64
+}
+
+// A Server serves the API.
+type Server struct {
+	opts Options
+	echo *echo.Echo
+
+	// runs tracks executions running in the background, so that shutdown
+	// can let them finish.
+	runs sync.WaitGroup
+	// base is the context executions run under; cancelled at shutdown
+	// after the grace period, which interrupts them cleanly.
+	base   context.Context
+	cancel context.CancelFunc
+}
+
+// New returns a server for opts.
+func New(opts Options) (*Server, error) {
+	if opts.Broker == nil || opts.Records == nil {
+		return nil, errors.New("web: Options.Broker and Options.Records are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBundleBytes == 0 {
+		opts.MaxBundleBytes = 96 << 20
+	}
+	s := &Server{opts: opts, echo: echo.New()}
+	s.base, s.cancel = context.WithCancel(context.Background())
+	e := s.echo
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestID}))
+	e.Use(s.logRequests)
+	e.Use(middleware.Recover())
+	s.routes()
+	return s, nil
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.ServeHTTP(w, r) }
+
+// Shutdown waits up to ctx's deadline for background executions to end,
+// then interrupts the rest (Terraform stops cleanly; they are recorded as
+// interrupted) and waits for that too.
+func (s *Server) Shutdown(ctx context.Context) {
+	done := make(chan struct{})
+	go func() { s.runs.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		s.cancel()
+		<-done
+	}
+	s.cancel()
+}
+
+func requestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+func (s *Server) logRequests(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			c.Error(err)
+		}
+		req := c.Request()
+		s.opts.Logger.Info("request", "id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"method", req.Method, "path", req.URL.Path, "status", c.Response().Status,
+			"duration", time.Since(start), "principal", principalName(c))
+		return nil
+	}
+}
+
+// statuses maps the broker's error codes to HTTP statuses: the one table.
+var statuses = map[string]int{
+	broker.EINVALID:      http.StatusBadRequest,
+	broker.ENOTFOUND:     http.StatusNotFound,
+	broker.ECONFLICT:     http.StatusConflict,
+	broker.EUNAUTHORIZED: http.StatusUnauthorized,
+	broker.EFORBIDDEN:    http.StatusForbidden,
+	broker.EINTERNAL:     http.StatusInternalServerError,
+}
+
+// codes maps statuses echo itself produces back to error codes.
+var codes = map[int]string{
+	http.StatusBadRequest:            broker.EINVALID,
+	http.StatusNotFound:              broker.ENOTFOUND,
+	http.StatusMethodNotAllowed:      "method_not_allowed",
+	http.StatusRequestEntityTooLarge: "too_large",
+	http.StatusUnsupportedMediaType:  "unsupported_media_type",
+	http.StatusUnauthorized:          broker.EUNAUTHORIZED,
+	http.StatusForbidden:             broker.EFORBIDDEN,
+}
+
+// handleError is the one place errors become responses.
+func (s *Server) handleError(err error, c echo.Context) {
+	if c.Response().Committed {
+		return
+	}
+	status, code, message := http.StatusInternalServerError, broker.EINTERNAL, "internal error"
+	var be *broker.Error
+	var he *echo.HTTPError
+	switch {
+	case errors.As(err, &be):
+		status, code, message = statuses[be.Code], be.Code, be.Message
+		if status == 0 {
+			status = http.StatusInternalServerError
+		}
+	case errors.As(err, &he):
+		status = he.Code
+		code = codes[status]
+		if code == "" {
+			code = broker.EINTERNAL
+		}
+		switch m := he.Message.(type) {
+		case string:
+			message = m
+		default:
+			message = http.StatusText(status)
+		}
+		if status == http.StatusRequestEntityTooLarge {
+			message = "the request body is too large"
+		}
+	}
+	if status >= 500 {
+		s.opts.Logger.Error("request failed", "id", c.Response().Header().Get(echo.HeaderXRequestID),
+			"path", c.Request().URL.Path, "error", err)
+		message = "internal error"
+	}
+	c.JSON(status, map[string]any{"error": map[string]string{"code": code, "message": message}})
+}
