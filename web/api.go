@@ -498,3 +498,20 @@ func nextAfter(entries []*broker.AuditEntry, after int64) string {
 	}
 	return fmt.Sprint(entries[len(entries)-1].Seq)
 }
+
+// RouteInfo describes one API route: its method, its path under /api/v1
+// and the roles allowed to use it.
+type RouteInfo struct {
+	Method, Path string
+	Roles        []broker.Role
+}
+
+// Routes lists the API's routes and their roles.
+func Routes() []RouteInfo {
+	var s *Server
+	var out []RouteInfo
+	for _, r := range s.apiRoutes() {
+		out = append(out, RouteInfo{Method: r.method, Path: r.path, Roles: r.roles})
+	}
+	return out
+}

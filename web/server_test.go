@@ -1,0 +1,310 @@
+package web_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/broker/sqlite"
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/fixtures/sandboxcloud"
+	"github.com/seb-broker/seb/internal/sandboxtest"
+	"github.com/seb-broker/seb/internal/tftest"
+	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/web"
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(tftest.MainWithProvider(m))
+}
+
+// site is a whole seb server on 127.0.0.1 with a real store, Terraform,
+// provider and sandbox, and a token per role.
+type site struct {
+	t      *testing.T
+	url    string
+	sb     *sandboxtest.Sandbox
+	store  *sqlite.Store
+	tokens map[string]string // name → token
+}
+
+func newSite(t *testing.T) *site {
+	t.Helper()
+	issuer := sandboxtest.StartIssuer(t)
+	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")})
+	store, err := sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	signer, err := broker.OpenSigner(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, _ := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
+	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
+	os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600)
+	key := []byte("web test key for sensitive values")
+	runner, err := drift.New(context.Background(), drift.Options{Terraform: tftest.Binary(t), CLIConfigFile: cliConfig, WorkRoot: t.TempDir(), SensitiveKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := broker.New(broker.Options{Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer, SensitiveKey: key,
+		Workspaces: []broker.Workspace{{Name: "sandbox", Credentials: sb.Credentials(issuer, "sandbox").Profile, DriftMode: drift.ModeDefault,
+			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, err := web.New(web.Options{Broker: svc, Records: store, Issuer: issuer.Handler(), MaxBundleBytes: 1 << 20})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(server)
+	t.Cleanup(func() {
+		hs.Close()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		server.Shutdown(ctx)
+	})
+	s := &site{t: t, url: hs.URL, sb: sb, store: store, tokens: map[string]string{}}
+	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent} {
+		token, record, err := broker.NewAPIToken(name, role, time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := store.CreateAPIToken(context.Background(), record); err != nil {
+			t.Fatal(err)
+		}
+		s.tokens[name] = token
+	}
+	return s
+}
+
+// call sends a request as who ("" for no token) and decodes the answer
+// into out; it returns the status and the raw body.
+func (s *site) call(who, method, path, contentType string, body io.Reader, out any) (int, []byte) {
+	s.t.Helper()
+	req, err := http.NewRequest(method, s.url+path, body)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	if who != "" {
+		req.Header.Set("Authorization", "Bearer "+s.tokens[who])
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	data, _ := io.ReadAll(resp.Body)
+	if out != nil && len(data) > 0 {
+		if err := json.Unmarshal(data, out); err != nil {
+			s.t.Fatalf("%s %s: %v\n%s", method, path, err, data)
+		}
+	}
+	return resp.StatusCode, data
+}
+
+func (s *site) json(who, method, path string, in, out any) (int, []byte) {
+	s.t.Helper()
+	data, _ := json.Marshal(in)
+	return s.call(who, method, path, "application/json", bytes.NewReader(data), out)
+}
+
+func bundle(t *testing.T, config string) string {
+	t.Helper()
+	var buf bytes.Buffer
+	if _, err := drift.BundleDirectory(filepath.Join("../fixtures/terraform", config), &buf); err != nil {
+		t.Fatal(err)
+	}
+	return base64.StdEncoding.EncodeToString(buf.Bytes())
+}
+
+type proposal struct {
+	ID            string `json:"id"`
+	State         string `json:"state"`
+	Rendered      string `json:"rendered"`
+	CertificateID string `json:"certificate_id"`
+}
+
+type execution struct {
+	ID       string          `json:"id"`
+	State    string          `json:"state"`
+	Final    bool            `json:"final"`
+	Reason   string          `json:"reason"`
+	Decision json.RawMessage `json:"decision"`
+}
+
+func (s *site) propose(replicas string) proposal {
+	s.t.Helper()
+	var p proposal
+	status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals",
+		map[string]any{"bundle": bundle(s.t, "scale"), "vars": map[string]string{"replicas": replicas}, "rationale": "scale web"}, &p)
+	if status != http.StatusCreated {
+		s.t.Fatalf("propose: %d %s", status, body)
+	}
+	return p
+}
+
+func (s *site) approve(id string) string {
+	s.t.Helper()
+	var p proposal
+	if status, body := s.json("alice", "POST", "/api/v1/proposals/"+id+"/approve", map[string]string{"comment": "ok"}, &p); status != 200 || p.CertificateID == "" {
+		s.t.Fatalf("approve: %d %s", status, body)
+	}
+	return p.CertificateID
+}
+
+// execute starts an execution and polls it to its end.
+func (s *site) execute(certificate string) execution {
+	s.t.Helper()
+	var e execution
+	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": certificate}, &e); status != http.StatusAccepted {
+		s.t.Fatalf("execute: %d %s", status, body)
+	}
+	deadline := time.Now().Add(3 * time.Minute)
+	for !e.Final {
+		if time.Now().After(deadline) {
+			s.t.Fatalf("execution %s still %s", e.ID, e.State)
+		}
+		time.Sleep(200 * time.Millisecond)
+		s.call("ci", "GET", "/api/v1/executions/"+e.ID, "", nil, &e)
+	}
+	return e
+}
+
+// TestSeedScenarioOverHTTP drives the seed scenario only through the API:
+// certified 3 → 5 is refused after the console scales to 7; a new 7 → 5 is
+// applied; the audit log lists it all.
+func TestSeedScenarioOverHTTP(t *testing.T) {
+	s := newSite(t)
+	if e := s.execute(s.approve(s.propose("3").ID)); e.State != "succeeded" {
+		t.Fatalf("first apply: %+v", e)
+	}
+	p := s.propose("5")
+	if !strings.Contains(p.Rendered, "~ replicas = 3 -> 5") {
+		t.Errorf("rendered diff:\n%s", p.Rendered)
+	}
+	cert := s.approve(p.ID)
+	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
+	e := s.execute(cert)
+	if e.State != "rejected" || !strings.Contains(string(e.Decision), `"replicas"`) {
+		t.Fatalf("execution after drift: %+v %s", e, e.Decision)
+	}
+	var again execution
+	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": cert}, &again); status != http.StatusConflict || !strings.Contains(string(body), "already used") {
+		t.Errorf("second use: %d %s", status, body)
+	}
+	if e := s.execute(s.approve(s.propose("5").ID)); e.State != "succeeded" {
+		t.Fatalf("second apply: %+v", e)
+	}
+	if got := s.sb.Service("sandbox", "web").Replicas; got != 5 {
+		t.Errorf("replicas %d", got)
+	}
+	var logs []byte
+	status, logs := s.call("ci", "GET", "/api/v1/executions/"+e.ID+"/logs", "", nil, nil)
+	if status != 200 || !bytes.Contains(logs, []byte(`"@message"`)) {
+		t.Errorf("logs: %d %.200s", status, logs)
+	}
+	var audit struct {
+		Items []broker.AuditEntry `json:"items"`
+	}
+	s.call("root", "GET", "/api/v1/audit?limit=1000", "", nil, &audit)
+	var actions []string
+	for _, a := range audit.Items {
+		actions = append(actions, a.Action)
+	}
+	joined := strings.Join(actions, " ")
+	for _, want := range []string{"execution.rejected", "execution.refused", "execution.succeeded", "certificate.issued"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("audit lacks %s: %s", want, joined)
+		}
+	}
+}
+
+// TestRoleMatrix: every route refuses every role it does not list (403),
+// and every route refuses a missing or unknown token (401).
+func TestRoleMatrix(t *testing.T) {
+	s := newSite(t)
+	roleOf := map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin}
+	for _, r := range web.Routes() {
+		path := "/api/v1" + strings.NewReplacer(":workspace", "sandbox", ":id", "missing").Replace(r.Path)
+		for who, role := range roleOf {
+			status, body := s.json(who, r.Method, path, map[string]string{}, nil)
+			allowed := false
+			for _, ok := range r.Roles {
+				allowed = allowed || ok == role
+			}
+			if !allowed && status != http.StatusForbidden {
+				t.Errorf("%s %s as %s: %d %s, want 403", r.Method, r.Path, role, status, body)
+			}
+			if allowed && (status == http.StatusForbidden || status == http.StatusUnauthorized) {
+				t.Errorf("%s %s as %s: %d %s, want it allowed", r.Method, r.Path, role, status, body)
+			}
+		}
+		if status, _ := s.json("", r.Method, path, map[string]string{}, nil); status != http.StatusUnauthorized {
+			t.Errorf("%s %s without a token: %d", r.Method, r.Path, status)
+		}
+		s.tokens["nobody"] = "seb_not-a-real-token"
+		if status, _ := s.json("nobody", r.Method, path, map[string]string{}, nil); status != http.StatusUnauthorized {
+			t.Errorf("%s %s with an unknown token: %d", r.Method, r.Path, status)
+		}
+	}
+}
+
+// TestBadInput: each bad request gets a 4xx saying what is wrong, the
+// server keeps serving, and nothing stored changes.
+func TestBadInput(t *testing.T) {
+	s := newSite(t)
+	p := s.propose("3")
+	huge := `{"bundle":"` + strings.Repeat("A", 2<<20) + `"}`
+	tests := []struct {
+		name, who, method, path, contentType, body string
+		wantStatus                                 int
+		wantMsg                                    string
+	}{
+		{"malformed JSON", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":`, 400, "request body"},
+		{"unknown field", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundel":"x"}`, 400, "unknown field"},
+		{"wrong content type", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "text/plain", `{}`, 415, "application/json"},
+		{"oversized body", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", huge, 413, "too large"},
+		{"unknown workspace", "agent-1", "POST", "/api/v1/workspaces/nowhere/proposals", "application/json", `{"bundle":"` + bundle(t, "scale") + `"}`, 404, "no workspace"},
+		{"hostile bundle", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":"` + base64.StdEncoding.EncodeToString([]byte("not a tarball")) + `"}`, 400, "gzip"},
+		{"garbage certificate", "ci", "POST", "/api/v1/executions", "application/json", `{"envelope":{"payload":"x"}}`, 400, "not a certificate envelope"},
+		{"unknown certificate", "ci", "POST", "/api/v1/executions", "application/json", `{"certificate_id":"cert-nope"}`, 404, "cert-nope"},
+		{"both or neither", "ci", "POST", "/api/v1/executions", "application/json", `{}`, 400, "certificate_id"},
+		{"bad validity", "alice", "POST", "/api/v1/proposals/" + p.ID + "/approve", "application/json", `{"validity":"soon"}`, 400, "not a duration"},
+		{"unknown route", "root", "GET", "/api/v1/nothing", "", "", 404, "Not Found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var e struct {
+				Error struct{ Code, Message string }
+			}
+			status, body := s.call(tt.who, tt.method, tt.path, tt.contentType, strings.NewReader(tt.body), &e)
+			if status != tt.wantStatus || !strings.Contains(e.Error.Message, tt.wantMsg) {
+				t.Errorf("%d %s; want %d saying %q", status, body, tt.wantStatus, tt.wantMsg)
+			}
+		})
+	}
+	var still proposal
+	if status, _ := s.call("alice", "GET", "/api/v1/proposals/"+p.ID, "", nil, &still); status != 200 || still.State != "pending" {
+		t.Errorf("after the bad requests: %d %+v", status, still)
+	}
+	list, _ := s.store.ListProposals(context.Background(), broker.ProposalFilter{})
+	if len(list) != 1 {
+		t.Errorf("%d proposals stored", len(list))
+	}
+}
