@@ -15,6 +15,40 @@ import (
 	"github.com/seb-broker/seb/planparse"
 )
 
+// Plan makes a speculative plan of a bundle against the workspace's live
+// state with a plan-phase credential, for an agent with no Terraform of its
+// own. Nothing is stored; the plan is a preview, not a proposal.
+func (b *Service) Plan(ctx context.Context, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error) {
+	ws, err := b.Workspace(workspace)
+	if err != nil {
+		return nil, err
+	}
+	plan, _, err := b.planBundle(ctx, ws, bundle, vars)
+	return plan, err
+}
+
+// planBundle plans a bundle against the workspace's live state with a
+// plan-phase credential, and returns the plan and the bundle's digest.
+// A bad bundle or a failing plan is EINVALID.
+func (b *Service) planBundle(ctx context.Context, ws Workspace, bundle []byte, vars map[string]string) (*drift.PlanResult, string, error) {
+	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(bundle))
+	if err != nil {
+		return nil, "", Errorf(EINVALID, "%v", err)
+	}
+	defer w.Close()
+	state, err := b.opts.State.Current(ctx, ws.Name)
+	if err != nil {
+		return nil, "", err
+	}
+	plan, err := w.Plan(ctx, drift.PlanRequest{Vars: vars, State: state,
+		Credentials: RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name}})
+	var stepErr *drift.StepError
+	if errors.As(err, &stepErr) {
+		return nil, "", Errorf(EINVALID, "seb's plan failed: %v", err)
+	}
+	return plan, w.ConfigDigest, err
+}
+
 // A ProposalRequest is what an agent submits.
 type ProposalRequest struct {
 	Workspace string
@@ -50,32 +84,15 @@ func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, 
 			return nil, nil, Errorf(EINVALID, "the agent's plan: %v", err)
 		}
 	}
-	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(req.Bundle))
+	plan, configDigest, err := b.planBundle(ctx, ws, req.Bundle, req.Vars)
 	if err != nil {
-		return nil, nil, Errorf(EINVALID, "%v", err)
-	}
-	defer w.Close()
-	state, err := b.opts.State.Current(ctx, ws.Name)
-	if err != nil {
-		return nil, nil, err
-	}
-	plan, err := w.Plan(ctx, drift.PlanRequest{
-		Vars:        req.Vars,
-		State:       state,
-		Credentials: RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name},
-	})
-	if err != nil {
-		var stepErr *drift.StepError
-		if errors.As(err, &stepErr) {
-			return nil, nil, Errorf(EINVALID, "seb's plan of the proposal failed: %v", err)
-		}
 		return nil, nil, err
 	}
 	summary := plan.Plan.Summary
 	if len(summary.Resources) == 0 && len(summary.Outputs) == 0 {
 		return nil, nil, Errorf(EINVALID, "the proposal changes nothing: seb's plan of it against live state has no changes")
 	}
-	if err := b.opts.Store.PutBundle(ctx, w.ConfigDigest, req.Bundle); err != nil {
+	if err := b.opts.Store.PutBundle(ctx, configDigest, req.Bundle); err != nil {
 		return nil, nil, err
 	}
 	now := b.now()
@@ -83,7 +100,7 @@ func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, 
 	p := &Proposal{
 		ID:           newID("prop"),
 		Workspace:    ws.Name,
-		ConfigDigest: w.ConfigDigest,
+		ConfigDigest: configDigest,
 		Vars:         maps.Clone(req.Vars),
 		Rationale:    req.Rationale,
 		Proposer:     req.Proposer,

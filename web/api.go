@@ -92,6 +92,7 @@ func (s *Server) apiRoutes() []route {
 	return []route{
 		{http.MethodGet, "/workspaces", anyRole, s.listWorkspaces, ""},
 		{http.MethodGet, "/workspaces/:workspace", anyRole, s.getWorkspace, ""},
+		{http.MethodPost, "/workspaces/:workspace/plan", proposers, s.speculativePlan, "bundle"},
 		{http.MethodPost, "/workspaces/:workspace/proposals", proposers, s.createProposal, "bundle"},
 		{http.MethodPost, "/workspaces/:workspace/revoke-all", admins, s.revokeAll, ""},
 		{http.MethodGet, "/proposals", anyRole, s.listProposals, ""},
@@ -194,6 +195,40 @@ func (s *Server) getWorkspace(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, j)
+}
+
+// planRequest is the JSON body of a speculative plan.
+type planRequest struct {
+	Bundle string            `json:"bundle"`
+	Vars   map[string]string `json:"vars"`
+}
+
+// speculativePlan plans a bundle against live state with a plan-phase
+// credential, for an agent that has no Terraform of its own, and returns
+// the plan JSON, its summary and the rendered diff. Nothing is stored.
+func (s *Server) speculativePlan(c echo.Context) error {
+	var req planRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	bundle, err := base64.StdEncoding.DecodeString(req.Bundle)
+	if err != nil || len(bundle) == 0 {
+		return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
+	}
+	plan, err := s.opts.Broker.Plan(c.Request().Context(), c.Param("workspace"), bundle, req.Vars)
+	if err != nil {
+		return err
+	}
+	var rendered strings.Builder
+	planparse.Render(&rendered, plan.Plan.Summary, planparse.RenderOptions{Digest: plan.Plan.Digest})
+	drift := plan.Plan.Drift
+	if drift == nil {
+		drift = []planparse.ResourceChange{}
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"digest": plan.Plan.Digest, "summary": plan.Plan.Summary, "drift": drift, "rendered": rendered.String(),
+		"has_changes": plan.HasChanges, "plan": json.RawMessage(plan.JSON),
+	})
 }
 
 // proposalRequest is the JSON body of a proposal: the bundle base64

@@ -19,12 +19,14 @@ import (
 	"github.com/labstack/echo/v4/middleware"
 
 	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/drift"
 )
 
 // Broker is what the API needs of the broker's services.
 type Broker interface {
 	Workspaces() []broker.Workspace
 	Workspace(name string) (broker.Workspace, error)
+	Plan(ctx context.Context, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error)
 	Propose(ctx context.Context, req broker.ProposalRequest) (*broker.Proposal, *broker.Certificate, error)
 	Review(ctx context.Context, req broker.ReviewRequest) (*broker.Proposal, *broker.Certificate, error)
 	Revoke(ctx context.Context, certificateID, by string) error

@@ -308,3 +308,30 @@ func TestBadInput(t *testing.T) {
 		t.Errorf("%d proposals stored", len(list))
 	}
 }
+
+// TestSpeculativePlan: an agent without Terraform gets seb's plan of its
+// bundle — plan JSON, summary and rendered diff — and nothing is stored.
+func TestSpeculativePlan(t *testing.T) {
+	s := newSite(t)
+	var out struct {
+		Digest     string          `json:"digest"`
+		Rendered   string          `json:"rendered"`
+		HasChanges bool            `json:"has_changes"`
+		Plan       json.RawMessage `json:"plan"`
+	}
+	status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/plan",
+		map[string]any{"bundle": bundle(t, "scale"), "vars": map[string]string{"replicas": "4"}}, &out)
+	if status != 200 || !out.HasChanges || !strings.Contains(out.Rendered, "+ replicas = 4") || !strings.HasPrefix(out.Digest, "sha256:") {
+		t.Fatalf("%d %s", status, body)
+	}
+	plan, err := planparse.Parse(bytes.NewReader(out.Plan), planparse.Options{SensitiveKey: []byte("web test key for sensitive values")})
+	if err != nil || plan.Digest != out.Digest {
+		t.Errorf("the returned plan JSON: %v, digest %v vs %s", err, plan, out.Digest)
+	}
+	if list, _ := s.store.ListProposals(context.Background(), broker.ProposalFilter{}); len(list) != 0 {
+		t.Errorf("a speculative plan stored %d proposals", len(list))
+	}
+	if len(s.sb.Services()) != 0 {
+		t.Error("a speculative plan changed the sandbox")
+	}
+}
