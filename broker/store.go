@@ -36,6 +36,9 @@ type Store interface {
 	CreateCertificate(ctx context.Context, c *Certificate) error
 	// Certificate returns a certificate, or ENOTFOUND.
 	Certificate(ctx context.Context, id string) (*Certificate, error)
+	// ProposalCertificate returns the certificate issued for a proposal,
+	// or ENOTFOUND.
+	ProposalCertificate(ctx context.Context, proposalID string) (*Certificate, error)
 	// RevokeCertificate marks a certificate revoked; ECONFLICT if it
 	// already is.
 	RevokeCertificate(ctx context.Context, id, by string, at time.Time) error

@@ -311,6 +311,13 @@ func (s *Server) proposalJSON(ctx context.Context, p *broker.Proposal) (*proposa
 	for _, r := range reviews {
 		out.Reviews = append(out.Reviews, reviewJSON{Reviewer: r.Reviewer, Decision: r.Decision, Comment: r.Comment, At: r.At})
 	}
+	if p.State == broker.ProposalCertified {
+		cert, err := s.opts.Records.ProposalCertificate(ctx, p.ID)
+		if err != nil {
+			return nil, err
+		}
+		out.CertificateID = cert.ID
+	}
 	return out, nil
 }
 

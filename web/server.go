@@ -42,6 +42,7 @@ type Records interface {
 	ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*broker.Proposal, error)
 	Reviews(ctx context.Context, proposalID string) ([]broker.Review, error)
 	Certificate(ctx context.Context, id string) (*broker.Certificate, error)
+	ProposalCertificate(ctx context.Context, proposalID string) (*broker.Certificate, error)
 	Execution(ctx context.Context, id string) (*broker.Execution, error)
 	ListExecutions(ctx context.Context, f broker.ExecutionFilter) ([]*broker.Execution, error)
 	Artifact(ctx context.Context, id string) (*broker.Artifact, error)

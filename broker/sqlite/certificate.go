@@ -59,6 +59,17 @@ func (s *Store) Certificate(ctx context.Context, id string) (*broker.Certificate
 	return c, nil
 }
 
+// ProposalCertificate returns the certificate issued for a proposal, or
+// ENOTFOUND.
+func (s *Store) ProposalCertificate(ctx context.Context, proposalID string) (*broker.Certificate, error) {
+	var id string
+	err := s.reader.QueryRowContext(ctx, "SELECT id FROM certificates WHERE proposal_id = ? ORDER BY not_before DESC LIMIT 1", proposalID).Scan(&id)
+	if err != nil {
+		return nil, formatError(err, target{kind: "certificate of proposal", id: proposalID})
+	}
+	return s.Certificate(ctx, id)
+}
+
 // querier is a *sql.DB or *sql.Tx.
 type querier interface {
 	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row

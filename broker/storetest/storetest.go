@@ -400,6 +400,11 @@ func testCertificateRoundTrip(t *testing.T, s broker.Store) {
 	must(t, "CreateCertificate", s.CreateCertificate(ctx, want))
 	got, err := s.Certificate(ctx, "cert-1")
 	must(t, "Certificate", err)
+	if byProposal, err := s.ProposalCertificate(ctx, "prop-1"); err != nil || byProposal.ID != "cert-1" {
+		t.Errorf("ProposalCertificate = %v, %v", byProposal, err)
+	}
+	_, err = s.ProposalCertificate(ctx, "prop-none")
+	wantCode(t, "ProposalCertificate of a proposal without one", err, broker.ENOTFOUND, "")
 	if got.ID != want.ID || got.Workspace != want.Workspace || got.ProposalID != want.ProposalID ||
 		got.ConfigDigest != want.ConfigDigest || got.DiffDigest != want.DiffDigest || got.PlanDigest != want.PlanDigest ||
 		got.PolicyEpoch != want.PolicyEpoch || got.RevocationEpoch != want.RevocationEpoch ||
