@@ -85,26 +85,27 @@ type route struct {
 	roles        []broker.Role
 	handler      echo.HandlerFunc
 	bodyLimit    string
+	summary      string
 }
 
 // apiRoutes lists the API; the role matrix test walks it.
 func (s *Server) apiRoutes() []route {
 	return []route{
-		{http.MethodGet, "/workspaces", anyRole, s.listWorkspaces, ""},
-		{http.MethodGet, "/workspaces/:workspace", anyRole, s.getWorkspace, ""},
-		{http.MethodPost, "/workspaces/:workspace/plan", proposers, s.speculativePlan, "bundle"},
-		{http.MethodPost, "/workspaces/:workspace/proposals", proposers, s.createProposal, "bundle"},
-		{http.MethodPost, "/workspaces/:workspace/revoke-all", admins, s.revokeAll, ""},
-		{http.MethodGet, "/proposals", anyRole, s.listProposals, ""},
-		{http.MethodGet, "/proposals/:id", anyRole, s.getProposal, ""},
-		{http.MethodPost, "/proposals/:id/approve", reviewers, s.review(broker.Approve), ""},
-		{http.MethodPost, "/proposals/:id/reject", reviewers, s.review(broker.Reject), ""},
-		{http.MethodGet, "/certificates/:id", anyRole, s.getCertificate, ""},
-		{http.MethodPost, "/certificates/:id/revoke", admins, s.revoke, ""},
-		{http.MethodPost, "/executions", executors, s.createExecution, ""},
-		{http.MethodGet, "/executions/:id", readers, s.getExecution, ""},
-		{http.MethodGet, "/executions/:id/logs", readers, s.getExecutionLogs, ""},
-		{http.MethodGet, "/audit", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.listAudit, ""},
+		{http.MethodGet, "/workspaces", anyRole, s.listWorkspaces, "", "List the workspaces"},
+		{http.MethodGet, "/workspaces/:workspace", anyRole, s.getWorkspace, "", "Get a workspace and its revocation epoch"},
+		{http.MethodPost, "/workspaces/:workspace/plan", proposers, s.speculativePlan, "bundle", "Plan a bundle against live state with a plan-phase credential; nothing is stored"},
+		{http.MethodPost, "/workspaces/:workspace/proposals", proposers, s.createProposal, "bundle", "Propose a change: seb plans the bundle and compares the agent's plan"},
+		{http.MethodPost, "/workspaces/:workspace/revoke-all", admins, s.revokeAll, "", "Revoke every certificate of the workspace (bump its revocation epoch)"},
+		{http.MethodGet, "/proposals", anyRole, s.listProposals, "", "List proposals (agents see their own); filter by workspace and state"},
+		{http.MethodGet, "/proposals/:id", anyRole, s.getProposal, "", "Get a proposal: summary, rendered diff, drift, divergence, reviews"},
+		{http.MethodPost, "/proposals/:id/approve", reviewers, s.review(broker.Approve), "", "Approve; the final approval issues the certificate"},
+		{http.MethodPost, "/proposals/:id/reject", reviewers, s.review(broker.Reject), "", "Reject"},
+		{http.MethodGet, "/certificates/:id", anyRole, s.getCertificate, "", "Get a certificate: its payload and DSSE envelope"},
+		{http.MethodPost, "/certificates/:id/revoke", admins, s.revoke, "", "Revoke a certificate"},
+		{http.MethodPost, "/executions", executors, s.createExecution, "", "Execute a certificate: verified and consumed now (202), run in the background"},
+		{http.MethodGet, "/executions/:id", readers, s.getExecution, "", "Get an execution's state, reason and decision"},
+		{http.MethodGet, "/executions/:id/logs", readers, s.getExecutionLogs, "", "The execution's signed plan and apply logs, as JSON lines"},
+		{http.MethodGet, "/audit", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.listAudit, "", "Page through the audit log"},
 	}
 }
 
@@ -115,6 +116,7 @@ func (s *Server) routes() {
 	if s.opts.Issuer != nil {
 		e.GET("/.well-known/*", echo.WrapHandler(s.opts.Issuer))
 	}
+	e.GET("/api/v1/openapi.json", s.openAPI)
 	e.GET("/api/v1/keys/signing", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/x-pem-file", s.opts.Broker.PublicKey())
 	})

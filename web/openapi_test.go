@@ -1,0 +1,52 @@
+package web_test
+
+import (
+	"encoding/json"
+	"net/http/httptest"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/seb-broker/seb/web"
+)
+
+// TestOpenAPIMatchesRoutes: the served document lists exactly the routes
+// the server answers under /api/v1 (but itself and the public key).
+func TestOpenAPIMatchesRoutes(t *testing.T) {
+	srv, err := web.New(web.Options{Broker: nilBroker{}, Records: nilRecords{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := httptest.NewRecorder()
+	srv.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/openapi.json", nil))
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(rec.Body.Bytes(), &doc); err != nil || rec.Code != 200 || doc.OpenAPI == "" {
+		t.Fatalf("%d %v %s", rec.Code, err, rec.Body)
+	}
+	var documented []string
+	for path, ops := range doc.Paths {
+		for method := range ops {
+			documented = append(documented, strings.ToUpper(method)+" "+path)
+		}
+	}
+	var registered []string
+	for _, r := range srv.RegisteredRoutes() {
+		if strings.HasPrefix(r, "GET /api/v1/openapi.json") || strings.HasPrefix(r, "GET /api/v1/keys/") || !strings.Contains(r, " /api/v1/") {
+			continue
+		}
+		registered = append(registered, r)
+	}
+	sort.Strings(documented)
+	sort.Strings(registered)
+	if strings.Join(documented, "\n") != strings.Join(registered, "\n") {
+		t.Errorf("documented:\n%s\nregistered:\n%s", strings.Join(documented, "\n"), strings.Join(registered, "\n"))
+	}
+}
+
+// nilBroker and nilRecords satisfy the interfaces for a server that only
+// serves its OpenAPI document.
+type nilBroker struct{ web.Broker }
+type nilRecords struct{ web.Records }
