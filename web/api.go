@@ -117,6 +117,7 @@ func (s *Server) routes() {
 		e.GET("/.well-known/*", echo.WrapHandler(s.opts.Issuer))
 	}
 	e.GET("/api/v1/openapi.json", s.openAPI)
+	e.GET("/metrics", s.metrics.handler())
 	e.GET("/api/v1/keys/signing", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/x-pem-file", s.opts.Broker.PublicKey())
 	})
@@ -258,6 +259,10 @@ func (s *Server) createProposal(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	s.metrics.proposals.WithLabelValues(string(p.State)).Inc()
+	if cert != nil {
+		s.metrics.certificates.Inc()
+	}
 	body, err := s.proposalJSON(c.Request().Context(), p)
 	if err != nil {
 		return err
@@ -390,6 +395,9 @@ func (s *Server) review(decision broker.Decision) echo.HandlerFunc {
 		if err != nil {
 			return err
 		}
+		if cert != nil {
+			s.metrics.certificates.Inc()
+		}
 		body, err := s.proposalJSON(c.Request().Context(), p)
 		if err != nil {
 			return err
@@ -467,6 +475,7 @@ func (s *Server) createExecution(c echo.Context) error {
 		if err := s.opts.Broker.Run(s.base, e, cert); err != nil {
 			s.opts.Logger.Info("execution ended", "execution", e.ID, "outcome", err)
 		}
+		s.executionEnded(e)
 	}()
 	return c.JSON(http.StatusAccepted, executionJSONOf(e))
 }

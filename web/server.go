@@ -65,8 +65,9 @@ type Options struct {
 
 // A Server serves the API.
 type Server struct {
-	opts Options
-	echo *echo.Echo
+	opts    Options
+	echo    *echo.Echo
+	metrics *metrics
 
 	// runs tracks executions running in the background, so that shutdown
 	// can let them finish.
@@ -88,13 +89,14 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBundleBytes == 0 {
 		opts.MaxBundleBytes = 96 << 20
 	}
-	s := &Server{opts: opts, echo: echo.New()}
+	s := &Server{opts: opts, echo: echo.New(), metrics: newMetrics()}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
 	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{Generator: requestID}))
 	e.Use(s.logRequests)
+	e.Use(s.metrics.observe)
 	e.Use(middleware.Recover())
 	s.routes()
 	return s, nil

@@ -219,6 +219,13 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 	if status != 200 || !bytes.Contains(logs, []byte(`"@message"`)) {
 		t.Errorf("logs: %d %.200s", status, logs)
 	}
+	_, metrics := s.call("", "GET", "/metrics", "", nil, nil)
+	for _, want := range []string{`seb_executions_total{outcome="rejected"} 1`, `seb_executions_total{outcome="succeeded"} 2`,
+		`seb_proposals_total{state="pending"} 3`, `seb_certificates_issued_total 3`, `seb_http_requests_total{method="POST",route="/api/v1/executions",status="409"} 1`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
 	var audit struct {
 		Items []broker.AuditEntry `json:"items"`
 	}

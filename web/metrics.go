@@ -1,0 +1,76 @@
+package web
+
+import (
+	"context"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/seb-broker/seb/broker"
+)
+
+// metrics are the server's Prometheus metrics, on /metrics.
+type metrics struct {
+	registry     *prometheus.Registry
+	requests     *prometheus.CounterVec
+	latency      *prometheus.HistogramVec
+	proposals    *prometheus.CounterVec
+	certificates prometheus.Counter
+	executions   *prometheus.CounterVec
+	duration     prometheus.Histogram
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		registry: prometheus.NewRegistry(),
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seb_http_requests_total", Help: "API requests by route and status."},
+			[]string{"method", "route", "status"}),
+		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: "seb_http_request_duration_seconds", Help: "API request latency by route.",
+			Buckets: prometheus.DefBuckets}, []string{"method", "route"}),
+		proposals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seb_proposals_total", Help: "Proposals admitted, by their state after seb's plan (pending, diverged, certified)."},
+			[]string{"state"}),
+		certificates: prometheus.NewCounter(prometheus.CounterOpts{Name: "seb_certificates_issued_total", Help: "Certificates issued."}),
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seb_executions_total", Help: "Executions by outcome; rejected ones are divergences from the certified diff."},
+			[]string{"outcome"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seb_execution_duration_seconds", Help: "Execution duration, from start to outcome.",
+			Buckets: []float64{1, 2, 5, 10, 30, 60, 120, 300, 600, 1800}}),
+	}
+	m.registry.MustRegister(m.requests, m.latency, m.proposals, m.certificates, m.executions, m.duration,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// observe counts requests by their route pattern, not their path, so ids
+// do not explode the label set.
+func (m *metrics) observe(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		status := c.Response().Status
+		if err != nil {
+			c.Error(err)
+			status = c.Response().Status
+		}
+		route := c.Path()
+		m.requests.WithLabelValues(c.Request().Method, route, strconv.Itoa(status)).Inc()
+		m.latency.WithLabelValues(c.Request().Method, route).Observe(time.Since(start).Seconds())
+		return nil
+	}
+}
+
+func (m *metrics) handler() echo.HandlerFunc {
+	return echo.WrapHandler(promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
+}
+
+// executionEnded records an execution's outcome, read back from the store.
+func (s *Server) executionEnded(e *broker.Execution) {
+	stored, err := s.opts.Records.Execution(context.Background(), e.ID)
+	if err != nil {
+		return
+	}
+	s.metrics.executions.WithLabelValues(string(stored.State)).Inc()
+	s.metrics.duration.Observe(stored.UpdatedAt.Sub(stored.StartedAt).Seconds())
+}
