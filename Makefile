@@ -58,9 +58,10 @@ lint:
 fmt:
 	gofmt -w $$(git ls-files '*.go')
 
-# For now: the summary of an example plan made by the real Terraform binary.
-run: build
-	$(BIN) summarize planparse/testdata/plans/count_for_each.json
+# The sandbox cloud and seb serve with the demo workspace; prints the URLs
+# and fresh tokens.
+run: build provider
+	@./scripts/run.sh
 
 clean:
 	rm -rf bin
