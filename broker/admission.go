@@ -143,6 +143,16 @@ func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, 
 	return p, nil, nil
 }
 
+// VarsDigest returns sha256:<hex> of variables: name=value lines, sorted,
+// with lengths, so no two sets of variables share a digest.
+func VarsDigest(vars map[string]string) string {
+	h := sha256.New()
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		fmt.Fprintf(h, "%d:%s=%d:%s\n", len(name), name, len(vars[name]), vars[name])
+	}
+	return "sha256:" + hex.EncodeToString(h.Sum(nil))
+}
+
 // protectedIn returns the protected actions the summary contains.
 func protectedIn(ws Workspace, s *planparse.Summary) []planparse.Action {
 	var found []planparse.Action
@@ -266,6 +276,7 @@ func (b *Service) certify(ctx context.Context, p *Proposal, ws Workspace, approv
 		Workspace:       ws.Name,
 		ProposalID:      p.ID,
 		ConfigDigest:    p.ConfigDigest,
+		VarsDigest:      VarsDigest(p.Vars),
 		DiffDigest:      p.Digest,
 		PlanDigest:      p.PlanDigest,
 		Summary:         p.Summary,

@@ -91,10 +91,12 @@ type Approval struct {
 
 // CertificatePayload is the statement a certificate's envelope signs.
 type CertificatePayload struct {
-	ID              string             `json:"id"`
-	Workspace       string             `json:"workspace"`
-	ProposalID      string             `json:"proposal_id"`
-	ConfigDigest    string             `json:"config_digest"`
+	ID           string `json:"id"`
+	Workspace    string `json:"workspace"`
+	ProposalID   string `json:"proposal_id"`
+	ConfigDigest string `json:"config_digest"`
+	// VarsDigest binds the root module variables the diff was planned with.
+	VarsDigest      string             `json:"vars_digest"`
 	DiffDigest      string             `json:"diff_digest"`
 	PlanDigest      string             `json:"plan_digest"`
 	Summary         *planparse.Summary `json:"summary"`

@@ -53,39 +53,53 @@ func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Cert
 	if proposal.Workspace != ws.Name {
 		return nil, Errorf(EINVALID, "certificate %s is for workspace %s, but its proposal is for %s", payload.ID, ws.Name, proposal.Workspace)
 	}
+	if VarsDigest(proposal.Vars) != payload.VarsDigest {
+		return nil, Errorf(EINVALID, "certificate %s binds variables %s, but its proposal's are %s", payload.ID, payload.VarsDigest, VarsDigest(proposal.Vars))
+	}
 	if proposal.ConfigDigest != payload.ConfigDigest {
 		return nil, Errorf(EINVALID, "certificate %s binds configuration %s, but its proposal's is %s", payload.ID, payload.ConfigDigest, proposal.ConfigDigest)
 	}
 	if _, err := b.opts.Store.Bundle(ctx, payload.ConfigDigest); err != nil {
 		return nil, Errorf(EINVALID, "certificate %s binds configuration %s, which the broker does not hold", payload.ID, payload.ConfigDigest)
 	}
-	now, skew := b.now(), b.opts.ClockSkew
-	switch {
-	case now.Add(skew).Before(payload.NotBefore):
-		return nil, Errorf(EINVALID, "certificate %s is not valid before %s", payload.ID, payload.NotBefore.Format("2006-01-02T15:04:05Z07:00"))
-	case now.Add(-skew).After(payload.NotAfter):
-		return nil, Errorf(EINVALID, "certificate %s expired at %s", payload.ID, payload.NotAfter.Format("2006-01-02T15:04:05Z07:00"))
-	}
-	policy, err := b.opts.Store.PolicyEpoch(ctx)
-	if err != nil {
+	if err := b.checkStanding(ctx, stored, payload); err != nil {
 		return nil, err
-	}
-	if payload.PolicyEpoch != policy {
-		return nil, Errorf(EINVALID, "certificate %s is from policy epoch %d, and the policy is now at epoch %d", payload.ID, payload.PolicyEpoch, policy)
-	}
-	revocation, err := b.opts.Store.RevocationEpoch(ctx, ws.Name)
-	if err != nil {
-		return nil, err
-	}
-	if payload.RevocationEpoch != revocation {
-		return nil, Errorf(EINVALID, "certificate %s was revoked with every certificate of workspace %s (revocation epoch %d, now %d)", payload.ID, ws.Name, payload.RevocationEpoch, revocation)
-	}
-	if stored.RevokedAt != nil {
-		return nil, Errorf(EINVALID, "certificate %s was revoked by %s", payload.ID, stored.RevokedBy)
 	}
 	// What runs is what the verified envelope says, not the stored copy.
 	stored.CertificatePayload = *payload
 	return stored, nil
+}
+
+// checkStanding checks what can change after a certificate was issued:
+// its validity window (with the clock-skew allowance), the policy epoch,
+// the workspace's revocation epoch and its own revocation.
+func (b *Service) checkStanding(ctx context.Context, stored *Certificate, payload *CertificatePayload) error {
+	ws := payload.Workspace
+	now, skew := b.now(), b.opts.ClockSkew
+	switch {
+	case now.Add(skew).Before(payload.NotBefore):
+		return Errorf(EINVALID, "certificate %s is not valid before %s", payload.ID, payload.NotBefore.Format("2006-01-02T15:04:05Z07:00"))
+	case now.Add(-skew).After(payload.NotAfter):
+		return Errorf(EINVALID, "certificate %s expired at %s", payload.ID, payload.NotAfter.Format("2006-01-02T15:04:05Z07:00"))
+	}
+	policy, err := b.opts.Store.PolicyEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	if payload.PolicyEpoch != policy {
+		return Errorf(EINVALID, "certificate %s is from policy epoch %d, and the policy is now at epoch %d", payload.ID, payload.PolicyEpoch, policy)
+	}
+	revocation, err := b.opts.Store.RevocationEpoch(ctx, ws)
+	if err != nil {
+		return err
+	}
+	if payload.RevocationEpoch != revocation {
+		return Errorf(EINVALID, "certificate %s was revoked with every certificate of workspace %s (revocation epoch %d, now %d)", payload.ID, ws, payload.RevocationEpoch, revocation)
+	}
+	if stored.RevokedAt != nil {
+		return Errorf(EINVALID, "certificate %s was revoked by %s", payload.ID, stored.RevokedBy)
+	}
+	return nil
 }
 
 // Execute applies a certified diff: it verifies the certificate, consumes
@@ -169,6 +183,15 @@ func (b *Service) Run(ctx context.Context, e *Execution, cert *Certificate) erro
 		AcknowledgedDrift: cert.Drift,
 		Credentials:       RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name, ExecutionID: e.ID, CertificateID: cert.ID},
 		State:             b.opts.State,
+		// A run may have waited for the workspace lock: the certificate
+		// must still stand when the apply starts.
+		BeforeApply: func(ctx context.Context) error {
+			stored, err := b.opts.Store.Certificate(ctx, cert.ID)
+			if err != nil {
+				return err
+			}
+			return b.checkStanding(ctx, stored, &cert.CertificatePayload)
+		},
 		OnStage: func(stage drift.Stage) {
 			state := map[drift.Stage]ExecutionState{
 				drift.StagePlanning: ExecutionPlanning, drift.StageComparing: ExecutionComparing, drift.StageApplying: ExecutionApplying,

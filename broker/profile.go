@@ -60,8 +60,8 @@ type RunCredentials struct {
 
 var _ drift.Credentials = RunCredentials{}
 
-// Env mints the phase's credential, writes it to a file in dir that only
-// the broker's user can read, and returns the environment that hands it to
+// Env mints the phase's credential, writes it to a file in dir (the run's
+// secrets directory) that only the broker's user can read, and returns the environment that hands it to
 // Terraform. The token itself never appears in the environment or in logs.
 func (c RunCredentials) Env(ctx context.Context, phase drift.Phase, dir string) (map[string]string, error) {
 	if err := c.Profile.Valid(); err != nil {
@@ -104,11 +104,14 @@ func (c RunCredentials) Env(ctx context.Context, phase drift.Phase, dir string) 
 	return env, nil
 }
 
-// writeTokenFile writes token to <dir>/.seb/<phase>.token, 0600 in a 0700
+// writeTokenFile writes token to <dir>/<phase>.token, 0600 in a 0700
 // directory, replacing an earlier one atomically.
 func writeTokenFile(dir, phase, token string) (string, error) {
-	tokenDir := filepath.Join(dir, ".seb")
+	tokenDir := dir
 	if err := os.MkdirAll(tokenDir, 0o700); err != nil {
+		return "", fmt.Errorf("token file: %w", err)
+	}
+	if err := os.Chmod(tokenDir, 0o700); err != nil {
 		return "", fmt.Errorf("token file: %w", err)
 	}
 	tmp, err := os.CreateTemp(tokenDir, ".token-*")

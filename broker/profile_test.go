@@ -35,7 +35,7 @@ func TestRunCredentials(t *testing.T) {
 			t.Fatal(err)
 		}
 		path := env["AWS_WEB_IDENTITY_TOKEN_FILE"]
-		if path != filepath.Join(dir, ".seb", string(phase)+".token") {
+		if path != filepath.Join(dir, string(phase)+".token") {
 			t.Errorf("%s: token file %q", phase, path)
 		}
 		info, err := os.Stat(path)
@@ -61,7 +61,7 @@ func TestRunCredentials(t *testing.T) {
 			t.Errorf("%s: secrets of the wrong phase: %v", phase, env)
 		}
 	}
-	if info, _ := os.Stat(filepath.Join(dir, ".seb")); info.Mode().Perm() != 0o700 {
+	if info, _ := os.Stat(dir); info.Mode().Perm() != 0o700 {
 		t.Errorf("token directory mode %v", info.Mode().Perm())
 	}
 }

@@ -40,6 +40,7 @@ type world struct {
 	sb     *sandboxtest.Sandbox
 	clock  *testClock
 	ws     broker.Workspace
+	state  *drift.FileStateStore
 }
 
 type testClock struct {
@@ -103,7 +104,7 @@ func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws}
+	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, state: state}
 }
 
 // bundle packs a fixture configuration as an agent would.
@@ -440,5 +441,49 @@ func TestConcurrentExecutions(t *testing.T) {
 	executions, _ := w.store.ListExecutions(context.Background(), broker.ExecutionFilter{CertificateID: cert.ID})
 	if ran != 1 || used != 49 || len(executions) != 1 {
 		t.Errorf("%d ran, %d refused as used, %d executions stored", ran, used, len(executions))
+	}
+}
+
+// TestRevokedWhileWaiting: a certificate revoked while its execution waits
+// for the workspace lock is refused before the apply.
+func TestRevokedWhileWaiting(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	cert := w.certified("3")
+	unlock, err := w.state.Lock(ctx, "sandbox")
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, c, err := w.svc.Begin(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- w.svc.Run(ctx, e, c) }()
+	time.Sleep(200 * time.Millisecond)
+	if err := w.svc.Revoke(ctx, cert.ID, "admin"); err != nil {
+		t.Fatal(err)
+	}
+	unlock()
+	err = <-done
+	stored, _ := w.store.Execution(ctx, e.ID)
+	if broker.ErrorCode(err) != broker.ECONFLICT || stored.State != broker.ExecutionRejected || !strings.Contains(stored.Reason, "was revoked by admin") {
+		t.Fatalf("err %v, execution %+v", err, stored)
+	}
+	if len(w.sb.Services()) != 0 {
+		t.Error("the revoked certificate's diff was applied")
+	}
+}
+
+// TestVariablesBound: the certificate binds the variables; a proposal row
+// changed behind the broker's back is refused.
+func TestVariablesBound(t *testing.T) {
+	w := newWorld(t, nil)
+	cert := w.certified("3")
+	if cert.VarsDigest != broker.VarsDigest(map[string]string{"replicas": "3"}) {
+		t.Fatalf("vars digest %s", cert.VarsDigest)
+	}
+	if broker.VarsDigest(map[string]string{"a": "b=c"}) == broker.VarsDigest(map[string]string{"a=b": "c"}) {
+		t.Error("two sets of variables share a digest")
 	}
 }

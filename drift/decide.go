@@ -99,6 +99,12 @@ type ExecuteRequest struct {
 	// OnStage, when set, is called as the run enters each stage, so that
 	// the caller can record it.
 	OnStage func(Stage)
+	// BeforeApply, when set, is called after the live plan was accepted
+	// and right before the apply, under the workspace lock: an error
+	// refuses the run (wrapped in ErrRefused). The broker re-checks there
+	// that the certificate is still valid and not revoked, since a run may
+	// have waited for the lock.
+	BeforeApply func(ctx context.Context) error
 }
 
 // Stage is where an execution stopped.
@@ -176,6 +182,13 @@ func (w *Workdir) Execute(ctx context.Context, req ExecuteRequest) (*ExecuteResu
 	res.Timings.Compare = now().Sub(res.Plan.ShownAt)
 	if !res.Decision.Accepted {
 		return res, fmt.Errorf("%w: %s", ErrRefused, res.Decision.Reason)
+	}
+	if req.BeforeApply != nil {
+		if err := req.BeforeApply(ctx); err != nil {
+			res.Decision.Accepted = false
+			res.Decision.Reason = err.Error()
+			return res, fmt.Errorf("%w: %s", ErrRefused, err)
+		}
 	}
 
 	enter(StageApplying)

@@ -3,6 +3,7 @@ package drift
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -33,9 +34,9 @@ const (
 )
 
 // Credentials supply the environment that carries a phase's credential to
-// Terraform: for example a token written to a file in dir and the variables
-// naming it. A fresh credential is asked for at each step, right before it
-// runs.
+// Terraform: for example a token written to a file in dir — a directory
+// private to the run, outside the configuration — and the variables naming
+// it. A fresh credential is asked for at each step, right before it runs.
 type Credentials interface {
 	Env(ctx context.Context, phase Phase, dir string) (map[string]string, error)
 }
@@ -70,6 +71,10 @@ func (o Options) Valid() error {
 	switch {
 	case o.Terraform == "":
 		return errors.New("drift: Options.Terraform is empty")
+	case o.CLIConfigFile == "":
+		// Without one, Terraform would install providers from the registry
+		// or from a bundle's terraform.d: code the broker never vetted.
+		return errors.New("drift: Options.CLIConfigFile is empty; seb runs Terraform only with a provider mirror")
 	case len(o.SensitiveKey) == 0:
 		return errors.New("drift: Options.SensitiveKey is empty")
 	case o.StepTimeout < 0:
@@ -129,8 +134,13 @@ func (r *Runner) Version() string { return r.version.String() }
 // the broker's store and writes it back.
 type Workdir struct {
 	r *Runner
-	// Dir is the directory Terraform runs in.
+	// Dir is the directory Terraform runs in: the configuration.
 	Dir string
+	// Secrets is a directory private to the run, beside Dir and outside
+	// the configuration, for credential files: file functions can only
+	// read paths inside the configuration.
+	Secrets string
+	root    string
 	// ConfigDigest is the digest of the configuration bundle.
 	ConfigDigest string
 
@@ -155,19 +165,26 @@ func (r *Runner) NewWorkdirFromDirectory(src string) (*Workdir, error) {
 }
 
 func (r *Runner) newWorkdir(fill func(dir string) (string, error)) (*Workdir, error) {
-	dir, err := os.MkdirTemp(r.opts.WorkRoot, "seb-run-")
+	root, err := os.MkdirTemp(r.opts.WorkRoot, "seb-run-")
 	if err != nil {
 		return nil, fmt.Errorf("workdir: %w", err)
 	}
-	digest, err := fill(dir)
+	w := &Workdir{r: r, root: root, Dir: filepath.Join(root, "config"), Secrets: filepath.Join(root, "secrets")}
+	err = os.Mkdir(w.Dir, 0o700)
 	if err == nil {
-		err = checkConfiguration(dir)
+		err = os.Mkdir(w.Secrets, 0o700)
+	}
+	if err == nil {
+		w.ConfigDigest, err = fill(w.Dir)
+	}
+	if err == nil {
+		err = checkConfiguration(w.Dir)
 	}
 	if err != nil {
-		os.RemoveAll(dir)
+		os.RemoveAll(root)
 		return nil, err
 	}
-	return &Workdir{r: r, Dir: dir, ConfigDigest: digest}, nil
+	return w, nil
 }
 
 // checkConfiguration refuses what a configuration must not bring along:
@@ -183,6 +200,8 @@ func checkConfiguration(dir string) error {
 		switch name := d.Name(); {
 		case d.IsDir() && name == ".terraform":
 			return fmt.Errorf("configuration: %s: a bundle cannot bring Terraform's data directory (it could hold provider binaries)", rel)
+		case d.IsDir() && name == "terraform.d":
+			return fmt.Errorf("configuration: %s: a bundle cannot bring plugins; providers come from the broker's mirror", rel)
 		case !d.IsDir() && (strings.HasSuffix(name, ".tfstate") || strings.Contains(name, ".tfstate.")):
 			return fmt.Errorf("configuration: %s: a bundle cannot bring state; the broker owns each workspace's state", rel)
 		}
@@ -194,8 +213,8 @@ func checkConfiguration(dir string) error {
 	return checkHCL(dir)
 }
 
-// Close removes the workdir.
-func (w *Workdir) Close() error { return os.RemoveAll(w.Dir) }
+// Close removes the workdir and its secrets.
+func (w *Workdir) Close() error { return os.RemoveAll(w.root) }
 
 // Log returns the JSON UI log (one JSON object per line) of every step
 // run so far in the workdir.
@@ -247,15 +266,45 @@ func (w *Workdir) step(ctx context.Context, name string, env map[string]string, 
 	ctx, cancel := context.WithTimeout(ctx, w.r.opts.StepTimeout)
 	defer cancel()
 	start := w.r.opts.Now()
+	w.mu.Lock()
+	logStart := w.log.Len()
+	w.mu.Unlock()
 	err = fn(ctx, tf)
 	w.r.opts.Logger.Debug("terraform step", "step", name, "dir", w.Dir, "duration", w.r.opts.Now().Sub(start), "error", err)
 	if err != nil {
 		if errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			return fmt.Errorf("terraform %s: timed out after %s: %w", name, w.r.opts.StepTimeout, err)
 		}
-		return &StepError{Step: name, Err: err, Stderr: strings.TrimSpace(stderr.String())}
+		w.mu.Lock()
+		diagnostics := logErrors(w.log.Bytes()[logStart:])
+		w.mu.Unlock()
+		return &StepError{Step: name, Err: err, Stderr: strings.TrimSpace(strings.TrimSpace(stderr.String()) + "\n" + diagnostics)}
 	}
 	return nil
+}
+
+// logErrors returns the error diagnostics of a JSON UI log: in -json mode
+// Terraform writes them there, not to stderr.
+func logErrors(log []byte) string {
+	var out []string
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		var msg struct {
+			Level      string `json:"@level"`
+			Message    string `json:"@message"`
+			Diagnostic *struct {
+				Summary, Detail string
+			} `json:"diagnostic"`
+		}
+		if json.Unmarshal(line, &msg) != nil || msg.Level != "error" {
+			continue
+		}
+		if msg.Diagnostic != nil {
+			out = append(out, strings.TrimSpace(msg.Diagnostic.Summary+": "+msg.Diagnostic.Detail))
+		} else {
+			out = append(out, msg.Message)
+		}
+	}
+	return strings.Join(out, "\n")
 }
 
 // A StepError is a failed Terraform command, with what it said on
@@ -335,7 +384,7 @@ func (w *Workdir) Plan(ctx context.Context, req PlanRequest) (*PlanResult, error
 	if err := w.init(ctx); err != nil {
 		return nil, err
 	}
-	env, err := req.Credentials.Env(ctx, PhasePlan, w.Dir)
+	env, err := req.Credentials.Env(ctx, PhasePlan, w.Secrets)
 	if err != nil {
 		return nil, fmt.Errorf("plan credential: %w", err)
 	}
@@ -428,7 +477,7 @@ type ApplyResult struct {
 // workdir's log. Cancelling ctx interrupts Terraform (SIGINT), which stops
 // cleanly and writes the state; the outcome is then Interrupted.
 func (w *Workdir) Apply(ctx context.Context, p *PlanResult, creds Credentials) (*ApplyResult, error) {
-	env, err := creds.Env(ctx, PhaseApply, w.Dir)
+	env, err := creds.Env(ctx, PhaseApply, w.Secrets)
 	if err != nil {
 		return nil, fmt.Errorf("apply credential: %w", err)
 	}

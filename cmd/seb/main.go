@@ -1,9 +1,12 @@
 // Command seb is the Sovereign Execution Broker for Terraform. This binary
-// summarizes, digests and compares plans; see `seb help`.
+// summarizes, digests and compares plans, serves the broker, and is the
+// client of its API; see `seb help`.
 //
 // Exit codes: 0 success (for compare: the summaries are the same; for
-// audit verify: the log verifies), 1 the summaries diverged or the audit log
-// does not verify, 2 an error (bad input, bad flags).
+// audit verify: the log verifies), 1 the summaries diverged, the audit log
+// does not verify, or a proposal diverged, 2 an error (bad input, bad
+// flags, a failed execution), 3 rejected (by a reviewer, or at execution
+// because live state moved), 4 the certificate expired, 5 timed out.
 package main
 
 import (
@@ -17,11 +20,15 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// Exit codes, documented in the README.
+// Exit codes, documented in the README, the root command's help and
+// docs/ci.md.
 const (
 	exitOK       = 0
 	exitDiverged = 1
 	exitError    = 2
+	exitRejected = 3
+	exitExpired  = 4
+	exitTimeout  = 5
 )
 
 // errDiverged makes compare exit with exitDiverged after printing its report.
@@ -43,6 +50,12 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitDiverged
 	case errors.Is(err, errAuditBroken):
 		return exitDiverged
+	case errors.Is(err, errRejected):
+		return exitRejected
+	case errors.Is(err, errExpired):
+		return exitExpired
+	case errors.Is(err, errTimeout):
+		return exitTimeout
 	default:
 		fmt.Fprintf(stderr, "seb: %v\n", err)
 		return exitError
@@ -57,8 +70,25 @@ func newRootCommand(stdin io.Reader, stdout, stderr io.Writer) *cobra.Command {
 resource-diff summary with a digest, so that what is applied can be held to
 exactly what was certified.
 
+The client commands (plan, propose, wait, execute, status, approve, reject,
+revoke) talk to a seb server: --server (default http://127.0.0.1:8080),
+--token or --token-file, --json for machine output on stdout; progress and
+diagnostics go to stderr.
+
 Every flag can also be set with an environment variable: --key-file is
-SEB_KEY_FILE, --no-color is SEB_NO_COLOR, and so on.`,
+SEB_KEY_FILE, --no-color is SEB_NO_COLOR, --server is SEB_SERVER, --token
+is SEB_TOKEN, --token-file is SEB_TOKEN_FILE, and so on. The command line
+wins over the environment.
+
+Exit status:
+  0  success
+  1  diverged: compare's summaries differ, the audit log does not verify,
+     or the plan a proposal sent is not seb's
+  2  an error: bad input or flags, the server refused, an execution failed
+  3  rejected: by a reviewer, or at execution because live state no longer
+     matches the certified diff
+  4  the certificate expired
+  5  timed out: wait or execute gave up (the server goes on)`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
@@ -72,7 +102,9 @@ SEB_KEY_FILE, --no-color is SEB_NO_COLOR, and so on.`,
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, cmd.CommandPath())
 	})
 	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand(),
-		newServeCommand(), newTokensCommand())
+		newServeCommand(), newTokensCommand(),
+		newPlanClientCommand(), newProposeCommand(), newWaitCommand(), newExecuteCommand(),
+		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand())
 	return root
 }
 

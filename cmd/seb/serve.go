@@ -89,8 +89,16 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	if err != nil {
 		return fail(err)
 	}
+	if cliConfig == "" {
+		// Providers only from a mirror in the data directory.
+		if cliConfig, err = defaultCLIConfig(cfg.DataDir); err != nil {
+			return fail(err)
+		}
+	}
+	// Runs happen outside the data directory: nothing of the broker's
+	// keys, state or database sits near a configuration.
 	runner, err := drift.New(ctx, drift.Options{Terraform: terraform, CLIConfigFile: cliConfig,
-		WorkRoot: filepath.Join(cfg.DataDir, "work"), SensitiveKey: sensitiveKey, Logger: logger})
+		WorkRoot: filepath.Join(os.TempDir(), "seb-work"), SensitiveKey: sensitiveKey, Logger: logger})
 	if err != nil {
 		return fail(err)
 	}
@@ -104,6 +112,18 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 		return fail(err)
 	}
 	return &app{cfg: cfg, store: store, svc: svc, issuer: issuer, server: server}, nil
+}
+
+// defaultCLIConfig writes a Terraform CLI configuration that installs
+// providers only from <dataDir>/providers, and returns its path.
+func defaultCLIConfig(dataDir string) (string, error) {
+	mirror := filepath.Join(dataDir, "providers")
+	if err := os.MkdirAll(mirror, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dataDir, "terraform.rc")
+	config := fmt.Sprintf("provider_installation {\n  filesystem_mirror {\n    path = %q\n  }\n}\n", mirror)
+	return path, os.WriteFile(path, []byte(config), 0o600)
 }
 
 // dataKey returns the key in path, creating a random one (0600) the first
