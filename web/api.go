@@ -469,6 +469,8 @@ func (s *Server) createExecution(c echo.Context) error {
 	if err != nil {
 		return err
 	}
+	// The answer is built before the run starts changing e.
+	accepted := executionJSONOf(e)
 	s.runs.Add(1)
 	go func() {
 		defer s.runs.Done()
@@ -477,7 +479,7 @@ func (s *Server) createExecution(c echo.Context) error {
 		}
 		s.executionEnded(e)
 	}()
-	return c.JSON(http.StatusAccepted, executionJSONOf(e))
+	return c.JSON(http.StatusAccepted, accepted)
 }
 
 type executionJSON struct {

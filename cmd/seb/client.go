@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -94,8 +95,9 @@ func (f *clientFlags) bearer() (string, error) {
 	return "", errors.New("no API token: set SEB_TOKEN (or SEB_TOKEN_FILE, or --token-file) to a token from `seb tokens create`")
 }
 
-// client returns an API client for the server and token of the flags.
-func (f *clientFlags) client() (*apiClient, error) {
+// client returns an API client for the server and token of the flags. It
+// warns on stderr when the token would cross a network in clear.
+func (f *clientFlags) client(cmd *cobra.Command) (*apiClient, error) {
 	u, err := url.Parse(f.server)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("--server %q is not an http:// or https:// URL", f.server)
@@ -104,6 +106,9 @@ func (f *clientFlags) client() (*apiClient, error) {
 	if err != nil {
 		return nil, err
 	}
+	if u.Scheme == "http" && !loopback(u.Hostname()) {
+		fmt.Fprintf(cmd.ErrOrStderr(), "seb: warning: %s is not https; the API token crosses the network in clear\n", f.server)
+	}
 	return &apiClient{
 		base:  strings.TrimRight(f.server, "/"),
 		token: token,
@@ -111,6 +116,15 @@ func (f *clientFlags) client() (*apiClient, error) {
 		// waits; this only bounds a server that never answers.
 		http: &http.Client{Timeout: 15 * time.Minute},
 	}, nil
+}
+
+// loopback reports whether host names this machine.
+func loopback(host string) bool {
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
 
 // printJSON writes raw, a JSON document from the server, indented, on w.

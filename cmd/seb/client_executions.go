@@ -47,7 +47,7 @@ Needs a ci or admin token.`,
 			if interval <= 0 {
 				return errors.New("--interval must be positive")
 			}
-			c, err := cf.client()
+			c, err := cf.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -270,7 +270,7 @@ Needs an admin token.`,
 			case !all && len(args) == 0:
 				return errors.New("name the certificate to revoke, or give --all --workspace W")
 			}
-			c, err := cf.client()
+			c, err := cf.client(cmd)
 			if err != nil {
 				return err
 			}

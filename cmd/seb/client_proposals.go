@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"net/url"
 	"text/tabwriter"
 	"time"
@@ -24,6 +25,8 @@ type bundleFlags struct {
 	workspace string
 	dir       string
 	vars      []string
+
+	size int // of the bundle, once made
 }
 
 func (f *bundleFlags) register(cmd *cobra.Command) {
@@ -46,8 +49,19 @@ func (f *bundleFlags) request(cmd *cobra.Command) (bundle string, vars map[strin
 	if err != nil {
 		return "", nil, err
 	}
+	f.size = buf.Len()
 	fmt.Fprintf(cmd.ErrOrStderr(), "seb: bundled %s (%d bytes, %s)\n", f.dir, buf.Len(), digest)
 	return base64.StdEncoding.EncodeToString(buf.Bytes()), vars, nil
+}
+
+// explain adds to a server's refusal of an oversized bundle what to do
+// about it.
+func (f *bundleFlags) explain(err error) error {
+	var ae *apiError
+	if errors.As(err, &ae) && ae.Status == http.StatusRequestEntityTooLarge {
+		return fmt.Errorf("%w: the bundle of %s is %d bytes; leave out what Terraform does not need with .terraformignore", err, f.dir, f.size)
+	}
+	return err
 }
 
 func newPlanClientCommand() *cobra.Command {
@@ -68,7 +82,7 @@ prints the diff as terraform plan would, or with --json the server's answer:
 Needs an agent or admin token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
+			c, err := cf.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -82,7 +96,7 @@ Needs an agent or admin token.`,
 			}
 			raw, err := c.post(cmd.Context(), workspacePath(bf.workspace)+"/plan", map[string]any{"bundle": bundle, "vars": vars}, &out)
 			if err != nil {
-				return err
+				return bf.explain(err)
 			}
 			if cf.json {
 				return printJSON(cmd.OutOrStdout(), raw)
@@ -119,7 +133,7 @@ Exit status: 0 proposed, 1 diverged from your --plan, 2 an error.
 Needs an agent or admin token.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
+			c, err := cf.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -138,7 +152,7 @@ Needs an agent or admin token.`,
 			var p proposalView
 			raw, err := c.post(cmd.Context(), workspacePath(bf.workspace)+"/proposals", req, &p)
 			if err != nil {
-				return err
+				return bf.explain(err)
 			}
 			stderr := cmd.ErrOrStderr()
 			io.WriteString(stderr, p.Rendered)
@@ -227,7 +241,7 @@ Exit status: 0 certified, 1 diverged, 3 rejected, 5 still pending at
 agent reads only its own proposals).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := cf.client()
+			c, err := cf.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -357,7 +371,7 @@ with what seb's plan of each adds, changes and destroys. With --json it
 prints the server's {"items": [...]}. An agent sees only its own proposals.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := cf.client()
+			c, err := cf.client(cmd)
 			if err != nil {
 				return err
 			}
@@ -462,7 +476,7 @@ With --json it prints the proposal. Needs a reviewer token.`,
 
 // review posts a verdict and reports the outcome.
 func review(cmd *cobra.Command, cf *clientFlags, id, verdict string, req map[string]string) error {
-	c, err := cf.client()
+	c, err := cf.client(cmd)
 	if err != nil {
 		return err
 	}

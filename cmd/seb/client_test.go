@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -85,7 +86,7 @@ func newCLISite(t *testing.T) *cliSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server, err := web.New(web.Options{Broker: svc, Records: store, Issuer: issuer.Handler()})
+	server, err := web.New(web.Options{Broker: svc, Records: store, Issuer: issuer.Handler(), MaxBundleBytes: 1 << 20})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -362,6 +363,40 @@ func TestClientJSON(t *testing.T) {
 	}
 }
 
+// TestClientBundle: the directory is bundled honouring .terraformignore,
+// and a bundle over the server's limit gets advice, not just a 413.
+func TestClientBundle(t *testing.T) {
+	s := newCLISite(t)
+	dir := t.TempDir()
+	for _, name := range []string{"main.tf", "versions.tf"} {
+		data, err := os.ReadFile(filepath.Join(scaleDir, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	big := make([]byte, 2<<20)
+	rand.Read(big) // incompressible
+	if err := os.WriteFile(filepath.Join(dir, "artifact.bin"), big, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r := s.seb("agent-1", "plan", "--workspace", "sandbox", "--dir", dir)
+	must(t, r, exitError)
+	if !strings.Contains(r.stderr, "too large") || !strings.Contains(r.stderr, ".terraformignore") {
+		t.Errorf("an oversized bundle:\n%s", r.stderr)
+	}
+	if err := os.WriteFile(filepath.Join(dir, ".terraformignore"), []byte("*.bin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	r = s.seb("agent-1", "plan", "--workspace", "sandbox", "--dir", dir)
+	must(t, r, exitOK)
+	if !strings.Contains(r.stdout, "+ replicas = 3") {
+		t.Errorf("plan with .terraformignore:\n%s", r.stdout)
+	}
+}
+
 // TestClientErrors: every failure is one line, "seb: " and what is wrong,
 // exit 2; never a stack or a page of HTML.
 func TestClientErrors(t *testing.T) {
@@ -426,7 +461,8 @@ func TestClientErrors(t *testing.T) {
 // TestCIGateScript runs docs/ci/seb-gate.sh with a freshly built seb
 // against the live server, while a reviewer approves the proposal it
 // waits on: the script exits 0 and the sandbox has the change. A second
-// run, after a console change while it waits, exits 3.
+// run, after a console change while it waits, exits 3; a third, with
+// nothing to change, exits 0 without proposing.
 func TestCIGateScript(t *testing.T) {
 	if _, err := exec.LookPath("jq"); err != nil {
 		t.Skip("the gate script needs jq")
@@ -444,12 +480,18 @@ func TestCIGateScript(t *testing.T) {
 			env = append(env, kv)
 		}
 	}
-	gate := func(replicas string, meanwhile func()) (int, string) {
+	// gate runs the script; a reviewer approves the proposal it makes,
+	// after calling meanwhile, unless review is false.
+	gate := func(replicas string, review bool, meanwhile func()) (int, string) {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 		defer cancel()
 		approved := make(chan error, 1)
-		go func() { approved <- s.approveWhenPending(ctx, meanwhile) }()
+		if review {
+			go func() { approved <- s.approveWhenPending(ctx, meanwhile) }()
+		} else {
+			approved <- nil
+		}
 		cmd := exec.CommandContext(ctx, "bash", "../../docs/ci/seb-gate.sh", "sandbox", scaleDir, "replicas="+replicas)
 		cmd.Env = env
 		out, err := cmd.CombinedOutput()
@@ -467,7 +509,10 @@ func TestCIGateScript(t *testing.T) {
 		return code, string(out)
 	}
 
-	code, out := gate("4", nil)
+	code, out := gate("4", true, nil)
+	if testing.Verbose() {
+		t.Logf("seb-gate.sh:\n%s", out)
+	}
 	if code != 0 {
 		t.Fatalf("seb-gate.sh exited %d:\n%s", code, out)
 	}
@@ -480,7 +525,7 @@ func TestCIGateScript(t *testing.T) {
 		}
 	}
 
-	code, out = gate("6", func() { s.sb.Scale(s.sb.Service("sandbox", "web").ID, 9) })
+	code, out = gate("6", true, func() { s.sb.Scale(s.sb.Service("sandbox", "web").ID, 9) })
 	if code != exitRejected {
 		t.Fatalf("seb-gate.sh after a console change exited %d, want %d:\n%s", code, exitRejected, out)
 	}
@@ -489,6 +534,21 @@ func TestCIGateScript(t *testing.T) {
 	}
 	if got := s.sb.Service("sandbox", "web").Replicas; got != 9 {
 		t.Errorf("replicas %d, want 9 (nothing applied)", got)
+	}
+
+	// Live state already has what the configuration says: nothing to gate.
+	proposals := func() int {
+		var list struct{ Items []json.RawMessage }
+		s.api("alice", "GET", "/proposals?workspace=sandbox", nil, &list)
+		return len(list.Items)
+	}
+	before := proposals()
+	code, out = gate("9", false, nil)
+	if code != 0 || !strings.Contains(out, "seb-gate: no changes") {
+		t.Errorf("seb-gate.sh with nothing to change exited %d:\n%s", code, out)
+	}
+	if after := proposals(); after != before {
+		t.Errorf("%d proposals after a run with nothing to change, want %d", after, before)
 	}
 }
 
