@@ -49,6 +49,34 @@ func (b *Service) planBundle(ctx context.Context, ws Workspace, bundle []byte, v
 	return plan, w.ConfigDigest, err
 }
 
+// WorkspaceState returns the workspace's current Terraform state, nil if
+// it has none: served read-only, so that an agent can plan locally against
+// it. It never leaves the broker writable.
+func (b *Service) WorkspaceState(ctx context.Context, workspace string) ([]byte, error) {
+	if _, err := b.Workspace(workspace); err != nil {
+		return nil, err
+	}
+	return b.opts.State.Current(ctx, workspace)
+}
+
+// PlanCredential mints a plan-phase (read-only) credential of the
+// workspace for an agent that runs Terraform itself, and audits it. Agents
+// never receive apply-phase credentials.
+func (b *Service) PlanCredential(ctx context.Context, workspace, who string) (Credential, error) {
+	ws, err := b.Workspace(workspace)
+	if err != nil {
+		return Credential{}, err
+	}
+	if len(ws.Credentials.TokenFileEnv) == 0 {
+		return Credential{}, Errorf(EINVALID, "workspace %s uses static secrets; there is no token to hand out", ws.Name)
+	}
+	cred, err := b.opts.Issuer.MintCredential(CredentialRequest{Workspace: ws.Name, Audience: ws.Credentials.Audience, Phase: PhasePlan, Lifetime: ws.Credentials.Lifetime})
+	if err != nil {
+		return Credential{}, err
+	}
+	return cred, b.audit(ctx, who, "credential.plan_issued", ws.Name, map[string]any{"expires_at": cred.ExpiresAt, "jti": cred.Claims.ID})
+}
+
 // A ProposalRequest is what an agent submits.
 type ProposalRequest struct {
 	Workspace string

@@ -37,6 +37,11 @@ func principalName(c echo.Context) string {
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		raw, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
+		if !ok {
+			// Terraform's http backend sends basic auth: the token is the
+			// password (TF_HTTP_PASSWORD).
+			_, raw, ok = c.Request().BasicAuth()
+		}
 		if !ok || strings.TrimSpace(raw) == "" {
 			return broker.Errorf(broker.EUNAUTHORIZED, "missing bearer token: create one with `seb tokens create`")
 		}
@@ -96,6 +101,12 @@ func (s *Server) apiRoutes() []route {
 		{http.MethodPost, "/workspaces/:workspace/plan", proposers, s.speculativePlan, "bundle", "Plan a bundle against live state with a plan-phase credential; nothing is stored"},
 		{http.MethodPost, "/workspaces/:workspace/proposals", proposers, s.createProposal, "bundle", "Propose a change: seb plans the bundle and compares the agent's plan"},
 		{http.MethodPost, "/workspaces/:workspace/revoke-all", admins, s.revokeAll, "", "Revoke every certificate of the workspace (bump its revocation epoch)"},
+		{http.MethodGet, "/workspaces/:workspace/state", anyRole, s.getState, "", "The workspace's Terraform state, read-only, as Terraform's http backend reads it"},
+		{http.MethodPost, "/workspaces/:workspace/state", anyRole, s.stateReadOnly, "", "Refused: the broker owns state"},
+		{http.MethodDelete, "/workspaces/:workspace/state", anyRole, s.stateReadOnly, "", "Refused: the broker owns state"},
+		{"LOCK", "/workspaces/:workspace/state", anyRole, s.stateReadOnly, "", "Refused: nothing but the broker locks state"},
+		{"UNLOCK", "/workspaces/:workspace/state", anyRole, s.stateReadOnly, "", "Refused: nothing but the broker locks state"},
+		{http.MethodPost, "/workspaces/:workspace/credentials", proposers, s.planCredential, "", "A short-lived plan-phase (read-only) credential, for an agent that plans itself"},
 		{http.MethodGet, "/proposals", anyRole, s.listProposals, "", "List proposals (agents see their own); filter by workspace and state"},
 		{http.MethodGet, "/proposals/:id", anyRole, s.getProposal, "", "Get a proposal: summary, rendered diff, drift, divergence, reviews"},
 		{http.MethodPost, "/proposals/:id/approve", reviewers, s.review(broker.Approve), "", "Approve; the final approval issues the certificate"},
@@ -231,6 +242,41 @@ func (s *Server) speculativePlan(c echo.Context) error {
 	return c.JSON(http.StatusOK, map[string]any{
 		"digest": plan.Plan.Digest, "summary": plan.Plan.Summary, "drift": drift, "rendered": rendered.String(),
 		"has_changes": plan.HasChanges, "plan": json.RawMessage(plan.JSON),
+	})
+}
+
+// getState serves the workspace's state as Terraform's http backend reads
+// it: the state JSON, or 204 when there is none yet.
+func (s *Server) getState(c echo.Context) error {
+	state, err := s.opts.Broker.WorkspaceState(c.Request().Context(), c.Param("workspace"))
+	if err != nil {
+		return err
+	}
+	if state == nil {
+		return c.NoContent(http.StatusNoContent)
+	}
+	return c.Blob(http.StatusOK, echo.MIMEApplicationJSON, state)
+}
+
+// stateReadOnly refuses every write and lock of a workspace's state.
+func (s *Server) stateReadOnly(c echo.Context) error {
+	return broker.Errorf(broker.EFORBIDDEN, "the state of workspace %s is read-only: the broker owns it, and only certified executions change it", c.Param("workspace"))
+}
+
+// planCredential hands an agent a plan-phase credential for its own
+// Terraform, with how the workspace expects to receive it.
+func (s *Server) planCredential(c echo.Context) error {
+	ws, err := s.opts.Broker.Workspace(c.Param("workspace"))
+	if err != nil {
+		return err
+	}
+	cred, err := s.opts.Broker.PlanCredential(c.Request().Context(), ws.Name, principalName(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{
+		"token": cred.Token, "expires_at": cred.ExpiresAt, "phase": "plan", "audience": ws.Credentials.Audience,
+		"token_file_env": ws.Credentials.TokenFileEnv, "env": ws.Credentials.Env,
 	})
 }
 
@@ -557,8 +603,8 @@ func nextAfter(entries []*broker.AuditEntry, after int64) string {
 // RouteInfo describes one API route: its method, its path under /api/v1
 // and the roles allowed to use it.
 type RouteInfo struct {
-	Method, Path string
-	Roles        []broker.Role
+	Method, Path, Summary string
+	Roles                 []broker.Role
 }
 
 // Routes lists the API's routes and their roles.
@@ -566,7 +612,7 @@ func Routes() []RouteInfo {
 	var s *Server
 	var out []RouteInfo
 	for _, r := range s.apiRoutes() {
-		out = append(out, RouteInfo{Method: r.method, Path: r.path, Roles: r.roles})
+		out = append(out, RouteInfo{Method: r.method, Path: r.path, Summary: r.summary, Roles: r.roles})
 	}
 	return out
 }

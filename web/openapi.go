@@ -16,6 +16,9 @@ func OpenAPI() map[string]any {
 	var s *Server
 	paths := map[string]map[string]any{}
 	for _, r := range s.apiRoutes() {
+		if !openAPIMethod(r.method) {
+			continue // LOCK and UNLOCK of the state backend protocol
+		}
 		path := pathParam.ReplaceAllString(r.path, "{$1}")
 		roles := make([]string, len(r.roles))
 		for i, role := range r.roles {
@@ -63,12 +66,23 @@ func OpenAPI() map[string]any {
 
 func (s *Server) openAPI(c echo.Context) error { return c.JSON(http.StatusOK, OpenAPI()) }
 
-// RegisteredRoutes lists the routes the server answers, as "METHOD /path"
+// openAPIMethod reports whether OpenAPI 3 can describe an operation of
+// this method.
+func openAPIMethod(method string) bool {
+	switch method {
+	case http.MethodGet, http.MethodPut, http.MethodPost, http.MethodDelete, http.MethodOptions, http.MethodHead, http.MethodPatch, http.MethodTrace:
+		return true
+	}
+	return false
+}
+
+// RegisteredRoutes lists the routes the server answers that OpenAPI can
+// describe, as "METHOD /path"
 // with OpenAPI-style {parameters}.
 func (s *Server) RegisteredRoutes() []string {
 	var out []string
 	for _, r := range s.echo.Routes() {
-		if strings.HasPrefix(r.Method, "echo_") { // echo's own not-found and method-not-allowed routes
+		if !openAPIMethod(r.Method) { // echo's own not-found routes, LOCK and UNLOCK
 			continue
 		}
 		out = append(out, r.Method+" "+pathParam.ReplaceAllString(r.Path, "{$1}"))

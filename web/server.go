@@ -34,6 +34,8 @@ type Broker interface {
 	Begin(ctx context.Context, req broker.ExecuteRequest) (*broker.Execution, *broker.Certificate, error)
 	Run(ctx context.Context, e *broker.Execution, cert *broker.Certificate) error
 	PublicKey() []byte
+	WorkspaceState(ctx context.Context, workspace string) ([]byte, error)
+	PlanCredential(ctx context.Context, workspace, who string) (broker.Credential, error)
 }
 
 // Records is what the API reads directly from the store.

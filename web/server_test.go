@@ -249,6 +249,15 @@ func TestRoleMatrix(t *testing.T) {
 	roleOf := map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin}
 	for _, r := range web.Routes() {
 		path := "/api/v1" + strings.NewReplacer(":workspace", "sandbox", ":id", "missing").Replace(r.Path)
+		if strings.HasPrefix(r.Summary, "Refused") {
+			// Writes and locks of state: refused to every role.
+			for who := range roleOf {
+				if status, body := s.json(who, r.Method, path, map[string]string{}, nil); status != http.StatusForbidden || !strings.Contains(string(body), "read-only") {
+					t.Errorf("%s %s as %s: %d %s", r.Method, r.Path, who, status, body)
+				}
+			}
+			continue
+		}
 		for who, role := range roleOf {
 			status, body := s.json(who, r.Method, path, map[string]string{}, nil)
 			allowed := false
@@ -340,5 +349,73 @@ func TestSpeculativePlan(t *testing.T) {
 	}
 	if len(s.sb.Services()) != 0 {
 		t.Error("a speculative plan changed the sandbox")
+	}
+}
+
+// TestAgentPlansLocally: an agent with its own Terraform reads seb's state
+// read-only over the http backend with a plan-phase credential; its plan
+// works, but it can neither apply nor write nor lock the state.
+func TestAgentPlansLocally(t *testing.T) {
+	s := newSite(t)
+	if e := s.execute(s.approve(s.propose("3").ID)); e.State != "succeeded" {
+		t.Fatalf("first apply: %+v", e)
+	}
+	var cred struct {
+		Token        string            `json:"token"`
+		TokenFileEnv []string          `json:"token_file_env"`
+		Env          map[string]string `json:"env"`
+	}
+	if status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/credentials", map[string]string{}, &cred); status != 200 || cred.Token == "" {
+		t.Fatalf("credentials: %d %s", status, body)
+	}
+	if status, _ := s.json("ci", "POST", "/api/v1/workspaces/sandbox/credentials", map[string]string{}, nil); status != http.StatusForbidden {
+		t.Errorf("a ci token got a plan credential: %d", status)
+	}
+	src := t.TempDir()
+	os.CopyFS(src, os.DirFS("../fixtures/terraform/scale"))
+	dir := src
+	backend := func(lock bool) {
+		cfg := "terraform {\n  backend \"http\" {\n    address = \"" + s.url + "/api/v1/workspaces/sandbox/state\"\n"
+		if lock {
+			cfg += "    lock_address   = \"" + s.url + "/api/v1/workspaces/sandbox/state\"\n    unlock_address = \"" + s.url + "/api/v1/workspaces/sandbox/state\"\n"
+		}
+		os.WriteFile(filepath.Join(dir, "backend.tf"), []byte(cfg+"  }\n}\n"), 0o644)
+	}
+	backend(false)
+	tokenFile := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(tokenFile, []byte(cred.Token), 0o600)
+	w := tftest.NewWorkdir(t, tftest.Binary(t), src)
+	dir = w.Dir
+	w.Setenv("TF_HTTP_USERNAME", "agent-1")
+	w.Setenv("TF_HTTP_PASSWORD", s.tokens["agent-1"])
+	for k, v := range cred.Env {
+		w.Setenv(k, v)
+	}
+	for _, name := range cred.TokenFileEnv {
+		w.Setenv(name, tokenFile)
+	}
+	w.Run("init", "-input=false", "-no-color")
+	w.Run("plan", "-input=false", "-no-color", "-var=replicas=4", "-out=p.tfplan")
+	plan, err := planparse.Parse(bytes.NewReader(w.Run("show", "-json", "p.tfplan")), planparse.Options{SensitiveKey: []byte("k")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(plan.Summary.Resources) != 1 || plan.Summary.Resources[0].Action != planparse.ActionUpdate {
+		t.Fatalf("the local plan did not see seb's state: %s", plan.Summary.Canonical())
+	}
+	_, stderr, err := w.RunErr("apply", "-input=false", "-no-color", "p.tfplan")
+	if err == nil || !strings.Contains(strings.Join(strings.Fields(string(stderr)), " "), "read-only") {
+		t.Errorf("the agent's apply was not refused: %v\n%s", err, stderr)
+	}
+	if got := s.sb.Service("sandbox", "web").Replicas; got != 3 {
+		t.Errorf("replicas %d after the refused apply", got)
+	}
+	backend(true)
+	w.Run("init", "-input=false", "-no-color", "-reconfigure")
+	if _, stderr, err := w.RunErr("plan", "-input=false", "-no-color", "-var=replicas=4"); err == nil || !strings.Contains(string(stderr), "lock") {
+		t.Errorf("a plan that locks seb's state was not refused: %v\n%s", err, stderr)
+	}
+	if status, body := s.call("agent-1", "POST", "/api/v1/workspaces/sandbox/state", "application/json", strings.NewReader(`{"version":4}`), nil); status != http.StatusForbidden {
+		t.Errorf("state write: %d %s", status, body)
 	}
 }
