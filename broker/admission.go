@@ -90,41 +90,45 @@ type ProposalRequest struct {
 	AgentPlan []byte
 }
 
-// Propose admits a proposal: seb plans the bundle itself against live
-// state with a plan-phase credential, and that plan's summary is what
-// reviewers see and what gets certified. An agent's own plan, when sent,
-// is compared with it: a mismatch marks the proposal diverged, and it can
-// never be approved. A proposal with no changes is refused (EINVALID).
-// With no approvals required and no protected action in the diff, the
-// proposal is certified at once.
+// Propose admits a proposal and verifies it at once: Submit, then Verify.
 func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, *Certificate, error) {
-	ws, err := b.Workspace(req.Workspace)
+	p, err := b.Submit(ctx, req)
 	if err != nil {
 		return nil, nil, err
 	}
+	return b.Verify(ctx, p.ID)
+}
+
+// Submit admits a proposal — the fast, synchronous part: the workspace,
+// the bundle (unpacked and checked, then stored by digest), the agent's
+// plan when it sent one (parsed and kept as a signed artifact), the
+// proposal in state verifying, and the audit entry. seb's own plan of it
+// runs afterwards, in Verify.
+func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, error) {
+	ws, err := b.Workspace(req.Workspace)
+	if err != nil {
+		return nil, err
+	}
 	if req.Proposer == "" {
-		return nil, nil, Errorf(EINVALID, "a proposal needs a proposer")
+		return nil, Errorf(EINVALID, "a proposal needs a proposer")
 	}
 	var agent *planparse.Plan
 	if len(req.AgentPlan) > 0 {
 		agent, err = planparse.Parse(bytes.NewReader(req.AgentPlan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
 		if err != nil {
-			return nil, nil, Errorf(EINVALID, "the agent's plan: %v", err)
+			return nil, Errorf(EINVALID, "the agent's plan: %v", err)
 		}
 	}
-	plan, configDigest, err := b.planBundle(ctx, ws, req.Bundle, req.Vars)
+	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(req.Bundle))
 	if err != nil {
-		return nil, nil, err
+		return nil, Errorf(EINVALID, "%v", err)
 	}
-	summary := plan.Plan.Summary
-	if len(summary.Resources) == 0 && len(summary.Outputs) == 0 {
-		return nil, nil, Errorf(EINVALID, "the proposal changes nothing: seb's plan of it against live state has no changes")
-	}
+	configDigest := w.ConfigDigest
+	w.Close()
 	if err := b.opts.Store.PutBundle(ctx, configDigest, req.Bundle); err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	now := b.now()
-	planDigest := sha256.Sum256(plan.JSON)
 	p := &Proposal{
 		ID:           newID("prop"),
 		Workspace:    ws.Name,
@@ -132,26 +136,80 @@ func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, 
 		Vars:         maps.Clone(req.Vars),
 		Rationale:    req.Rationale,
 		Proposer:     req.Proposer,
-		Summary:      summary,
-		Drift:        plan.Plan.Drift,
-		Digest:       plan.Plan.Digest,
-		PlanDigest:   "sha256:" + hex.EncodeToString(planDigest[:]),
-		State:        ProposalPending,
+		State:        ProposalVerifying,
 		CreatedAt:    now,
 		UpdatedAt:    now,
 	}
 	if agent != nil {
 		p.AgentDigest = agent.Digest
-		if d := planparse.Compare(summary, agent.Summary); !d.Empty() {
-			p.Divergence = d
-			p.State = ProposalDiverged
+		a := &Artifact{ID: agentPlanArtifact(p.ID), Kind: "agent-plan", Data: req.AgentPlan, CreatedAt: now}
+		b.opts.Signer.SignArtifact(a)
+		if err := b.opts.Store.PutArtifact(ctx, a); err != nil {
+			return nil, err
 		}
 	}
 	if err := b.opts.Store.CreateProposal(ctx, p); err != nil {
+		return nil, err
+	}
+	details := map[string]any{"workspace": p.Workspace, "config_digest": p.ConfigDigest, "vars_digest": VarsDigest(p.Vars), "agent_digest": p.AgentDigest}
+	return p, b.audit(ctx, p.Proposer, "proposal.received", p.ID, details)
+}
+
+func agentPlanArtifact(proposalID string) string { return "agent-plan-" + proposalID }
+
+// Verify runs seb's own plan of a verifying proposal against live state
+// with a plan-phase credential; that plan's summary is what reviewers see
+// and what gets certified. The agent's plan, when it sent one, is compared
+// with it: a mismatch marks the proposal diverged, and it can never be
+// approved. A bundle whose plan fails, or changes nothing, is refused with
+// the reason. With no approvals required and no protected action in the
+// diff, the proposal is certified at once. An error leaves the proposal
+// verifying, to be tried again.
+func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificate, error) {
+	p, err := b.opts.Store.Proposal(ctx, id)
+	if err != nil {
 		return nil, nil, err
 	}
-	details := map[string]any{"workspace": p.Workspace, "config_digest": p.ConfigDigest, "diff_digest": p.Digest, "agent_digest": p.AgentDigest}
-	if err := b.audit(ctx, p.Proposer, "proposal.received", p.ID, details); err != nil {
+	if p.State != ProposalVerifying {
+		return nil, nil, Errorf(ECONFLICT, "proposal %s is %s, not verifying", p.ID, p.State)
+	}
+	ws, err := b.Workspace(p.Workspace)
+	if err != nil {
+		return nil, nil, b.refuse(ctx, p, err.Error())
+	}
+	bundle, err := b.opts.Store.Bundle(ctx, p.ConfigDigest)
+	if err != nil {
+		return nil, nil, err
+	}
+	plan, _, err := b.planBundle(ctx, ws, bundle, p.Vars)
+	if ErrorCode(err) == EINVALID {
+		return p, nil, b.refuse(ctx, p, ErrorMessage(err))
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	summary := plan.Plan.Summary
+	if len(summary.Resources) == 0 && len(summary.Outputs) == 0 {
+		return p, nil, b.refuse(ctx, p, "the proposal changes nothing: seb's plan of it against live state has no changes")
+	}
+	planDigest := sha256.Sum256(plan.JSON)
+	p.Summary, p.Digest, p.Drift = summary, plan.Plan.Digest, plan.Plan.Drift
+	p.PlanDigest = "sha256:" + hex.EncodeToString(planDigest[:])
+	p.State, p.UpdatedAt = ProposalPending, b.now()
+	if p.AgentDigest != "" {
+		a, err := b.opts.Store.Artifact(ctx, agentPlanArtifact(p.ID))
+		if err != nil {
+			return nil, nil, err
+		}
+		agent, err := planparse.Parse(bytes.NewReader(a.Data), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
+		if err != nil {
+			return nil, nil, err
+		}
+		if d := planparse.Compare(summary, agent.Summary); !d.Empty() {
+			p.Divergence, p.State = d, ProposalDiverged
+		}
+	}
+	if err := b.opts.Store.CompleteVerification(ctx, p); err != nil {
 		return nil, nil, err
 	}
 	if p.State == ProposalDiverged {
@@ -169,6 +227,19 @@ func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, 
 		return p, cert, nil
 	}
 	return p, nil, nil
+}
+
+// refuse records that seb's verification refused a proposal, and returns
+// the refusal as an EINVALID error.
+func (b *Service) refuse(ctx context.Context, p *Proposal, reason string) error {
+	p.State, p.Reason, p.UpdatedAt = ProposalRefused, reason, b.now()
+	if err := b.opts.Store.CompleteVerification(ctx, p); err != nil {
+		return err
+	}
+	if err := b.audit(ctx, "seb", "proposal.refused", p.ID, map[string]any{"reason": reason}); err != nil {
+		return err
+	}
+	return Errorf(EINVALID, "%s", reason)
 }
 
 // VarsDigest returns sha256:<hex> of variables: name=value lines, sorted,

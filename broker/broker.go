@@ -28,9 +28,13 @@ type Workspace struct {
 // ProposalState is where a proposal stands.
 type ProposalState string
 
-// Proposal states. A proposal is pending until certified or rejected; a
-// diverged proposal (the agent's plan is not seb's) can never be approved.
+// Proposal states. A proposal is verifying until seb's own plan of it is
+// done, then pending until certified or rejected; a diverged proposal (the
+// agent's plan is not seb's) can never be approved, and a refused one
+// (seb's plan failed, or changes nothing) says why in Reason.
 const (
+	ProposalVerifying ProposalState = "verifying"
+	ProposalRefused   ProposalState = "refused"
 	ProposalPending   ProposalState = "pending"
 	ProposalDiverged  ProposalState = "diverged"
 	ProposalCertified ProposalState = "certified"
@@ -61,8 +65,10 @@ type Proposal struct {
 	AgentDigest string
 	Divergence  *planparse.Divergence
 	State       ProposalState
-	CreatedAt   time.Time
-	UpdatedAt   time.Time
+	// Reason says why a proposal was refused.
+	Reason    string
+	CreatedAt time.Time
+	UpdatedAt time.Time
 }
 
 // Decision is a reviewer's verdict.

@@ -298,31 +298,27 @@ func (s *Server) createProposal(c echo.Context) error {
 	if err != nil || len(bundle) == 0 {
 		return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
 	}
-	p, cert, err := s.opts.Broker.Propose(c.Request().Context(), broker.ProposalRequest{
+	p, err := s.opts.Broker.Submit(c.Request().Context(), broker.ProposalRequest{
 		Workspace: c.Param("workspace"), Proposer: principalName(c), Rationale: req.Rationale,
 		Bundle: bundle, Vars: req.Vars, AgentPlan: req.Plan,
 	})
 	if err != nil {
 		return err
 	}
-	s.metrics.proposals.WithLabelValues(string(p.State)).Inc()
-	if cert != nil {
-		s.metrics.certificates.Inc()
-	}
+	s.wakeVerifier()
 	body, err := s.proposalJSON(c.Request().Context(), p)
 	if err != nil {
 		return err
 	}
-	if cert != nil {
-		body.CertificateID = cert.ID
-	}
-	return c.JSON(http.StatusCreated, body)
+	// Accepted: seb's own plan of it runs now; poll the proposal.
+	return c.JSON(http.StatusAccepted, body)
 }
 
 type proposalJSON struct {
 	ID            string                     `json:"id"`
 	Workspace     string                     `json:"workspace"`
 	State         broker.ProposalState       `json:"state"`
+	Reason        string                     `json:"reason,omitempty"`
 	Proposer      string                     `json:"proposer"`
 	Rationale     string                     `json:"rationale"`
 	ConfigDigest  string                     `json:"config_digest"`
@@ -353,9 +349,11 @@ func (s *Server) proposalJSON(ctx context.Context, p *broker.Proposal) (*proposa
 		return nil, err
 	}
 	var rendered strings.Builder
-	planparse.Render(&rendered, p.Summary, planparse.RenderOptions{Digest: p.Digest})
+	if p.Summary != nil {
+		planparse.Render(&rendered, p.Summary, planparse.RenderOptions{Digest: p.Digest})
+	}
 	out := &proposalJSON{ID: p.ID, Workspace: p.Workspace, State: p.State, Proposer: p.Proposer, Rationale: p.Rationale,
-		ConfigDigest: p.ConfigDigest, Vars: p.Vars, Digest: p.Digest, PlanDigest: p.PlanDigest, AgentDigest: p.AgentDigest,
+		Reason: p.Reason, ConfigDigest: p.ConfigDigest, Vars: p.Vars, Digest: p.Digest, PlanDigest: p.PlanDigest, AgentDigest: p.AgentDigest,
 		Summary: p.Summary, Rendered: rendered.String(), Drift: p.Drift, Divergence: p.Divergence,
 		Reviews: []reviewJSON{}, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if out.Drift == nil {

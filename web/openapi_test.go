@@ -1,12 +1,14 @@
 package web_test
 
 import (
+	"context"
 	"encoding/json"
 	"net/http/httptest"
 	"sort"
 	"strings"
 	"testing"
 
+	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/web"
 )
 
@@ -17,6 +19,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer srv.Shutdown(context.Background())
 	rec := httptest.NewRecorder()
 	srv.ServeHTTP(rec, httptest.NewRequest("GET", "/api/v1/openapi.json", nil))
 	var doc struct {
@@ -50,3 +53,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 // serves its OpenAPI document.
 type nilBroker struct{ web.Broker }
 type nilRecords struct{ web.Records }
+
+func (nilRecords) ListProposals(context.Context, broker.ProposalFilter) ([]*broker.Proposal, error) {
+	return nil, nil
+}

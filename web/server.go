@@ -27,7 +27,8 @@ type Broker interface {
 	Workspaces() []broker.Workspace
 	Workspace(name string) (broker.Workspace, error)
 	Plan(ctx context.Context, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error)
-	Propose(ctx context.Context, req broker.ProposalRequest) (*broker.Proposal, *broker.Certificate, error)
+	Submit(ctx context.Context, req broker.ProposalRequest) (*broker.Proposal, error)
+	Verify(ctx context.Context, id string) (*broker.Proposal, *broker.Certificate, error)
 	Review(ctx context.Context, req broker.ReviewRequest) (*broker.Proposal, *broker.Certificate, error)
 	Revoke(ctx context.Context, certificateID, by string) error
 	RevokeAll(ctx context.Context, workspace, by string) (int64, error)
@@ -63,6 +64,9 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBundleBytes bounds a proposal's request body; 0 means 96 MiB.
 	MaxBundleBytes int64
+	// Verifiers is how many proposals seb plans at once after admitting
+	// them; 0 means 2.
+	Verifiers int
 }
 
 // A Server serves the API.
@@ -78,6 +82,14 @@ type Server struct {
 	// after the grace period, which interrupts them cleanly.
 	base   context.Context
 	cancel context.CancelFunc
+	// wake tells the verifier that a proposal waits for seb's plan.
+	wake chan struct{}
+	// The verifier runs under its own context, cancelled first at
+	// shutdown: a verification is only a plan, and an interrupted one is
+	// simply done again at the next start.
+	verifyCtx  context.Context
+	stopVerify context.CancelFunc
+	verifying  sync.WaitGroup
 }
 
 // New returns a server for opts.
@@ -91,8 +103,12 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBundleBytes == 0 {
 		opts.MaxBundleBytes = 96 << 20
 	}
-	s := &Server{opts: opts, echo: echo.New(), metrics: newMetrics()}
+	if opts.Verifiers == 0 {
+		opts.Verifiers = 2
+	}
+	s := &Server{opts: opts, echo: echo.New(), metrics: newMetrics(), wake: make(chan struct{}, 1)}
 	s.base, s.cancel = context.WithCancel(context.Background())
+	s.verifyCtx, s.stopVerify = context.WithCancel(context.Background())
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -101,7 +117,73 @@ func New(opts Options) (*Server, error) {
 	e.Use(s.metrics.observe)
 	e.Use(middleware.Recover())
 	s.routes()
+	s.verifying.Add(1)
+	go s.verifier()
 	return s, nil
+}
+
+// verifier runs seb's own plan of admitted proposals in the background,
+// at most Options.Verifiers at once, oldest first. It picks up proposals
+// from the store, so that one admitted before a restart is verified too.
+func (s *Server) verifier() {
+	defer s.verifying.Done()
+	ctx := s.verifyCtx
+	slots := make(chan struct{}, s.opts.Verifiers)
+	var mu sync.Mutex
+	inflight := map[string]bool{}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.wake:
+		case <-time.After(2 * time.Second):
+		}
+		waiting, err := s.opts.Records.ListProposals(ctx, broker.ProposalFilter{State: broker.ProposalVerifying, Limit: 200})
+		if err != nil {
+			continue
+		}
+		for i := len(waiting) - 1; i >= 0; i-- {
+			id := waiting[i].ID
+			mu.Lock()
+			busy := inflight[id]
+			inflight[id] = true
+			mu.Unlock()
+			if busy {
+				continue
+			}
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+			s.verifying.Add(1)
+			go func() {
+				defer s.verifying.Done()
+				p, cert, err := s.opts.Broker.Verify(ctx, id)
+				if err != nil && broker.ErrorCode(err) == broker.EINTERNAL {
+					s.opts.Logger.Error("verify proposal", "proposal", id, "error", err)
+				}
+				if p != nil {
+					s.metrics.proposals.WithLabelValues(string(p.State)).Inc()
+				}
+				if cert != nil {
+					s.metrics.certificates.Inc()
+				}
+				mu.Lock()
+				delete(inflight, id)
+				mu.Unlock()
+				<-slots
+			}()
+		}
+	}
+}
+
+// wakeVerifier tells the verifier there is work, without waiting.
+func (s *Server) wakeVerifier() {
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
 }
 
 // ServeHTTP implements http.Handler.
@@ -111,6 +193,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.Serv
 // then interrupts the rest (Terraform stops cleanly; they are recorded as
 // interrupted) and waits for that too.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.stopVerify()
+	s.verifying.Wait()
 	done := make(chan struct{})
 	go func() { s.runs.Wait(); close(done) }()
 	select {

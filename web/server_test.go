@@ -153,10 +153,27 @@ func (s *site) propose(replicas string) proposal {
 	var p proposal
 	status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals",
 		map[string]any{"bundle": bundle(s.t, "scale"), "vars": map[string]string{"replicas": replicas}, "rationale": "scale web"}, &p)
-	if status != http.StatusCreated {
+	if status != http.StatusAccepted || p.State != "verifying" {
 		s.t.Fatalf("propose: %d %s", status, body)
 	}
-	return p
+	return s.verified(p.ID)
+}
+
+// verified polls a proposal until seb's own plan of it is done.
+func (s *site) verified(id string) proposal {
+	s.t.Helper()
+	deadline := time.Now().Add(time.Minute)
+	for {
+		var p proposal
+		s.call("agent-1", "GET", "/api/v1/proposals/"+id, "", nil, &p)
+		if p.State != "verifying" {
+			return p
+		}
+		if time.Now().After(deadline) {
+			s.t.Fatalf("proposal %s still verifying", id)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 func (s *site) approve(id string) string {

@@ -36,7 +36,8 @@ func (s *Store) Bundle(ctx context.Context, digest string) ([]byte, error) {
 
 func validProposalState(st broker.ProposalState) error {
 	switch st {
-	case broker.ProposalPending, broker.ProposalDiverged, broker.ProposalCertified, broker.ProposalRejected:
+	case broker.ProposalVerifying, broker.ProposalPending, broker.ProposalDiverged, broker.ProposalCertified,
+		broker.ProposalRejected, broker.ProposalRefused:
 		return nil
 	}
 	return broker.Errorf(broker.EINVALID, "unknown proposal state %q", st)
@@ -101,16 +102,16 @@ func (s *Store) CreateProposal(ctx context.Context, p *broker.Proposal) error {
 		return formatError(err, t)
 	}
 	_, err = s.writer.ExecContext(ctx, `INSERT INTO proposals (id, workspace, config_digest, vars, rationale, proposer,
-		summary, digest, plan_digest, agent_digest, divergence, drift, state, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		summary, digest, plan_digest, agent_digest, divergence, drift, state, reason, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.Workspace, p.ConfigDigest, string(vars), p.Rationale, p.Proposer,
-		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), string(p.State),
+		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), string(p.State), p.Reason,
 		formatTime(p.CreatedAt), formatTime(p.UpdatedAt))
 	return formatError(err, t)
 }
 
 const proposalColumns = `id, workspace, config_digest, vars, rationale, proposer, summary, digest,
-	plan_digest, agent_digest, divergence, drift, state, created_at, updated_at`
+	plan_digest, agent_digest, divergence, drift, state, reason, created_at, updated_at`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -123,7 +124,7 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 		createdAt, updatedAt string
 	)
 	err := row.Scan(&p.ID, &p.Workspace, &p.ConfigDigest, &vars, &p.Rationale, &p.Proposer, &sum, &p.Digest,
-		&p.PlanDigest, &p.AgentDigest, &divergence, &drift, &state, &createdAt, &updatedAt)
+		&p.PlanDigest, &p.AgentDigest, &divergence, &drift, &state, &p.Reason, &createdAt, &updatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -239,6 +240,51 @@ func (s *Store) SetProposalState(ctx context.Context, id string, from, to broker
 			return err
 		}
 		return broker.Errorf(broker.ECONFLICT, "proposal %s is %s, not %s", id, state, from)
+	})
+}
+
+// CompleteVerification records the outcome of seb's plan of a verifying
+// proposal; ECONFLICT if it is not verifying.
+func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) error {
+	t := target{kind: "proposal", id: p.ID}
+	if err := validProposalState(p.State); err != nil {
+		return err
+	}
+	sum, err := encodeSummary(p.Summary)
+	if err != nil {
+		return err
+	}
+	var divergence sql.NullString
+	if p.Divergence != nil {
+		data, err := encodeDivergence(p.Divergence)
+		if err != nil {
+			return broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
+		}
+		divergence = sql.NullString{String: string(data), Valid: true}
+	}
+	drift := p.Drift
+	if drift == nil {
+		drift = []planparse.ResourceChange{}
+	}
+	driftJSON, err := json.Marshal(drift)
+	if err != nil {
+		return formatError(err, t)
+	}
+	return s.write(ctx, t, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE proposals SET summary = ?, digest = ?, plan_digest = ?, divergence = ?, drift = ?,
+			state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
+			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 1 {
+			return err
+		}
+		var state string
+		if err := tx.QueryRowContext(ctx, "SELECT state FROM proposals WHERE id = ?", p.ID).Scan(&state); err != nil {
+			return err
+		}
+		return broker.Errorf(broker.ECONFLICT, "proposal %s is %s, not verifying", p.ID, state)
 	})
 }
 

@@ -52,6 +52,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"AuditConcurrently", testAuditConcurrently},
 		{"AuditEntries", testAuditEntries},
 		{"APITokens", testAPITokens},
+		{"CompleteVerification", testCompleteVerification},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })
@@ -931,5 +932,32 @@ func testAPITokens(t *testing.T, s broker.Store) {
 	wantCode(t, "an unknown token", err, broker.ENOTFOUND, "")
 	if _, _, err := broker.NewAPIToken("bob", broker.Role("root"), at(0)); broker.ErrorCode(err) != broker.EINVALID {
 		t.Errorf("role root: %v", err)
+	}
+}
+
+func testCompleteVerification(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	p := proposal(t, "prop-v", 0)
+	want := *p
+	p.State, p.Summary, p.Digest, p.PlanDigest, p.Divergence, p.Drift = broker.ProposalVerifying, nil, "", "", nil, nil
+	must(t, "CreateProposal", s.CreateProposal(ctx, p))
+	got, err := s.Proposal(ctx, "prop-v")
+	must(t, "Proposal", err)
+	if got.State != broker.ProposalVerifying || got.Summary != nil || got.Digest != "" {
+		t.Fatalf("verifying proposal = %+v", got)
+	}
+	want.UpdatedAt = at(5)
+	must(t, "CompleteVerification", s.CompleteVerification(ctx, &want))
+	got, err = s.Proposal(ctx, "prop-v")
+	must(t, "Proposal", err)
+	checkProposal(t, got, &want)
+	wantCode(t, "a second completion", s.CompleteVerification(ctx, &want), broker.ECONFLICT, "not verifying")
+	refused := proposal(t, "prop-r", 1)
+	refused.State, refused.Summary = broker.ProposalVerifying, nil
+	must(t, "CreateProposal", s.CreateProposal(ctx, refused))
+	refused.State, refused.Reason = broker.ProposalRefused, "the proposal changes nothing"
+	must(t, "CompleteVerification", s.CompleteVerification(ctx, refused))
+	if got, _ := s.Proposal(ctx, "prop-r"); got.State != broker.ProposalRefused || got.Reason != refused.Reason {
+		t.Errorf("refused proposal = %+v", got)
 	}
 }

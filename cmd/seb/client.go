@@ -276,6 +276,7 @@ type proposalView struct {
 	ID            string          `json:"id"`
 	Workspace     string          `json:"workspace"`
 	State         string          `json:"state"`
+	Reason        string          `json:"reason"`
 	Proposer      string          `json:"proposer"`
 	Digest        string          `json:"digest"`
 	Summary       json.RawMessage `json:"summary"`
@@ -292,8 +293,10 @@ type reviewView struct {
 	Comment  string `json:"comment"`
 }
 
-// The decided states of a proposal, as the API names them.
+// The states of a proposal the client acts on, as the API names them.
 const (
+	stateVerifying = "verifying"
+	stateRefused   = "refused"
 	stateCertified = "certified"
 	stateRejected  = "rejected"
 	stateDiverged  = "diverged"

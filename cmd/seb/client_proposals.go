@@ -155,6 +155,20 @@ Needs an agent or admin token.`,
 				return bf.explain(err)
 			}
 			stderr := cmd.ErrOrStderr()
+			if p.State == stateVerifying {
+				fmt.Fprintf(stderr, "seb: proposal %s admitted; seb is planning it against live state\n", p.ID)
+				verified, body, err := awaitVerified(cmd.Context(), c, p.ID, stderr)
+				if err != nil {
+					return err
+				}
+				p, raw = *verified, body
+			}
+			if p.State == stateRefused {
+				if cf.json {
+					printJSON(cmd.OutOrStdout(), raw)
+				}
+				return fmt.Errorf("proposal %s was refused: %s", p.ID, p.Reason)
+			}
 			io.WriteString(stderr, p.Rendered)
 			if cf.json {
 				err = printJSON(cmd.OutOrStdout(), raw)
@@ -291,6 +305,8 @@ agent reads only its own proposals).`,
 			case stateDiverged:
 				reportDiverged(stderr, p)
 				return errDiverged
+			case stateRefused:
+				return fmt.Errorf("proposal %s was refused: %s", p.ID, p.Reason)
 			}
 			return fmt.Errorf("proposal %s is %s", p.ID, p.State)
 		},
@@ -317,7 +333,25 @@ func reportReviews(w io.Writer, p *proposalView, seen int) {
 // other state (pending, or one a newer server adds while it verifies) is
 // waited out.
 func decided(state string) bool {
-	return state == stateCertified || state == stateRejected || state == stateDiverged
+	return state == stateCertified || state == stateRejected || state == stateDiverged || state == stateRefused
+}
+
+// awaitVerified polls a proposal seb admitted until its own plan of it is
+// done, and returns it with its raw JSON.
+func awaitVerified(ctx context.Context, c *apiClient, id string, progress io.Writer) (*proposalView, []byte, error) {
+	for {
+		var p proposalView
+		raw, err := c.get(ctx, proposalPath(id), &p)
+		switch {
+		case err == nil && p.State != stateVerifying:
+			return &p, raw, nil
+		case err != nil && !transient(err):
+			return nil, nil, err
+		}
+		if !sleep(ctx, 300*time.Millisecond) {
+			return nil, nil, ctx.Err()
+		}
+	}
 }
 
 // awaitProposal polls the proposal every interval until it is decided, telling progress about new reviews, and returns it with its
