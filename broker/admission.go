@@ -119,13 +119,18 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 			return nil, Errorf(EINVALID, "the agent's plan: %v", err)
 		}
 	}
-	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(req.Bundle))
-	if err != nil {
-		return nil, Errorf(EINVALID, "%v", err)
-	}
-	configDigest := w.ConfigDigest
-	w.Close()
-	if err := b.opts.Store.PutBundle(ctx, configDigest, req.Bundle); err != nil {
+	// Bundles are addressed by content: one the store holds was unpacked
+	// and checked when it was first proposed, and the checks depend on
+	// nothing but its bytes.
+	configDigest := drift.BundleDigest(req.Bundle)
+	if _, err := b.opts.Store.Bundle(ctx, configDigest); ErrorCode(err) == ENOTFOUND {
+		w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(req.Bundle))
+		if err != nil {
+			return nil, Errorf(EINVALID, "%v", err)
+		}
+		configDigest = w.ConfigDigest
+		w.Close()
+	} else if err != nil {
 		return nil, err
 	}
 	now := b.now()
@@ -140,19 +145,26 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 		CreatedAt:    now,
 		UpdatedAt:    now,
 	}
+	var agentPlan *Artifact
 	if agent != nil {
 		p.AgentDigest = agent.Digest
-		a := &Artifact{ID: agentPlanArtifact(p.ID), Kind: "agent-plan", Data: req.AgentPlan, CreatedAt: now}
-		b.opts.Signer.SignArtifact(a)
-		if err := b.opts.Store.PutArtifact(ctx, a); err != nil {
-			return nil, err
-		}
-	}
-	if err := b.opts.Store.CreateProposal(ctx, p); err != nil {
-		return nil, err
+		agentPlan = &Artifact{ID: agentPlanArtifact(p.ID), Kind: "agent-plan", Data: req.AgentPlan, CreatedAt: now}
+		b.opts.Signer.SignArtifact(agentPlan)
 	}
 	details := map[string]any{"workspace": p.Workspace, "config_digest": p.ConfigDigest, "vars_digest": VarsDigest(p.Vars), "agent_digest": p.AgentDigest}
-	return p, b.audit(ctx, p.Proposer, "proposal.received", p.ID, details)
+	entry, err := b.auditEntry(p.Proposer, "proposal.received", p.ID, details)
+	if err != nil {
+		return nil, err
+	}
+	// The proposal, its bundle, the agent's claim and the audit entry are
+	// stored together, in one transaction.
+	_, err = b.opts.Store.AdmitProposal(ctx, p, req.Bundle, agentPlan, func(last *AuditEntry) (*AuditEntry, error) {
+		return b.opts.Signer.SealAudit(last, entry)
+	})
+	if err != nil {
+		return nil, err
+	}
+	return p, nil
 }
 
 func agentPlanArtifact(proposalID string) string { return "agent-plan-" + proposalID }

@@ -108,13 +108,21 @@ func newID(prefix string) string {
 	return prefix + "-" + hex.EncodeToString(buf[:])
 }
 
-// audit appends a decision to the signed, hash-chained audit log.
-func (b *Service) audit(ctx context.Context, actor, action, subject string, details any) error {
+// auditEntry returns an audit entry for a decision, ready to be sealed.
+func (b *Service) auditEntry(actor, action, subject string, details any) (AuditEntry, error) {
 	raw, err := json.Marshal(details)
 	if err != nil {
-		return fmt.Errorf("audit %s: %w", action, err)
+		return AuditEntry{}, fmt.Errorf("audit %s: %w", action, err)
 	}
-	entry := AuditEntry{Time: b.now(), Actor: actor, Action: action, Subject: subject, Details: raw}
+	return AuditEntry{Time: b.now(), Actor: actor, Action: action, Subject: subject, Details: raw}, nil
+}
+
+// audit appends a decision to the signed, hash-chained audit log.
+func (b *Service) audit(ctx context.Context, actor, action, subject string, details any) error {
+	entry, err := b.auditEntry(actor, action, subject, details)
+	if err != nil {
+		return err
+	}
 	_, err = b.opts.Store.AppendAudit(ctx, func(last *AuditEntry) (*AuditEntry, error) {
 		return b.opts.Signer.SealAudit(last, entry)
 	})

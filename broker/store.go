@@ -18,6 +18,11 @@ type Store interface {
 
 	// CreateProposal stores a new proposal; ECONFLICT if the id exists.
 	CreateProposal(ctx context.Context, p *Proposal) error
+	// AdmitProposal stores, atomically, a new proposal with its bundle (by
+	// p.ConfigDigest, kept if already stored), the agent's plan artifact
+	// (nil for none) and the audit entry seal makes, as AppendAudit does.
+	AdmitProposal(ctx context.Context, p *Proposal, bundle []byte, agentPlan *Artifact,
+		seal func(last *AuditEntry) (*AuditEntry, error)) (*AuditEntry, error)
 	// Proposal returns a proposal, or ENOTFOUND.
 	Proposal(ctx context.Context, id string) (*Proposal, error)
 	// ListProposals returns proposals matching the filter, newest first.

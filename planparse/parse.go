@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strings"
 
 	"github.com/hashicorp/go-version"
 	tfjson "github.com/hashicorp/terraform-json"
@@ -341,29 +342,47 @@ func (d *planDecoder) refuseNonEmpty(name, why string) error {
 	return nil
 }
 
-// skip consumes one JSON value token by token, so that even a large member
-// such as planned_values never sits in memory whole.
-func (d *planDecoder) skip() error {
-	depth := 0
-	for {
-		tok, err := d.dec.Token()
-		if err != nil {
-			return d.readError(err)
-		}
-		switch tok {
-		case json.Delim('{'), json.Delim('['):
-			depth++
-			if depth > maxNesting {
-				return fmt.Errorf("%w: JSON nested deeper than %d levels", ErrMalformed, maxNesting)
+// tokenDepth is how deep skip walks token by token before it decodes whole
+// values: deep enough that planned_values, prior_state and configuration
+// are consumed resource by resource, so none of them sits in memory whole,
+// and shallow enough that few tokens are allocated.
+const tokenDepth = 4
+
+// skip consumes one JSON value the summary does not need.
+func (d *planDecoder) skip() error { return d.skipValue(1) }
+
+func (d *planDecoder) skipValue(depth int) error {
+	if depth > tokenDepth {
+		return d.value("", &skipped{})
+	}
+	tok, err := d.dec.Token()
+	if err != nil {
+		return d.readError(err)
+	}
+	delim, ok := tok.(json.Delim)
+	if !ok {
+		return nil // a scalar, already consumed
+	}
+	for d.dec.More() {
+		if delim == '{' {
+			if _, err := d.dec.Token(); err != nil {
+				return d.readError(err)
 			}
-		case json.Delim('}'), json.Delim(']'):
-			depth--
 		}
-		if depth == 0 {
-			return nil
+		if err := d.skipValue(depth + 1); err != nil {
+			return err
 		}
 	}
+	if _, err := d.dec.Token(); err != nil {
+		return d.readError(err)
+	}
+	return nil
 }
+
+// skipped consumes a JSON value without building it.
+type skipped struct{}
+
+func (*skipped) UnmarshalJSON([]byte) error { return nil }
 
 // resourceList decodes a list of resource changes one element at a time and
 // summarizes each, so the raw values of only one change are alive at once.
@@ -426,6 +445,8 @@ func (d *planDecoder) readError(err error) error {
 		return fmt.Errorf("read plan: %w", d.count.err)
 	case errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF):
 		return fmt.Errorf("%w: the input ends after %d bytes, inside the JSON document", ErrTruncated, d.count.n)
+	case errors.As(err, &se) && strings.Contains(se.Error(), "exceeded max depth"):
+		return fmt.Errorf("%w: JSON nested deeper than %d levels", ErrMalformed, maxNesting)
 	case errors.As(err, &se):
 		return fmt.Errorf("%w: %s (at byte %d)", ErrNotJSON, se.Error(), se.Offset)
 	default:

@@ -159,6 +159,7 @@ func (s *Server) verifier() {
 			s.verifying.Add(1)
 			go func() {
 				defer s.verifying.Done()
+				lowerPriority()
 				p, cert, err := s.opts.Broker.Verify(ctx, id)
 				if err != nil && broker.ErrorCode(err) == broker.EINTERNAL {
 					s.opts.Logger.Error("verify proposal", "proposal", id, "error", err)

@@ -31,14 +31,14 @@ func TestMain(m *testing.M) {
 // site is a whole seb server on 127.0.0.1 with a real store, Terraform,
 // provider and sandbox, and a token per role.
 type site struct {
-	t      *testing.T
+	t      testing.TB
 	url    string
 	sb     *sandboxtest.Sandbox
 	store  *sqlite.Store
 	tokens map[string]string // name → token
 }
 
-func newSite(t *testing.T) *site {
+func newSite(t testing.TB) *site {
 	t.Helper()
 	issuer := sandboxtest.StartIssuer(t)
 	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")})
@@ -124,7 +124,7 @@ func (s *site) json(who, method, path string, in, out any) (int, []byte) {
 	return s.call(who, method, path, "application/json", bytes.NewReader(data), out)
 }
 
-func bundle(t *testing.T, config string) string {
+func bundle(t testing.TB, config string) string {
 	t.Helper()
 	var buf bytes.Buffer
 	if _, err := drift.BundleDirectory(filepath.Join("../fixtures/terraform", config), &buf); err != nil {

@@ -14,10 +14,14 @@ import (
 // PutArtifact stores a signed artifact; ECONFLICT if the id exists,
 // EINVALID for an empty id.
 func (s *Store) PutArtifact(ctx context.Context, a *broker.Artifact) error {
+	return insertArtifact(ctx, s.writer, a)
+}
+
+func insertArtifact(ctx context.Context, x execer, a *broker.Artifact) error {
 	if a.ID == "" {
 		return broker.Errorf(broker.EINVALID, "artifact id is empty")
 	}
-	_, err := s.writer.ExecContext(ctx, `INSERT INTO artifacts (id, kind, digest, data, signature, key_id, created_at)
+	_, err := x.ExecContext(ctx, `INSERT INTO artifacts (id, kind, digest, data, signature, key_id, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.Kind, a.Digest, blob(a.Data), a.Signature, a.KeyID, formatTime(a.CreatedAt))
 	return formatError(err, target{kind: "artifact", id: a.ID})
@@ -74,6 +78,21 @@ func scanAuditEntry(row scanner) (*broker.AuditEntry, error) {
 func (s *Store) AppendAudit(ctx context.Context, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
 	var sealed *broker.AuditEntry
 	err := s.write(ctx, target{kind: "audit entry"}, func(tx *sql.Tx) error {
+		var err error
+		sealed, err = appendAudit(ctx, tx, seal)
+		return err
+	})
+	var se sealError
+	if errors.As(err, &se) {
+		return nil, se.err
+	}
+	return sealed, err
+}
+
+// appendAudit appends the entry seal makes after the last one, inside tx.
+func appendAudit(ctx context.Context, tx *sql.Tx, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
+	var sealed *broker.AuditEntry
+	err := func() error {
 		last, err := scanAuditEntry(tx.QueryRowContext(ctx, "SELECT "+auditColumns+" FROM audit_log ORDER BY seq DESC LIMIT 1"))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
@@ -107,15 +126,8 @@ func (s *Store) AppendAudit(ctx context.Context, seal func(last *broker.AuditEnt
 		}
 		sealed = &entry
 		return nil
-	})
-	var se sealError
-	if errors.As(err, &se) {
-		return nil, se.err
-	}
-	if err != nil {
-		return nil, err
-	}
-	return sealed, nil
+	}()
+	return sealed, err
 }
 
 // sealError carries seal's own error through the transaction unchanged.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -16,11 +17,15 @@ import (
 // digest again is not an error and keeps the first bytes: the digest
 // names the content.
 func (s *Store) PutBundle(ctx context.Context, digest string, data []byte) error {
+	return insertBundle(ctx, s.writer, digest, data)
+}
+
+func insertBundle(ctx context.Context, x execer, digest string, data []byte) error {
 	t := target{kind: "bundle", id: digest}
 	if digest == "" {
 		return broker.Errorf(broker.EINVALID, "bundle digest is empty")
 	}
-	_, err := s.writer.ExecContext(ctx, "INSERT INTO bundles (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING", digest, blob(data))
+	_, err := x.ExecContext(ctx, "INSERT INTO bundles (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING", digest, blob(data))
 	return formatError(err, t)
 }
 
@@ -70,6 +75,16 @@ func decodeSummaryColumn(col sql.NullString) (*planparse.Summary, error) {
 // EINVALID for an empty id, an unknown state or a summary that does not
 // validate.
 func (s *Store) CreateProposal(ctx context.Context, p *broker.Proposal) error {
+	return insertProposal(ctx, s.writer, p)
+}
+
+// execer is a *sql.DB or *sql.Tx.
+type execer interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+func insertProposal(ctx context.Context, x execer, p *broker.Proposal) error {
 	t := target{kind: "proposal", id: p.ID}
 	if p.ID == "" {
 		return broker.Errorf(broker.EINVALID, "proposal id is empty")
@@ -101,7 +116,7 @@ func (s *Store) CreateProposal(ctx context.Context, p *broker.Proposal) error {
 	if err != nil {
 		return formatError(err, t)
 	}
-	_, err = s.writer.ExecContext(ctx, `INSERT INTO proposals (id, workspace, config_digest, vars, rationale, proposer,
+	_, err = x.ExecContext(ctx, `INSERT INTO proposals (id, workspace, config_digest, vars, rationale, proposer,
 		summary, digest, plan_digest, agent_digest, divergence, drift, state, reason, created_at, updated_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.Workspace, p.ConfigDigest, string(vars), p.Rationale, p.Proposer,
@@ -286,6 +301,35 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) er
 		}
 		return broker.Errorf(broker.ECONFLICT, "proposal %s is %s, not verifying", p.ID, state)
 	})
+}
+
+// AdmitProposal stores, in one transaction, a proposal with its bundle,
+// the agent's plan (nil when it sent none) and the audit entry seal makes:
+// all of them or none.
+func (s *Store) AdmitProposal(ctx context.Context, p *broker.Proposal, bundle []byte, agentPlan *broker.Artifact,
+	seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
+	var sealed *broker.AuditEntry
+	err := s.write(ctx, target{kind: "proposal", id: p.ID}, func(tx *sql.Tx) error {
+		if err := insertBundle(ctx, tx, p.ConfigDigest, bundle); err != nil {
+			return err
+		}
+		if agentPlan != nil {
+			if err := insertArtifact(ctx, tx, agentPlan); err != nil {
+				return err
+			}
+		}
+		if err := insertProposal(ctx, tx, p); err != nil {
+			return err
+		}
+		var err error
+		sealed, err = appendAudit(ctx, tx, seal)
+		return err
+	})
+	var se sealError
+	if errors.As(err, &se) {
+		return nil, se.err
+	}
+	return sealed, err
 }
 
 // AddReview stores a reviewer's verdict; ECONFLICT if that reviewer
