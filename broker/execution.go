@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/seb-broker/seb/drift"
 )
@@ -114,7 +115,7 @@ func (b *Service) Execute(ctx context.Context, req ExecuteRequest) (*Execution, 
 	if err != nil {
 		return e, err
 	}
-	return e, b.Run(ctx, e, cert)
+	return e, b.Run(ctx, e, cert, nil)
 }
 
 // Begin verifies and consumes the certificate and records the execution's
@@ -150,10 +151,11 @@ func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *C
 }
 
 // Run runs the engine for an execution Begin started, and records the
-// outcome. It returns nil when the diff was applied; an ECONFLICT *Error
+// outcome; live, when not nil, receives Terraform's JSON log as it is
+// written. It returns nil when the diff was applied; an ECONFLICT *Error
 // when the live plan was refused; another error when the run failed or
 // was interrupted.
-func (b *Service) Run(ctx context.Context, e *Execution, cert *Certificate) error {
+func (b *Service) Run(ctx context.Context, e *Execution, cert *Certificate, live io.Writer) error {
 	ws, err := b.Workspace(cert.Workspace)
 	if err != nil {
 		return b.finish(ctx, e, ExecutionFailed, err.Error(), nil)
@@ -171,6 +173,9 @@ func (b *Service) Run(ctx context.Context, e *Execution, cert *Certificate) erro
 		return b.finish(ctx, e, ExecutionFailed, "cannot materialize the configuration", err)
 	}
 	defer w.Close()
+	if live != nil {
+		w.Follow(live)
+	}
 	if w.ConfigDigest != cert.ConfigDigest {
 		return b.finish(ctx, e, ExecutionFailed, "the stored configuration does not match its digest", nil)
 	}

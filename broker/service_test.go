@@ -459,7 +459,7 @@ func TestRevokedWhileWaiting(t *testing.T) {
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- w.svc.Run(ctx, e, c) }()
+	go func() { done <- w.svc.Run(ctx, e, c, nil) }()
 	time.Sleep(200 * time.Millisecond)
 	if err := w.svc.Revoke(ctx, cert.ID, "admin"); err != nil {
 		t.Fatal(err)

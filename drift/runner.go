@@ -149,6 +149,16 @@ type Workdir struct {
 	// tf is reused by every step so that tfexec reads the binary's version
 	// once, not once per command.
 	tf *tfexec.Terraform
+	// tee, when set, receives the log as it is written.
+	tee io.Writer
+}
+
+// Follow sends the workdir's JSON UI log, from now on, to w as Terraform
+// writes it, in addition to keeping it: how a live log reaches a watcher.
+func (w *Workdir) Follow(tee io.Writer) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.tee = tee
 }
 
 // NewWorkdir unpacks a configuration bundle (a gzip'd tar of a module
@@ -330,6 +340,9 @@ type logWriter struct{ w *Workdir }
 func (l logWriter) Write(p []byte) (int, error) {
 	l.w.mu.Lock()
 	defer l.w.mu.Unlock()
+	if l.w.tee != nil {
+		l.w.tee.Write(p)
+	}
 	return l.w.log.Write(p)
 }
 

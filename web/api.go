@@ -515,13 +515,22 @@ func (s *Server) createExecution(c echo.Context) error {
 	}
 	// The answer is built before the run starts changing e.
 	accepted := executionJSONOf(e)
+	live := newLiveLog()
+	s.liveMu.Lock()
+	s.live[e.ID] = live
+	s.liveMu.Unlock()
 	s.runs.Add(1)
 	go func() {
 		defer s.runs.Done()
-		if err := s.opts.Broker.Run(s.base, e, cert); err != nil {
+		err := s.opts.Broker.Run(s.base, e, cert, live)
+		if err != nil {
 			s.opts.Logger.Info("execution ended", "execution", e.ID, "outcome", err)
 		}
 		s.executionEnded(e)
+		s.liveMu.Lock()
+		delete(s.live, e.ID)
+		s.liveMu.Unlock()
+		live.finish()
 	}()
 	return c.JSON(http.StatusAccepted, accepted)
 }
@@ -553,14 +562,30 @@ func (s *Server) getExecution(c echo.Context) error {
 	return c.JSON(http.StatusOK, executionJSONOf(e))
 }
 
-// getExecutionLogs returns the execution's signed plan and apply logs as
-// JSON lines, each line one message of Terraform's JSON UI.
+// getExecutionLogs returns the execution's plan and apply logs as JSON
+// lines, each line one message of Terraform's JSON UI: the signed logs of
+// a finished execution, or — with follow=true, while it runs — the live log
+// streamed as Terraform writes it, until the execution ends.
 func (s *Server) getExecutionLogs(c echo.Context) error {
 	e, err := s.opts.Records.Execution(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	s.liveMu.Lock()
+	live := s.live[e.ID]
+	s.liveMu.Unlock()
+	if live != nil && c.QueryParam("follow") == "true" {
+		c.Response().WriteHeader(http.StatusOK)
+		return live.stream(c.Request().Context(), c.Response())
+	}
+	if live != nil {
+		// Still running: its logs are signed and stored when it ends.
+		<-live.finished
+		if e, err = s.opts.Records.Execution(c.Request().Context(), c.Param("id")); err != nil {
+			return err
+		}
+	}
 	c.Response().WriteHeader(http.StatusOK)
 	for _, id := range []string{e.PlanLogID, e.ApplyLogID} {
 		if id == "" {

@@ -10,6 +10,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"io"
 	"log/slog"
 	"net/http"
 	"sync"
@@ -33,7 +34,7 @@ type Broker interface {
 	Revoke(ctx context.Context, certificateID, by string) error
 	RevokeAll(ctx context.Context, workspace, by string) (int64, error)
 	Begin(ctx context.Context, req broker.ExecuteRequest) (*broker.Execution, *broker.Certificate, error)
-	Run(ctx context.Context, e *broker.Execution, cert *broker.Certificate) error
+	Run(ctx context.Context, e *broker.Execution, cert *broker.Certificate, live io.Writer) error
 	PublicKey() []byte
 	WorkspaceState(ctx context.Context, workspace string) ([]byte, error)
 	PlanCredential(ctx context.Context, workspace, who string) (broker.Credential, error)
@@ -90,6 +91,10 @@ type Server struct {
 	verifyCtx  context.Context
 	stopVerify context.CancelFunc
 	verifying  sync.WaitGroup
+
+	// live holds the logs of the executions running now, for followers.
+	liveMu sync.Mutex
+	live   map[string]*liveLog
 }
 
 // New returns a server for opts.
@@ -106,7 +111,7 @@ func New(opts Options) (*Server, error) {
 	if opts.Verifiers == 0 {
 		opts.Verifiers = 2
 	}
-	s := &Server{opts: opts, echo: echo.New(), metrics: newMetrics(), wake: make(chan struct{}, 1)}
+	s := &Server{opts: opts, echo: echo.New(), metrics: newMetrics(), wake: make(chan struct{}, 1), live: map[string]*liveLog{}}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.verifyCtx, s.stopVerify = context.WithCancel(context.Background())
 	e := s.echo

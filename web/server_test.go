@@ -436,3 +436,35 @@ func TestAgentPlansLocally(t *testing.T) {
 		t.Errorf("state write: %d %s", status, body)
 	}
 }
+
+// TestFollowLogs: a follower sees an execution's log while it runs,
+// streamed as Terraform writes it, to the end.
+func TestFollowLogs(t *testing.T) {
+	s := newSite(t)
+	cert := s.approve(s.propose("3").ID)
+	var e execution
+	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": cert}, &e); status != http.StatusAccepted {
+		t.Fatalf("execute: %d %s", status, body)
+	}
+	req, _ := http.NewRequest("GET", s.url+"/api/v1/executions/"+e.ID+"/logs?follow=true", nil)
+	req.Header.Set("Authorization", "Bearer "+s.tokens["ci"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	followed, _ := io.ReadAll(resp.Body)
+	for _, want := range []string{`"type":"planned_change"`, `"type":"apply_complete"`} {
+		if !bytes.Contains(followed, []byte(want)) {
+			t.Errorf("the followed log lacks %s:\n%.400s", want, followed)
+		}
+	}
+	s.call("ci", "GET", "/api/v1/executions/"+e.ID, "", nil, &e)
+	if e.State != "succeeded" {
+		t.Errorf("execution %+v", e)
+	}
+	_, stored := s.call("ci", "GET", "/api/v1/executions/"+e.ID+"/logs", "", nil, nil)
+	if !bytes.Equal(stored, followed) {
+		t.Errorf("the stored logs (%d bytes) differ from the followed ones (%d bytes)", len(stored), len(followed))
+	}
+}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -223,6 +224,33 @@ func (c *apiClient) call(ctx context.Context, method, path string, in any) ([]by
 		return nil, answerError(resp, data)
 	}
 	return data, nil
+}
+
+// follow reads a JSON-lines stream from path and calls line with each line
+// as it arrives, until the server ends the stream.
+func (c *apiClient) follow(ctx context.Context, path string, line func([]byte)) error {
+	req, err := http.NewRequestWithContext(ctx, "GET", c.base+"/api/v1"+path, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.token)
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return &reachError{server: c.base, err: err}
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		data, _ := io.ReadAll(resp.Body)
+		return answerError(resp, data)
+	}
+	scanner := bufio.NewScanner(resp.Body)
+	scanner.Buffer(make([]byte, 64<<10), 16<<20)
+	for scanner.Scan() {
+		if len(bytes.TrimSpace(scanner.Bytes())) > 0 {
+			line(scanner.Bytes())
+		}
+	}
+	return scanner.Err()
 }
 
 // answerError makes an *apiError of an error answer; a body that is not

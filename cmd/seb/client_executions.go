@@ -75,6 +75,13 @@ Needs a ci or admin token.`,
 				ctx, cancel = context.WithTimeout(ctx, timeout)
 				defer cancel()
 			}
+			streamed := false
+			if follow && !cf.json {
+				// The live log, line by line as Terraform writes it.
+				streamed = c.follow(ctx, executionPath(e.ID)+"/logs?follow=true", func(line []byte) {
+					fmt.Fprintln(cmd.OutOrStdout(), logMessage(line))
+				}) == nil
+			}
 			last, raw, err := awaitExecution(ctx, c, e, interval, stderr)
 			if errors.Is(err, context.DeadlineExceeded) && cmd.Context().Err() == nil {
 				fmt.Fprintf(stderr, "seb: execution %s is still %s after %s; it goes on\n", last.ID, last.State, timeout)
@@ -86,7 +93,7 @@ Needs a ci or admin token.`,
 			if err != nil {
 				return err
 			}
-			return reportExecution(cmd, &cf, c, last, raw, follow)
+			return reportExecution(cmd, &cf, c, last, raw, follow && !streamed)
 		},
 	}
 	cf.register(cmd)
