@@ -15,7 +15,7 @@ PROVIDER  := seb.invalid/seb/sandbox
 PROVIDER_VERSION := 0.1.0
 GOOSARCH  := $(shell $(GO) env GOOS)_$(shell $(GO) env GOARCH)
 
-.PHONY: all build provider test bench lint fmt terraform run fuzz clean
+.PHONY: all build provider test bench lint fmt terraform run demo fuzz clean
 
 all: build provider
 
@@ -62,6 +62,10 @@ fmt:
 # and fresh tokens.
 run: build provider
 	@./scripts/run.sh
+
+# The seed scenario end to end over HTTP, narrated.
+demo: build provider
+	@TF_CLI_CONFIG_FILE=$(TFRC) $(BIN) demo
 
 clean:
 	rm -rf bin

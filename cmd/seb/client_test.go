@@ -581,3 +581,21 @@ func (s *cliSite) approveWhenPending(ctx context.Context, meanwhile func()) erro
 		}
 	}
 }
+
+// TestDemo runs `seb demo`: the seed scenario end to end over HTTP.
+func TestDemo(t *testing.T) {
+	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
+	if err := os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir("../..")
+	r := seb(t, "", "demo", "--terraform-cli-config", cliConfig)
+	if r.code != exitOK {
+		t.Fatalf("exit %d\n%s\n%s", r.code, r.stdout, r.stderr)
+	}
+	for _, want := range []string{"REFUSED", "sandbox_service.web replicas: certified 3 -> 5, live 7 -> 5", "~ replicas = 7 -> 5", "execution.succeeded", "verified with only seb's public key"} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("the demo does not say %q:\n%s", want, r.stdout)
+		}
+	}
+}
