@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"slices"
 	"strconv"
@@ -117,6 +119,8 @@ func (s *Server) apiRoutes() []route {
 		{http.MethodGet, "/executions/:id", readers, s.getExecution, "", "Get an execution's state, reason and decision"},
 		{http.MethodGet, "/executions/:id/logs", readers, s.getExecutionLogs, "", "The execution's signed plan and apply logs, as JSON lines"},
 		{http.MethodGet, "/audit", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.listAudit, "", "Page through the audit log"},
+		{http.MethodGet, "/audit/export", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.exportAudit, "", "The whole audit log as JSON Lines, for seb audit verify"},
+		{http.MethodGet, "/audit/verify", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.verifyAudit, "", "Verify the audit log's chain and signatures now"},
 	}
 }
 
@@ -280,6 +284,55 @@ func (s *Server) planCredential(c echo.Context) error {
 	})
 }
 
+// multipartProposal reads a proposal sent as multipart/form-data: the
+// bundle file in "bundle", the agent's plan JSON file in "plan" (optional),
+// the variables as a JSON object in "vars" and the text in "rationale".
+func multipartProposal(c echo.Context) (proposalRequest, []byte, error) {
+	var req proposalRequest
+	form, err := c.MultipartForm()
+	if err != nil {
+		if strings.Contains(err.Error(), "request body too large") {
+			return req, nil, echo.ErrStatusRequestEntityTooLarge
+		}
+		return req, nil, broker.Errorf(broker.EINVALID, "multipart body: %v", err)
+	}
+	read := func(field string) ([]byte, error) {
+		files := form.File[field]
+		if len(files) == 0 {
+			return nil, nil
+		}
+		f, err := files[0].Open()
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		return io.ReadAll(f)
+	}
+	bundle, err := read("bundle")
+	if err != nil || len(bundle) == 0 {
+		return req, nil, broker.Errorf(broker.EINVALID, "bundle: a file field with the gzip'd tar of the configuration is required")
+	}
+	plan, err := read("plan")
+	if err != nil {
+		return req, nil, broker.Errorf(broker.EINVALID, "plan: %v", err)
+	}
+	if len(plan) > 0 {
+		if !json.Valid(plan) {
+			return req, nil, broker.Errorf(broker.EINVALID, "plan: not JSON; send terraform show -json of the saved plan")
+		}
+		req.Plan = plan
+	}
+	if vars := form.Value["vars"]; len(vars) > 0 && vars[0] != "" {
+		if err := json.Unmarshal([]byte(vars[0]), &req.Vars); err != nil {
+			return req, nil, broker.Errorf(broker.EINVALID, "vars: a JSON object of strings: %v", err)
+		}
+	}
+	if r := form.Value["rationale"]; len(r) > 0 {
+		req.Rationale = r[0]
+	}
+	return req, bundle, nil
+}
+
 // proposalRequest is the JSON body of a proposal: the bundle base64
 // encoded, and the agent's plan JSON as a JSON value if it made one.
 type proposalRequest struct {
@@ -290,13 +343,24 @@ type proposalRequest struct {
 }
 
 func (s *Server) createProposal(c echo.Context) error {
-	var req proposalRequest
-	if err := bind(c, &req); err != nil {
-		return err
-	}
-	bundle, err := base64.StdEncoding.DecodeString(req.Bundle)
-	if err != nil || len(bundle) == 0 {
-		return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
+	var (
+		req    proposalRequest
+		bundle []byte
+		err    error
+	)
+	if strings.HasPrefix(c.Request().Header.Get(echo.HeaderContentType), echo.MIMEMultipartForm) {
+		req, bundle, err = multipartProposal(c)
+		if err != nil {
+			return err
+		}
+	} else {
+		if err := bind(c, &req); err != nil {
+			return err
+		}
+		bundle, err = base64.StdEncoding.DecodeString(req.Bundle)
+		if err != nil || len(bundle) == 0 {
+			return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
+		}
 	}
 	p, err := s.opts.Broker.Submit(c.Request().Context(), broker.ProposalRequest{
 		Workspace: c.Param("workspace"), Proposer: principalName(c), Rationale: req.Rationale,
@@ -614,6 +678,72 @@ func (s *Server) listAudit(c echo.Context) error {
 		entries = []*broker.AuditEntry{}
 	}
 	return c.JSON(http.StatusOK, map[string]any{"items": entries, "next_after": nextAfter(entries, after)})
+}
+
+// auditPages walks the whole audit log in order.
+func (s *Server) auditPages(ctx context.Context) func() (*broker.AuditEntry, error) {
+	var (
+		page  []*broker.AuditEntry
+		after int64
+		err   error
+	)
+	return func() (*broker.AuditEntry, error) {
+		if len(page) == 0 {
+			if page, err = s.opts.Records.AuditEntries(ctx, after, 1000); err != nil {
+				return nil, err
+			}
+			if len(page) == 0 {
+				return nil, io.EOF
+			}
+		}
+		e := page[0]
+		page, after = page[1:], e.Seq
+		return e, nil
+	}
+}
+
+func (s *Server) exportAudit(c echo.Context) error {
+	c.Response().Header().Set(echo.HeaderContentType, "application/x-ndjson")
+	c.Response().WriteHeader(http.StatusOK)
+	next := s.auditPages(c.Request().Context())
+	for {
+		e, err := next()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if err := broker.WriteAuditJSONL(c.Response(), []*broker.AuditEntry{e}); err != nil {
+			return nil
+		}
+	}
+}
+
+// verifyAudit checks the chain and every signature with the public key,
+// as `seb audit verify` does offline, and says where it breaks if it does.
+func (s *Server) verifyAudit(c echo.Context) error {
+	pub, err := broker.ParsePublicKeyPEM(s.opts.Broker.PublicKey())
+	if err != nil {
+		return err
+	}
+	var head string
+	next := s.auditPages(c.Request().Context())
+	count, err := broker.VerifyAudit(func() (*broker.AuditEntry, error) {
+		e, err := next()
+		if e != nil {
+			head = e.Hash
+		}
+		return e, err
+	}, pub)
+	var brk *broker.AuditBreak
+	if errors.As(err, &brk) {
+		return c.JSON(http.StatusOK, map[string]any{"verified": false, "entries": count, "broken_at": brk.Seq, "reason": brk.Error()})
+	}
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, map[string]any{"verified": true, "entries": count, "head": head, "key_id": broker.PublicKeyID(pub)})
 }
 
 func nextAfter(entries []*broker.AuditEntry, after int64) string {

@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"io"
+	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -466,5 +467,48 @@ func TestFollowLogs(t *testing.T) {
 	_, stored := s.call("ci", "GET", "/api/v1/executions/"+e.ID+"/logs", "", nil, nil)
 	if !bytes.Equal(stored, followed) {
 		t.Errorf("the stored logs (%d bytes) differ from the followed ones (%d bytes)", len(stored), len(followed))
+	}
+}
+
+// TestMultipartProposalAndAuditEndpoints: a proposal can come as
+// multipart/form-data, and the audit log is exported and verified over the
+// API.
+func TestMultipartProposalAndAuditEndpoints(t *testing.T) {
+	s := newSite(t)
+	raw, _ := base64.StdEncoding.DecodeString(bundle(t, "scale"))
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	part, _ := mw.CreateFormFile("bundle", "bundle.tar.gz")
+	part.Write(raw)
+	mw.WriteField("vars", `{"replicas":"4"}`)
+	mw.WriteField("rationale", "multipart")
+	mw.Close()
+	var p proposal
+	status, answer := s.call("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", mw.FormDataContentType(), &body, &p)
+	if status != http.StatusAccepted {
+		t.Fatalf("multipart proposal: %d %s", status, answer)
+	}
+	if v := s.verified(p.ID); v.State != "pending" || !strings.Contains(v.Rendered, "+ replicas = 4") {
+		t.Errorf("multipart proposal after verification: %+v", v)
+	}
+	var bad bytes.Buffer
+	mw = multipart.NewWriter(&bad)
+	mw.WriteField("rationale", "no bundle")
+	mw.Close()
+	if status, answer := s.call("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", mw.FormDataContentType(), &bad, nil); status != http.StatusBadRequest || !strings.Contains(string(answer), "bundle") {
+		t.Errorf("multipart without a bundle: %d %s", status, answer)
+	}
+
+	status, export := s.call("alice", "GET", "/api/v1/audit/export", "", nil, nil)
+	if status != 200 || bytes.Count(export, []byte("\n")) < 2 {
+		t.Fatalf("export: %d %s", status, export)
+	}
+	var verdict struct {
+		Verified bool   `json:"verified"`
+		Entries  int64  `json:"entries"`
+		Head     string `json:"head"`
+	}
+	if status, answer := s.call("root", "GET", "/api/v1/audit/verify", "", nil, &verdict); status != 200 || !verdict.Verified || verdict.Entries != int64(bytes.Count(export, []byte("\n"))) {
+		t.Errorf("verify: %d %s", status, answer)
 	}
 }
