@@ -96,25 +96,9 @@ func insertProposal(ctx context.Context, x execer, p *broker.Proposal) error {
 	if err != nil {
 		return formatError(err, t)
 	}
-	sum, err := encodeSummary(p.Summary)
+	sum, divergence, driftJSON, err := encodeVerification(p)
 	if err != nil {
 		return err
-	}
-	var divergence sql.NullString
-	if p.Divergence != nil {
-		data, err := encodeDivergence(p.Divergence)
-		if err != nil {
-			return broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
-		}
-		divergence = sql.NullString{String: string(data), Valid: true}
-	}
-	drift := p.Drift
-	if drift == nil {
-		drift = []planparse.ResourceChange{}
-	}
-	driftJSON, err := json.Marshal(drift)
-	if err != nil {
-		return formatError(err, t)
 	}
 	_, err = x.ExecContext(ctx, `INSERT INTO proposals (id, workspace, config_digest, vars, rationale, proposer,
 		summary, digest, plan_digest, agent_digest, divergence, drift, state, reason, created_at, updated_at)
@@ -258,6 +242,29 @@ func (s *Store) SetProposalState(ctx context.Context, id string, from, to broker
 	})
 }
 
+// encodeVerification encodes what seb's plan of a proposal found: its
+// summary, the divergence from the agent's plan, and the drift.
+func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, drift []byte, err error) {
+	if sum, err = encodeSummary(p.Summary); err != nil {
+		return sum, divergence, nil, err
+	}
+	if p.Divergence != nil {
+		data, err := encodeDivergence(p.Divergence)
+		if err != nil {
+			return sum, divergence, nil, broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
+		}
+		divergence = sql.NullString{String: string(data), Valid: true}
+	}
+	changes := p.Drift
+	if changes == nil {
+		changes = []planparse.ResourceChange{}
+	}
+	if drift, err = json.Marshal(changes); err != nil {
+		return sum, divergence, nil, formatError(err, target{kind: "proposal", id: p.ID})
+	}
+	return sum, divergence, drift, nil
+}
+
 // CompleteVerification records the outcome of seb's plan of a verifying
 // proposal; ECONFLICT if it is not verifying.
 func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) error {
@@ -265,25 +272,9 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) er
 	if err := validProposalState(p.State); err != nil {
 		return err
 	}
-	sum, err := encodeSummary(p.Summary)
+	sum, divergence, driftJSON, err := encodeVerification(p)
 	if err != nil {
 		return err
-	}
-	var divergence sql.NullString
-	if p.Divergence != nil {
-		data, err := encodeDivergence(p.Divergence)
-		if err != nil {
-			return broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
-		}
-		divergence = sql.NullString{String: string(data), Valid: true}
-	}
-	drift := p.Drift
-	if drift == nil {
-		drift = []planparse.ResourceChange{}
-	}
-	driftJSON, err := json.Marshal(drift)
-	if err != nil {
-		return formatError(err, t)
 	}
 	return s.write(ctx, t, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE proposals SET summary = ?, digest = ?, plan_digest = ?, divergence = ?, drift = ?,
