@@ -519,6 +519,20 @@ func sortKeys(keys []signingKey) {
 // readKeyFile returns the private key in the named file of root, refusing a
 // file that group or others may read or write.
 func readKeyFile(root *os.Root, name string) (*rsa.PrivateKey, error) {
+	data, err := readPrivateFile(root, name, "signing key")
+	if err != nil {
+		return nil, err
+	}
+	private, err := parsePrivateKeyPEM(data)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	return private, nil
+}
+
+// readPrivateFile returns the content of a key file in root: a regular
+// file that neither group nor others may read or write.
+func readPrivateFile(root *os.Root, name, what string) ([]byte, error) {
 	f, err := root.Open(name)
 	if err != nil {
 		return nil, err
@@ -532,17 +546,9 @@ func readKeyFile(root *os.Root, name string) (*rsa.PrivateKey, error) {
 		return nil, fmt.Errorf("%s is not a regular file", name)
 	}
 	if perm := fi.Mode().Perm(); checkPermissions() && perm&0o077 != 0 {
-		return nil, fmt.Errorf("signing key %s is readable or writable by group or others (mode %04o); refusing to use it: chmod 600 it", name, perm)
+		return nil, fmt.Errorf("%s %s is readable or writable by group or others (mode %04o); refusing to use it: chmod 600 it", what, name, perm)
 	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes))
-	if err != nil {
-		return nil, err
-	}
-	private, err := parsePrivateKeyPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", name, err)
-	}
-	return private, nil
+	return io.ReadAll(io.LimitReader(f, maxKeyFileBytes))
 }
 
 // writeKeyFile writes key's private half as PKCS#8 PEM to <kid>.pem.

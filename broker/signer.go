@@ -13,7 +13,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"regexp"
@@ -86,22 +85,7 @@ func openSigner(dir string) (*Signer, error) {
 // readSignerKey returns the signer of the key file in root, refusing a
 // file that group or others may read or write.
 func readSignerKey(root *os.Root) (*Signer, error) {
-	f, err := root.Open(SignerKeyFile)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !fi.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", SignerKeyFile)
-	}
-	if perm := fi.Mode().Perm(); checkPermissions() && perm&0o077 != 0 {
-		return nil, fmt.Errorf("signer key %s is readable or writable by group or others (mode %04o); refusing to use it: chmod 600 it", SignerKeyFile, perm)
-	}
-	data, err := io.ReadAll(io.LimitReader(f, maxKeyFileBytes))
+	data, err := readPrivateFile(root, SignerKeyFile, "signer key")
 	if err != nil {
 		return nil, err
 	}
