@@ -39,9 +39,9 @@ func principalName(c echo.Context) string {
 func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		raw, ok := strings.CutPrefix(c.Request().Header.Get(echo.HeaderAuthorization), "Bearer ")
-		if !ok {
+		if !ok && strings.HasSuffix(c.Request().URL.Path, "/state") {
 			// Terraform's http backend sends basic auth: the token is the
-			// password (TF_HTTP_PASSWORD).
+			// password (TF_HTTP_PASSWORD). Only its route accepts it.
 			_, raw, ok = c.Request().BasicAuth()
 		}
 		if !ok || strings.TrimSpace(raw) == "" {
@@ -161,12 +161,19 @@ func bind(c echo.Context, v any) error {
 	dec := json.NewDecoder(c.Request().Body)
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
-		if strings.Contains(err.Error(), "http: request body too large") {
+		if tooLarge(err) {
 			return echo.ErrStatusRequestEntityTooLarge
 		}
 		return broker.Errorf(broker.EINVALID, "request body: %v", err)
 	}
 	return nil
+}
+
+// tooLarge reports whether reading the body failed on its size limit.
+func tooLarge(err error) bool {
+	var he *echo.HTTPError
+	var mbe *http.MaxBytesError
+	return errors.As(err, &he) && he.Code == http.StatusRequestEntityTooLarge || errors.As(err, &mbe)
 }
 
 type workspaceJSON struct {
@@ -223,8 +230,15 @@ type planRequest struct {
 
 // speculativePlan plans a bundle against live state with a plan-phase
 // credential, for an agent that has no Terraform of its own, and returns
-// the plan JSON, its summary and the rendered diff. Nothing is stored.
+// the plan JSON, its summary and the rendered diff. Nothing is stored. A
+// few plans run at once; more are answered 429.
 func (s *Server) speculativePlan(c echo.Context) error {
+	select {
+	case s.planSlots <- struct{}{}:
+		defer func() { <-s.planSlots }()
+	default:
+		return echo.NewHTTPError(http.StatusTooManyRequests, "seb is running as many speculative plans as it will; try again shortly")
+	}
 	var req planRequest
 	if err := bind(c, &req); err != nil {
 		return err
@@ -243,6 +257,9 @@ func (s *Server) speculativePlan(c echo.Context) error {
 	if drift == nil {
 		drift = []planparse.ResourceChange{}
 	}
+	// Terraform's plan JSON is returned too, so that an agent can send it
+	// with its proposal: it holds the prior state in clear, as the state
+	// endpoint does for the same callers.
 	return c.JSON(http.StatusOK, map[string]any{
 		"digest": plan.Plan.Digest, "summary": plan.Plan.Summary, "drift": drift, "rendered": rendered.String(),
 		"has_changes": plan.HasChanges, "plan": json.RawMessage(plan.JSON),
@@ -274,7 +291,7 @@ func (s *Server) planCredential(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	cred, err := s.opts.Broker.PlanCredential(c.Request().Context(), ws.Name, principalName(c))
+	cred, err := s.opts.Broker.PlanCredential(context.WithoutCancel(c.Request().Context()), ws.Name, principalName(c))
 	if err != nil {
 		return err
 	}
@@ -291,7 +308,7 @@ func multipartProposal(c echo.Context) (proposalRequest, []byte, error) {
 	var req proposalRequest
 	form, err := c.MultipartForm()
 	if err != nil {
-		if strings.Contains(err.Error(), "request body too large") {
+		if tooLarge(err) {
 			return req, nil, echo.ErrStatusRequestEntityTooLarge
 		}
 		return req, nil, broker.Errorf(broker.EINVALID, "multipart body: %v", err)
@@ -362,7 +379,7 @@ func (s *Server) createProposal(c echo.Context) error {
 			return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
 		}
 	}
-	p, err := s.opts.Broker.Submit(c.Request().Context(), broker.ProposalRequest{
+	p, err := s.opts.Broker.Submit(context.WithoutCancel(c.Request().Context()), broker.ProposalRequest{
 		Workspace: c.Param("workspace"), Proposer: principalName(c), Rationale: req.Rationale,
 		Bundle: bundle, Vars: req.Vars, AgentPlan: req.Plan,
 	})
@@ -456,7 +473,8 @@ func (s *Server) listProposals(c echo.Context) error {
 	for _, p := range list {
 		j, err := s.proposalJSON(c.Request().Context(), p)
 		if err != nil {
-			return err
+			s.opts.Logger.Error("list proposals", "proposal", p.ID, "error", err)
+			continue
 		}
 		out = append(out, j)
 	}
@@ -497,7 +515,7 @@ func (s *Server) review(decision broker.Decision) echo.HandlerFunc {
 				return broker.Errorf(broker.EINVALID, "validity %q is not a duration", req.Validity)
 			}
 		}
-		p, cert, err := s.opts.Broker.Review(c.Request().Context(), broker.ReviewRequest{
+		p, cert, err := s.opts.Broker.Review(context.WithoutCancel(c.Request().Context()), broker.ReviewRequest{
 			ProposalID: c.Param("id"), Reviewer: principalName(c), Decision: decision, Comment: req.Comment, Validity: validity,
 		})
 		if err != nil {
@@ -541,14 +559,14 @@ func (s *Server) getCertificate(c echo.Context) error {
 }
 
 func (s *Server) revoke(c echo.Context) error {
-	if err := s.opts.Broker.Revoke(c.Request().Context(), c.Param("id"), principalName(c)); err != nil {
+	if err := s.opts.Broker.Revoke(context.WithoutCancel(c.Request().Context()), c.Param("id"), principalName(c)); err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, map[string]string{"revoked": c.Param("id")})
 }
 
 func (s *Server) revokeAll(c echo.Context) error {
-	epoch, err := s.opts.Broker.RevokeAll(c.Request().Context(), c.Param("workspace"), principalName(c))
+	epoch, err := s.opts.Broker.RevokeAll(context.WithoutCancel(c.Request().Context()), c.Param("workspace"), principalName(c))
 	if err != nil {
 		return err
 	}
@@ -571,10 +589,16 @@ func (s *Server) createExecution(c echo.Context) error {
 	if (req.CertificateID == "") == (len(req.Envelope) == 0) {
 		return broker.Errorf(broker.EINVALID, "name the certificate by certificate_id, or send its envelope")
 	}
-	e, cert, err := s.opts.Broker.Begin(c.Request().Context(), broker.ExecuteRequest{
+	if !s.startRun() {
+		return echo.NewHTTPError(http.StatusServiceUnavailable, "seb is shutting down; execute again once it is back")
+	}
+	// Consuming the certificate and recording the start must not be cut
+	// short by a client that goes away.
+	e, cert, err := s.opts.Broker.Begin(context.WithoutCancel(c.Request().Context()), broker.ExecuteRequest{
 		Envelope: req.Envelope, CertificateID: req.CertificateID, Actor: principalName(c),
 	})
 	if err != nil {
+		s.runs.Done()
 		return err
 	}
 	// The answer is built before the run starts changing e.
@@ -583,7 +607,6 @@ func (s *Server) createExecution(c echo.Context) error {
 	s.liveMu.Lock()
 	s.live[e.ID] = live
 	s.liveMu.Unlock()
-	s.runs.Add(1)
 	go func() {
 		defer s.runs.Done()
 		err := s.opts.Broker.Run(s.base, e, cert, live)
@@ -645,7 +668,11 @@ func (s *Server) getExecutionLogs(c echo.Context) error {
 	}
 	if live != nil {
 		// Still running: its logs are signed and stored when it ends.
-		<-live.finished
+		select {
+		case <-live.finished:
+		case <-c.Request().Context().Done():
+			return nil
+		}
 		if e, err = s.opts.Records.Execution(c.Request().Context(), c.Param("id")); err != nil {
 			return err
 		}

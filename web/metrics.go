@@ -2,6 +2,7 @@ package web
 
 import (
 	"context"
+	"net/http"
 	"strconv"
 	"time"
 
@@ -54,11 +55,29 @@ func (m *metrics) observe(next echo.HandlerFunc) echo.HandlerFunc {
 			c.Error(err)
 			status = c.Response().Status
 		}
-		route := c.Path()
-		m.requests.WithLabelValues(c.Request().Method, route, strconv.Itoa(status)).Inc()
-		m.latency.WithLabelValues(c.Request().Method, route).Observe(time.Since(start).Seconds())
+		method, route := labels(c)
+		m.requests.WithLabelValues(method, route, strconv.Itoa(status)).Inc()
+		m.latency.WithLabelValues(method, route).Observe(time.Since(start).Seconds())
 		return nil
 	}
+}
+
+// labels bounds the label values a client controls: a method seb does not
+// serve is "OTHER", and a path no route matched is "unmatched" (echo names
+// a near miss by the pattern of the route it nearly matched, a bounded set).
+func labels(c echo.Context) (method, route string) {
+	method = c.Request().Method
+	switch method {
+	case http.MethodGet, http.MethodHead, http.MethodPost, http.MethodPut, http.MethodPatch,
+		http.MethodDelete, http.MethodOptions, "LOCK", "UNLOCK":
+	default:
+		method = "OTHER"
+	}
+	route = c.Path()
+	if route == "" {
+		route = "unmatched"
+	}
+	return method, route
 }
 
 func (m *metrics) handler() echo.HandlerFunc {

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"runtime"
 	"sync"
 	"time"
 
@@ -92,9 +93,14 @@ type Server struct {
 	stopVerify context.CancelFunc
 	verifying  sync.WaitGroup
 
-	// live holds the logs of the executions running now, for followers.
-	liveMu sync.Mutex
-	live   map[string]*liveLog
+	// planSlots bounds the speculative plans running at once.
+	planSlots chan struct{}
+
+	// live holds the logs of the executions running now, for followers;
+	// closing, under the same lock, refuses new executions at shutdown.
+	liveMu  sync.Mutex
+	live    map[string]*liveLog
+	closing bool
 }
 
 // New returns a server for opts.
@@ -111,7 +117,10 @@ func New(opts Options) (*Server, error) {
 	if opts.Verifiers == 0 {
 		opts.Verifiers = 2
 	}
-	s := &Server{opts: opts, echo: echo.New(), metrics: newMetrics(), wake: make(chan struct{}, 1), live: map[string]*liveLog{}}
+	s := &Server{
+		opts: opts, echo: echo.New(), metrics: newMetrics(), wake: make(chan struct{}, 1),
+		planSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))), live: map[string]*liveLog{},
+	}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.verifyCtx, s.stopVerify = context.WithCancel(context.Background())
 	e := s.echo
@@ -122,9 +131,28 @@ func New(opts Options) (*Server, error) {
 	e.Use(s.metrics.observe)
 	e.Use(middleware.Recover())
 	s.routes()
+	return s, nil
+}
+
+// StartVerifier starts planning admitted proposals in the background. The
+// caller starts it once the broker is ready to verify: recovered and with
+// its policy loaded.
+func (s *Server) StartVerifier() {
 	s.verifying.Add(1)
 	go s.verifier()
-	return s, nil
+}
+
+// startRun counts an execution about to start, unless seb is shutting
+// down. Counting before the certificate is consumed means shutdown never
+// misses a run it must wait for.
+func (s *Server) startRun() bool {
+	s.liveMu.Lock()
+	defer s.liveMu.Unlock()
+	if s.closing {
+		return false
+	}
+	s.runs.Add(1)
+	return true
 }
 
 // verifier runs seb's own plan of admitted proposals in the background,
@@ -199,6 +227,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.echo.Serv
 // then interrupts the rest (Terraform stops cleanly; they are recorded as
 // interrupted) and waits for that too.
 func (s *Server) Shutdown(ctx context.Context) {
+	s.liveMu.Lock()
+	s.closing = true
+	s.liveMu.Unlock()
 	s.stopVerify()
 	s.verifying.Wait()
 	done := make(chan struct{})
@@ -252,6 +283,8 @@ var codes = map[int]string{
 	http.StatusUnsupportedMediaType:  "unsupported_media_type",
 	http.StatusUnauthorized:          broker.EUNAUTHORIZED,
 	http.StatusForbidden:             broker.EFORBIDDEN,
+	http.StatusTooManyRequests:       "busy",
+	http.StatusServiceUnavailable:    "unavailable",
 }
 
 // handleError is the one place errors become responses.
@@ -284,7 +317,7 @@ func (s *Server) handleError(err error, c echo.Context) {
 			message = "the request body is too large"
 		}
 	}
-	if status >= 500 {
+	if status >= 500 && status != http.StatusServiceUnavailable {
 		s.opts.Logger.Error("request failed", "id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"path", c.Request().URL.Path, "error", err)
 		message = "internal error"

@@ -36,6 +36,7 @@ type site struct {
 	url    string
 	sb     *sandboxtest.Sandbox
 	store  *sqlite.Store
+	server *web.Server
 	tokens map[string]string // name → token
 }
 
@@ -70,6 +71,7 @@ func newSite(t testing.TB) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
+	server.StartVerifier()
 	hs := httptest.NewServer(server)
 	t.Cleanup(func() {
 		hs.Close()
@@ -77,7 +79,7 @@ func newSite(t testing.TB) *site {
 		defer cancel()
 		server.Shutdown(ctx)
 	})
-	s := &site{t: t, url: hs.URL, sb: sb, store: store, tokens: map[string]string{}}
+	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, tokens: map[string]string{}}
 	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent} {
 		token, record, err := broker.NewAPIToken(name, role, time.Now())
 		if err != nil {
@@ -340,6 +342,64 @@ func TestBadInput(t *testing.T) {
 	list, _ := s.store.ListProposals(context.Background(), broker.ProposalFilter{})
 	if len(list) != 1 {
 		t.Errorf("%d proposals stored", len(list))
+	}
+}
+
+// TestRequestEdges: basic auth is for Terraform's state backend only,
+// metrics labels stay bounded whatever method a client sends, an oversized
+// multipart proposal is answered 413, and a server shutting down refuses a
+// new execution without consuming its certificate.
+func TestRequestEdges(t *testing.T) {
+	s := newSite(t)
+	basic := func(path string) int {
+		req, _ := http.NewRequest("GET", s.url+path, nil)
+		req.SetBasicAuth("agent-1", s.tokens["agent-1"])
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if status := basic("/api/v1/workspaces/sandbox/state"); status != http.StatusNoContent && status != http.StatusOK {
+		t.Errorf("state with basic auth: %d", status)
+	}
+	if status := basic("/api/v1/proposals"); status != http.StatusUnauthorized {
+		t.Errorf("proposals with basic auth: %d, want 401", status)
+	}
+
+	s.call("agent-1", "BREW", "/api/v1/proposals", "", nil, nil)
+	s.call("agent-1", "GET", "/api/v1/no/such/route/"+strings.Repeat("x", 40), "", nil, nil)
+	_, metrics := s.call("", "GET", "/metrics", "", nil, nil)
+	if !strings.Contains(string(metrics), `method="OTHER"`) || strings.Contains(string(metrics), "BREW") || strings.Contains(string(metrics), "xxxx") {
+		t.Errorf("metrics labels are not bounded:\n%s", metrics)
+	}
+
+	var form bytes.Buffer
+	mw := multipart.NewWriter(&form)
+	part, _ := mw.CreateFormFile("bundle", "bundle.tar.gz")
+	part.Write(bytes.Repeat([]byte{0}, 2<<20))
+	mw.Close()
+	var e struct {
+		Error struct{ Code, Message string }
+	}
+	if status, body := s.call("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", mw.FormDataContentType(), &form, &e); status != http.StatusRequestEntityTooLarge || e.Error.Code != "too_large" {
+		t.Errorf("oversized multipart proposal: %d %s", status, body)
+	}
+
+	cert := s.approve(s.propose("3").ID)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	s.server.Shutdown(ctx)
+	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": cert}, &e); status != http.StatusServiceUnavailable || e.Error.Code != "unavailable" || !strings.Contains(e.Error.Message, "shutting down") {
+		t.Errorf("execute during shutdown: %d %s", status, body)
+	}
+	stored, err := s.store.Certificate(context.Background(), cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if stored.ConsumedBy != "" {
+		t.Errorf("the refused execution consumed certificate %s (consumed by %s)", cert, stored.ConsumedBy)
 	}
 }
 

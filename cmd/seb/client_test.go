@@ -90,6 +90,7 @@ func newCLISite(t *testing.T) *cliSite {
 	if err != nil {
 		t.Fatal(err)
 	}
+	server.StartVerifier()
 	hs := httptest.NewServer(server)
 	t.Cleanup(func() {
 		hs.Close()

@@ -107,6 +107,7 @@ func runDemo(ctx context.Context, out io.Writer, cliConfig string) error {
 	if _, err := a.svc.LoadPolicy(ctx, cfg.Digest); err != nil {
 		return err
 	}
+	a.server.StartVerifier()
 	go http.Serve(sebLn, a.server)
 
 	token := func(name string, role broker.Role) (*apiClient, error) {

@@ -187,6 +187,7 @@ In-flight executions get 30 seconds to finish, then are interrupted.`,
 			if _, err := a.svc.LoadPolicy(ctx, cfg.Digest); err != nil {
 				return fmt.Errorf("policy epoch: %w", err)
 			}
+			a.server.StartVerifier()
 			ln, err := net.Listen("tcp", cfg.Listen)
 			if err != nil {
 				return err
