@@ -102,7 +102,10 @@ type ProposalFilter struct {
 	Workspace string
 	State     ProposalState
 	Proposer  string
-	Limit     int
+	// OldestFirst orders by creation ascending; the default is newest
+	// first.
+	OldestFirst bool
+	Limit       int
 }
 
 // ExecutionFilter selects executions; zero fields match everything.

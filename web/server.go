@@ -171,12 +171,13 @@ func (s *Server) verifier() {
 		case <-s.wake:
 		case <-time.After(2 * time.Second):
 		}
-		waiting, err := s.opts.Records.ListProposals(ctx, broker.ProposalFilter{State: broker.ProposalVerifying, Limit: 200})
+		waiting, err := s.opts.Records.ListProposals(ctx, broker.ProposalFilter{State: broker.ProposalVerifying, OldestFirst: true, Limit: 200})
 		if err != nil {
+			s.opts.Logger.Error("list proposals to verify", "error", err)
 			continue
 		}
-		for i := len(waiting) - 1; i >= 0; i-- {
-			id := waiting[i].ID
+		for _, p := range waiting {
+			id := p.ID
 			mu.Lock()
 			busy := inflight[id]
 			inflight[id] = true

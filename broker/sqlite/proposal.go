@@ -188,7 +188,11 @@ func (s *Store) ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*
 		return nil, err
 	}
 	// rowid breaks ties of CreatedAt: the later insert is the newer.
-	query := "SELECT " + proposalColumns + " FROM proposals" + whereClause(where) + " ORDER BY created_at DESC, rowid DESC" + limit
+	order := " ORDER BY created_at DESC, rowid DESC"
+	if f.OldestFirst {
+		order = " ORDER BY created_at ASC, rowid ASC"
+	}
+	query := "SELECT " + proposalColumns + " FROM proposals" + whereClause(where) + order + limit
 	rows, err := s.reader.QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, formatError(err, t)

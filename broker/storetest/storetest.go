@@ -284,6 +284,7 @@ func testListProposals(t *testing.T, s broker.Store) {
 		{"all three", broker.ProposalFilter{Workspace: "dev", State: broker.ProposalPending, Proposer: "alice"}, []string{"p2"}},
 		{"limit", broker.ProposalFilter{Limit: 2}, []string{"p5", "p4"}},
 		{"limit with workspace", broker.ProposalFilter{Workspace: "prod", Limit: 2}, []string{"p5", "p3"}},
+		{"oldest first", broker.ProposalFilter{State: broker.ProposalPending, OldestFirst: true, Limit: 2}, []string{"p1", "p2"}},
 		{"no match", broker.ProposalFilter{Workspace: "staging"}, []string{}},
 	}
 	for _, tt := range tests {
