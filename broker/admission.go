@@ -29,11 +29,21 @@ func (b *Service) Plan(ctx context.Context, workspace string, bundle []byte, var
 
 // planBundle plans a bundle against the workspace's live state with a
 // plan-phase credential, and returns the plan and the bundle's digest.
-// A bad bundle or a failing plan is EINVALID.
+// A refused bundle or a failing plan is EINVALID.
+// workdirError classifies a failure to materialize a bundle: refusing it
+// is the sender's fault (EINVALID, with the reason); anything else, such
+// as a full disk, is the broker's.
+func workdirError(err error) error {
+	if drift.IsRefusal(err) {
+		return Errorf(EINVALID, "%v", err)
+	}
+	return fmt.Errorf("materialize the configuration: %w", err)
+}
+
 func (b *Service) planBundle(ctx context.Context, ws Workspace, bundle []byte, vars map[string]string) (*drift.PlanResult, string, error) {
 	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(bundle))
 	if err != nil {
-		return nil, "", Errorf(EINVALID, "%v", err)
+		return nil, "", workdirError(err)
 	}
 	defer w.Close()
 	state, err := b.opts.State.Current(ctx, ws.Name)
@@ -126,7 +136,7 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	if _, err := b.opts.Store.Bundle(ctx, configDigest); ErrorCode(err) == ENOTFOUND {
 		w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(req.Bundle))
 		if err != nil {
-			return nil, Errorf(EINVALID, "%v", err)
+			return nil, workdirError(err)
 		}
 		configDigest = w.ConfigDigest
 		w.Close()

@@ -2,6 +2,7 @@ package drift
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
@@ -60,6 +61,25 @@ var fileFunctions = map[string]bool{
 	"filebase64sha256": true, "filebase64sha512": true,
 }
 
+// ConfigError reports a configuration seb refuses to run. Like
+// InvalidBundleError, it is the sender's fault, and its text is safe to
+// show to the sender.
+type ConfigError struct{ Reason string }
+
+func (e *ConfigError) Error() string { return "configuration: " + e.Reason }
+
+func refuseConfig(format string, args ...any) error {
+	return &ConfigError{Reason: fmt.Sprintf(format, args...)}
+}
+
+// IsRefusal reports whether err is seb refusing a bundle or a
+// configuration, the sender's fault, rather than the broker failing.
+func IsRefusal(err error) bool {
+	var be *InvalidBundleError
+	var ce *ConfigError
+	return errors.As(err, &be) || errors.As(err, &ce)
+}
+
 func checkNativeFile(root, rel string) error {
 	src, err := os.ReadFile(filepath.Join(root, rel))
 	if err != nil {
@@ -67,15 +87,15 @@ func checkNativeFile(root, rel string) error {
 	}
 	file, diags := hclsyntax.ParseConfig(src, rel, hcl.InitialPos)
 	if diags.HasErrors() {
-		return fmt.Errorf("configuration: %s does not parse: %s", rel, diags.Error())
+		return refuseConfig("%s does not parse: %s", rel, diags.Error())
 	}
 	body, ok := file.Body.(*hclsyntax.Body)
 	if !ok {
-		return fmt.Errorf("configuration: %s: unexpected body", rel)
+		return refuseConfig("%s: unexpected body", rel)
 	}
 	moduleDir := path.Dir(rel)
 	refuse := func(rng hcl.Range, format string, args ...any) error {
-		return fmt.Errorf("configuration: %s line %d: %s", rel, rng.Start.Line, fmt.Sprintf(format, args...))
+		return refuseConfig("%s line %d: %s", rel, rng.Start.Line, fmt.Sprintf(format, args...))
 	}
 	for _, block := range body.Blocks {
 		switch block.Type {
@@ -247,11 +267,11 @@ func checkJSONFile(root, rel string) error {
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(src, &doc); err != nil {
-		return fmt.Errorf("configuration: %s does not parse: %v", rel, err)
+		return refuseConfig("%s does not parse: %v", rel, err)
 	}
 	moduleDir := path.Dir(rel)
 	refuse := func(format string, args ...any) error {
-		return fmt.Errorf("configuration: %s: %s", rel, fmt.Sprintf(format, args...))
+		return refuseConfig("%s: %s", rel, fmt.Sprintf(format, args...))
 	}
 	if moduleDir == "." {
 		for _, t := range asList(doc["terraform"]) {

@@ -209,11 +209,11 @@ func checkConfiguration(dir string) error {
 		rel, _ := filepath.Rel(dir, path)
 		switch name := d.Name(); {
 		case d.IsDir() && name == ".terraform":
-			return fmt.Errorf("configuration: %s: a bundle cannot bring Terraform's data directory (it could hold provider binaries)", rel)
+			return refuseConfig("%s: a bundle cannot bring Terraform's data directory (it could hold provider binaries)", rel)
 		case d.IsDir() && name == "terraform.d":
-			return fmt.Errorf("configuration: %s: a bundle cannot bring plugins; providers come from the broker's mirror", rel)
+			return refuseConfig("%s: a bundle cannot bring plugins; providers come from the broker's mirror", rel)
 		case !d.IsDir() && (strings.HasSuffix(name, ".tfstate") || strings.Contains(name, ".tfstate.")):
-			return fmt.Errorf("configuration: %s: a bundle cannot bring state; the broker owns each workspace's state", rel)
+			return refuseConfig("%s: a bundle cannot bring state; the broker owns each workspace's state", rel)
 		}
 		return nil
 	})

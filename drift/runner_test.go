@@ -383,6 +383,9 @@ func TestRefusedConfigurations(t *testing.T) {
 			if err == nil || !strings.Contains(err.Error(), tt.wantMsg) {
 				t.Errorf("bundle: error %v, want one saying %q", err, tt.wantMsg)
 			}
+			if err != nil && !drift.IsRefusal(err) {
+				t.Errorf("bundle: %v is not a refusal: the broker would blame itself", err)
+			}
 			// A local directory (seb's own use) may hold state or a data
 			// directory: they are left out, never copied.
 			w, err := e.runner.NewWorkdirFromDirectory(dir)
@@ -570,5 +573,19 @@ func TestPlanErrorsSayWhy(t *testing.T) {
 	_, err = w.Plan(context.Background(), drift.PlanRequest{Vars: map[string]string{"replicas": "5000"}, Credentials: e.sb.Credentials(e.issuer, "prod")})
 	if err == nil || !strings.Contains(err.Error(), "replicas") {
 		t.Fatalf("error %v, want one naming replicas", err)
+	}
+}
+
+// TestWorkdirFailureIsNotRefusal: when the broker cannot make a workdir at
+// all, that is its own failure, not the sender's bundle being refused.
+func TestWorkdirFailureIsNotRefusal(t *testing.T) {
+	e := newEnv(t, sandboxcloud.Options{})
+	if err := os.RemoveAll(e.work); err != nil {
+		t.Fatal(err)
+	}
+	files := map[string]string{"main.tf": "variable \"x\" {}\n"}
+	_, err := e.runner.NewWorkdir(bytes.NewReader(tarGz(t, files)))
+	if err == nil || drift.IsRefusal(err) {
+		t.Errorf("NewWorkdir with its work root gone: %v; want an error that is not a refusal", err)
 	}
 }
