@@ -136,6 +136,7 @@ func (s *Server) routes() {
 	e.GET("/api/v1/keys/signing", func(c echo.Context) error {
 		return c.Blob(http.StatusOK, "application/x-pem-file", s.opts.Broker.PublicKey())
 	})
+	s.uiRoutes()
 	api := e.Group("/api/v1", s.authenticate)
 	for _, r := range s.apiRoutes() {
 		limit := "1M"

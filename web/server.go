@@ -101,6 +101,10 @@ type Server struct {
 	liveMu  sync.Mutex
 	live    map[string]*liveLog
 	closing bool
+
+	// ui holds the UI's sessions; pages its parsed templates.
+	ui    *sessions
+	pages pages
 }
 
 // New returns a server for opts.
@@ -121,6 +125,11 @@ func New(opts Options) (*Server, error) {
 		opts: opts, echo: echo.New(), metrics: newMetrics(), wake: make(chan struct{}, 1),
 		planSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))), live: map[string]*liveLog{},
 	}
+	var err error
+	if s.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+	s.ui = &sessions{byID: map[string]*session{}}
 	s.base, s.cancel = context.WithCancel(context.Background())
 	s.verifyCtx, s.stopVerify = context.WithCancel(context.Background())
 	e := s.echo
@@ -322,6 +331,11 @@ func (s *Server) handleError(err error, c echo.Context) {
 		s.opts.Logger.Error("request failed", "id", c.Response().Header().Get(echo.HeaderXRequestID),
 			"path", c.Request().URL.Path, "error", err)
 		message = "internal error"
+	}
+	if ui, _ := c.Get(uiKey).(bool); ui {
+		if err := s.render(c, status, "error", http.StatusText(status), map[string]any{"Status": status, "Message": message}); err == nil {
+			return
+		}
 	}
 	c.JSON(status, map[string]any{"error": map[string]string{"code": code, "message": message}})
 }

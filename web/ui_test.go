@@ -1,0 +1,253 @@
+package web_test
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/cookiejar"
+	"net/url"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/seb-broker/seb/broker"
+)
+
+// browser is a cookie-keeping client of the UI that does not follow
+// redirects, so tests see each answer.
+type browser struct {
+	t      *testing.T
+	s      *site
+	client *http.Client
+}
+
+func newBrowser(t *testing.T, s *site) *browser {
+	jar, _ := cookiejar.New(nil)
+	return &browser{t: t, s: s, client: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
+		return http.ErrUseLastResponse
+	}}}
+}
+
+func (b *browser) do(req *http.Request) (*http.Response, string) {
+	b.t.Helper()
+	resp, err := b.client.Do(req)
+	if err != nil {
+		b.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp, string(body)
+}
+
+func (b *browser) get(path string) (*http.Response, string) {
+	b.t.Helper()
+	req, _ := http.NewRequest("GET", b.s.url+path, nil)
+	return b.do(req)
+}
+
+func (b *browser) post(path string, form url.Values, header ...string) (*http.Response, string) {
+	b.t.Helper()
+	req, _ := http.NewRequest("POST", b.s.url+path, strings.NewReader(form.Encode()))
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
+	}
+	return b.do(req)
+}
+
+func (b *browser) signIn(who string) {
+	b.t.Helper()
+	resp, body := b.post("/signin", url.Values{"token": {b.s.tokens[who]}, "next": {"/"}})
+	if resp.StatusCode != http.StatusSeeOther {
+		b.t.Fatalf("sign in as %s: %d %s", who, resp.StatusCode, body)
+	}
+}
+
+var csrfInput = regexp.MustCompile(`name="csrf" value="([0-9a-f]+)"`)
+
+// csrf reads the form token from a page.
+func (b *browser) csrf(path string) string {
+	b.t.Helper()
+	_, body := b.get(path)
+	m := csrfInput.FindStringSubmatch(body)
+	if m == nil {
+		b.t.Fatalf("no CSRF token on %s:\n%s", path, body)
+	}
+	return m[1]
+}
+
+// TestUISignIn: only reviewers and admins sign in, with a session cookie a
+// script cannot read and another site cannot send; sign-out ends it.
+func TestUISignIn(t *testing.T) {
+	s := newSite(t)
+	b := newBrowser(t, s)
+
+	resp, _ := b.get("/")
+	if resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/signin") {
+		t.Fatalf("queue without a session: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	resp, body := b.get("/signin")
+	for header, want := range map[string]string{
+		"Content-Security-Policy": "script-src 'self'", "X-Frame-Options": "DENY", "X-Content-Type-Options": "nosniff",
+	} {
+		if !strings.Contains(resp.Header.Get(header), want) {
+			t.Errorf("%s = %q, want it to hold %q", header, resp.Header.Get(header), want)
+		}
+	}
+	if !strings.Contains(body, `<label for="token">`) || strings.Contains(body, "<script>") {
+		t.Errorf("sign-in page:\n%s", body)
+	}
+
+	for _, tt := range []struct {
+		who, token string
+		status     int
+		say        string
+	}{
+		{"agent", s.tokens["agent-1"], http.StatusForbidden, "only reviewers and admins sign in"},
+		{"ci", s.tokens["ci"], http.StatusForbidden, "only reviewers and admins sign in"},
+		{"unknown", "seb_not-a-token", http.StatusUnauthorized, "not known to seb"},
+		{"empty", "", http.StatusUnauthorized, "Paste your API token"},
+	} {
+		resp, body := b.post("/signin", url.Values{"token": {tt.token}})
+		if resp.StatusCode != tt.status || !strings.Contains(body, tt.say) || len(resp.Cookies()) != 0 {
+			t.Errorf("sign in with the %s token: %d, cookies %v\n%s", tt.who, resp.StatusCode, resp.Cookies(), body)
+		}
+	}
+
+	resp, _ = b.post("/signin", url.Values{"token": {s.tokens["alice"]}, "next": {"//evil.example/"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+		t.Errorf("sign in with an off-site next: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	cookies := resp.Cookies()
+	if len(cookies) != 1 || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteStrictMode || cookies[0].MaxAge <= 0 || cookies[0].MaxAge > 24*3600 {
+		t.Fatalf("session cookie: %+v", cookies)
+	}
+	if resp, body := b.get("/"); resp.StatusCode != http.StatusOK || !strings.Contains(body, "alice") {
+		t.Errorf("queue after sign-in: %d\n%s", resp.StatusCode, body)
+	}
+
+	token := b.csrf("/")
+	if resp, _ := b.post("/signout", url.Values{}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("sign-out without the CSRF token: %d", resp.StatusCode)
+	}
+	if resp, _ := b.post("/signout", url.Values{"csrf": {token}}); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("sign-out: %d", resp.StatusCode)
+	}
+	// The old cookie, replayed, is dead too.
+	req, _ := http.NewRequest("GET", s.url+"/", nil)
+	req.AddCookie(cookies[0])
+	if resp, _ := newBrowser(t, s).do(req); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("the signed-out cookie still works: %d", resp.StatusCode)
+	}
+	if resp, _ := b.get("/"); resp.StatusCode != http.StatusSeeOther {
+		t.Errorf("queue after sign-out: %d", resp.StatusCode)
+	}
+}
+
+// TestUIReview: a reviewer sees the queue and the exact diff, approves
+// it with the form, and gets the certificate; forged, cross-site and
+// wrong-role posts change nothing.
+func TestUIReview(t *testing.T) {
+	s := newSite(t)
+	p := s.propose("3")
+	b := newBrowser(t, s)
+	b.signIn("alice")
+
+	resp, body := b.get("/")
+	if resp.StatusCode != 200 || !strings.Contains(body, `href="/proposals/`+p.ID+`"`) || !strings.Contains(body, "scale web") ||
+		!regexp.MustCompile(`class="n add">1<`).MatchString(body) {
+		t.Errorf("queue: %d\n%s", resp.StatusCode, body)
+	}
+	if _, body := b.get("/?state=certified"); strings.Contains(body, p.ID) {
+		t.Errorf("the certified filter lists pending %s", p.ID)
+	}
+	if resp, body := b.get("/?state=bogus"); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "is not one of") || !strings.Contains(body, "<html") {
+		t.Errorf("queue with a bad filter: %d\n%s", resp.StatusCode, body)
+	}
+
+	resp, body = b.get("/proposals/" + p.ID)
+	for _, want := range []string{"sandbox_service.web will be created", "replicas = 3", "Approve this exact diff", "0 of 1 approvals; 1 more needed", "scale web"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("proposal page lacks %q:\n%s", want, body)
+		}
+	}
+	token := csrfInput.FindStringSubmatch(body)[1]
+
+	refused := []struct {
+		name   string
+		form   url.Values
+		header []string
+	}{
+		{"no CSRF token", url.Values{"decision": {"approve"}}, nil},
+		{"a wrong CSRF token", url.Values{"decision": {"approve"}, "csrf": {strings.Repeat("0", 64)}}, nil},
+		{"another origin", url.Values{"decision": {"approve"}, "csrf": {token}}, []string{"Origin", "https://evil.example"}},
+		{"a cross-site fetch", url.Values{"decision": {"approve"}, "csrf": {token}}, []string{"Sec-Fetch-Site", "cross-site"}},
+	}
+	for _, tt := range refused {
+		if resp, body := b.post("/proposals/"+p.ID+"/review", tt.form, tt.header...); resp.StatusCode != http.StatusForbidden {
+			t.Errorf("review with %s: %d\n%.300s", tt.name, resp.StatusCode, body)
+		}
+	}
+	admin := newBrowser(t, s)
+	admin.signIn("root")
+	if _, body := admin.get("/proposals/" + p.ID); strings.Contains(body, "Approve this exact diff") || !strings.Contains(body, "Only reviewers approve") {
+		t.Errorf("an admin is offered the review form:\n%s", body)
+	}
+	if resp, _ := admin.post("/proposals/"+p.ID+"/review", url.Values{"decision": {"approve"}, "csrf": {admin.csrf("/")}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("an admin's approval: %d", resp.StatusCode)
+	}
+	if resp, body := b.post("/proposals/"+p.ID+"/review", url.Values{"decision": {"approve"}, "csrf": {token}, "validity": {"soon"}}); resp.StatusCode != http.StatusBadRequest || !strings.Contains(body, "not a duration") {
+		t.Errorf("approval with a bad validity: %d\n%.300s", resp.StatusCode, body)
+	}
+	if stored, err := s.store.Proposal(context.Background(), p.ID); err != nil || stored.State != broker.ProposalPending {
+		t.Fatalf("after refused posts: %v %+v", err, stored)
+	}
+
+	resp, _ = b.post("/proposals/"+p.ID+"/review", url.Values{"decision": {"approve"}, "csrf": {token}, "comment": {"3 replicas is right"}, "validity": {"30m"}},
+		"Origin", s.url, "Sec-Fetch-Site", "same-origin")
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("approve: %d", resp.StatusCode)
+	}
+	_, body = b.get(resp.Header.Get("Location"))
+	m := regexp.MustCompile(`certificate <code>(cert-[0-9a-f]+)</code>`).FindStringSubmatch(body)
+	if m == nil || !strings.Contains(body, "Approved: certificate") || !strings.Contains(body, "3 replicas is right") || strings.Contains(body, "Approve this exact diff") {
+		t.Fatalf("proposal page after approval:\n%s", body)
+	}
+	cert, err := s.store.Certificate(context.Background(), m[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cert.NotAfter.Sub(cert.NotBefore); got > 30*time.Minute {
+		t.Errorf("certificate valid for %v, want the 30m asked for", got)
+	}
+}
+
+// TestUIOwnProposal: a reviewer is never offered, nor allowed, the review
+// of a proposal they made.
+func TestUIOwnProposal(t *testing.T) {
+	s := newSite(t)
+	p := s.propose("3")
+	stored, err := s.store.Proposal(context.Background(), p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := *stored
+	own.ID, own.Proposer = "prop-alices-own", "alice"
+	if err := s.store.CreateProposal(context.Background(), &own); err != nil {
+		t.Fatal(err)
+	}
+	b := newBrowser(t, s)
+	b.signIn("alice")
+	_, body := b.get("/proposals/" + own.ID)
+	if strings.Contains(body, "Approve this exact diff") || !strings.Contains(body, "someone else must review it") {
+		t.Errorf("own proposal page:\n%s", body)
+	}
+	resp, body := b.post("/proposals/"+own.ID+"/review", url.Values{"decision": {"approve"}, "csrf": {b.csrf("/")}})
+	if resp.StatusCode != http.StatusForbidden || !strings.Contains(body, "own") {
+		t.Errorf("approving one's own proposal: %d\n%.400s", resp.StatusCode, body)
+	}
+	if got, _ := s.store.Proposal(context.Background(), own.ID); got.State != broker.ProposalPending {
+		t.Errorf("own proposal is %s", got.State)
+	}
+}
