@@ -161,3 +161,48 @@ func TestCompareFindsEveryMutation(t *testing.T) {
 		})
 	}
 }
+
+// TestDivergenceRoundTrip: a divergence stored as JSON (an execution's
+// decision) reads back equal, markers and exact numbers included, so the
+// UI shows what Compare found.
+func TestDivergenceRoundTrip(t *testing.T) {
+	withUnknown := `,{"address":"a.x[2]","mode":"managed","type":"a","name":"x","index":2,"provider_name":"p",
+	  "change":{"actions":["update"],"before":{"v":[1,2],"big":12345678901234567890},"after":{"v":[1,3],"big":12345678901234567891},"after_unknown":{"id":true}}}`
+	certified := summaryOf(t, scalePlan(3, 5, ""))
+	live := summaryOf(t, scalePlan(7, 5, withUnknown))
+	fieldsCertified := summaryOf(t, `{"format_version":"1.2","resource_changes":[
+	  {"address":"a.x","mode":"managed","type":"a","name":"x","provider_name":"p",
+	   "change":{"actions":["delete","create"],"before":{"v":1},"after":{"v":2},"replace_paths":[["v"]]}}],
+	  "output_changes":{"o":{"actions":["update"],"before":1,"after":2}}}`)
+	fieldsLive := summaryOf(t, `{"format_version":"1.2","resource_changes":[
+	  {"address":"a.x","mode":"managed","type":"a","name":"x","provider_name":"p",
+	   "change":{"actions":["create","delete"],"before":{"v":1},"after":{"v":2},"replace_paths":[["v"]]}}],
+	  "output_changes":{"o":{"actions":["update"],"before":1,"after":{"unknown":true}}}}`)
+	for _, d := range []*planparse.Divergence{planparse.Compare(certified, live), planparse.Compare(fieldsCertified, fieldsLive)} {
+		data, err := json.Marshal(d)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var back planparse.Divergence
+		if err := json.Unmarshal(data, &back); err != nil {
+			t.Fatalf("unmarshal: %v\n%s", err, data)
+		}
+		again, _ := json.Marshal(&back)
+		if !bytes.Equal(data, again) {
+			t.Errorf("round trip changed the divergence:\n%s\n%s", data, again)
+		}
+		var want, got bytes.Buffer
+		planparse.RenderDivergence(&want, d, planparse.RenderOptions{})
+		planparse.RenderDivergence(&got, &back, planparse.RenderOptions{})
+		if want.String() != got.String() {
+			t.Errorf("rendered after the round trip:\n%s\nwant\n%s", got.String(), want.String())
+		}
+	}
+	var ac planparse.AttributeChange
+	if err := json.Unmarshal([]byte(`{"path":["v",-1],"before":1,"after":2}`), &ac); err == nil {
+		t.Errorf("a negative list index decoded: %+v", ac)
+	}
+	if err := json.Unmarshal([]byte(`{"path":["v"],"before":1,"after":2,"extra":1}`), &ac); err == nil {
+		t.Errorf("an unknown member decoded: %+v", ac)
+	}
+}

@@ -154,6 +154,68 @@ func (s *Summary) UnmarshalJSON(data []byte) error {
 	return nil
 }
 
+// UnmarshalJSON reads an attribute change written by MarshalJSON, so that
+// a stored Divergence reads back with its markers and exact numbers.
+func (c *AttributeChange) UnmarshalJSON(data []byte) error {
+	var raw attributeJSON
+	if err := strictDecode(data, &raw); err != nil {
+		return fmt.Errorf("attribute change: %w", err)
+	}
+	ac, err := decodeAttribute(raw)
+	if err != nil {
+		return err
+	}
+	*c = ac
+	return nil
+}
+
+// UnmarshalJSON reads an output change written by MarshalJSON.
+func (o *OutputChange) UnmarshalJSON(data []byte) error {
+	var raw struct {
+		Name   string `json:"name"`
+		Action Action `json:"action"`
+		Before any    `json:"before"`
+		After  any    `json:"after"`
+	}
+	if err := strictDecode(data, &raw); err != nil {
+		return fmt.Errorf("output change: %w", err)
+	}
+	before, err := decodeValue(raw.Before)
+	if err != nil {
+		return fmt.Errorf("output %s: before: %w", raw.Name, err)
+	}
+	after, err := decodeValue(raw.After)
+	if err != nil {
+		return fmt.Errorf("output %s: after: %w", raw.Name, err)
+	}
+	*o = OutputChange{Name: raw.Name, Action: raw.Action, Before: before, After: after}
+	return nil
+}
+
+// UnmarshalJSON reads a path written by MarshalJSON: list indexes come
+// back as ints, not floats.
+func (p *Path) UnmarshalJSON(data []byte) error {
+	var steps []any
+	if err := strictDecode(data, &steps); err != nil {
+		return fmt.Errorf("path: %w", err)
+	}
+	path, err := decodePath(steps)
+	if err != nil {
+		return fmt.Errorf("path: %w", err)
+	}
+	*p = path
+	return nil
+}
+
+// strictDecode decodes data into v keeping numbers exact and refusing
+// unknown members.
+func strictDecode(data []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	dec.DisallowUnknownFields()
+	return dec.Decode(v)
+}
+
 func decodeAttribute(c attributeJSON) (AttributeChange, error) {
 	path, err := decodePath(c.Path)
 	if err != nil {
