@@ -201,6 +201,13 @@ func (s *Server) uiRoutes() {
 	signed.GET("/", s.queuePage)
 	signed.GET("/proposals/:id", s.proposalPage)
 	signed.POST("/proposals/:id/review", s.reviewForm)
+	signed.GET("/certificates/:id", s.certificatePage)
+	signed.POST("/certificates/:id/revoke", s.revokeForm)
+	signed.GET("/executions/:id", s.executionPage)
+	signed.GET("/executions/:id/log", s.getExecutionLogs)
+	signed.GET("/workspaces/:workspace", s.workspacePage)
+	signed.POST("/workspaces/:workspace/revoke-all", s.revokeAllForm)
+	signed.GET("/audit", s.auditPage)
 }
 
 const uiKey = "seb.ui"
@@ -265,14 +272,18 @@ type view struct {
 	Role    broker.Role
 	CSRF    string
 	Flash   string
-	Error   string
 	Content any
+	// Workspaces names the workspaces, for the navigation.
+	Workspaces []string
 }
 
 func (s *Server) render(c echo.Context, status int, page, title string, content any) error {
 	v := view{Title: title, Content: content, Flash: c.QueryParam("flash")}
 	if sess := currentSession(c); sess != nil {
 		v.Who, v.Role, v.CSRF = sess.token.Name, sess.token.Role, sess.csrf
+		for _, w := range s.opts.Broker.Workspaces() {
+			v.Workspaces = append(v.Workspaces, w.Name)
+		}
 	}
 	t := s.pages[page]
 	var b strings.Builder

@@ -7,6 +7,7 @@ import (
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -249,5 +250,109 @@ func TestUIOwnProposal(t *testing.T) {
 	}
 	if got, _ := s.store.Proposal(context.Background(), own.ID); got.State != broker.ProposalPending {
 		t.Errorf("own proposal is %s", got.State)
+	}
+}
+
+// TestUIRefusedExecution is the case the UI exists to explain: 3 → 5 was
+// certified, someone scaled to 7 by hand, and the execution page shows
+// certified 3 → 5 beside live 7 → 5, the drift, and the log.
+func TestUIRefusedExecution(t *testing.T) {
+	s := newSite(t)
+	first := s.execute(s.approve(s.propose("3").ID))
+	cert := s.approve(s.propose("5").ID)
+	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
+	e := s.execute(cert)
+	if e.State != "rejected" {
+		t.Fatalf("execution after drift: %+v", e)
+	}
+	b := newBrowser(t, s)
+	b.signIn("alice")
+	resp, body := b.get("/executions/" + e.ID)
+	row := regexp.MustCompile(`<td><code>sandbox_service.web</code></td><td><code>replicas</code></td>\s*<td class="certified"><code>3 → 5</code></td><td class="live"><code>7 → 5</code></td>`)
+	if resp.StatusCode != 200 || !row.MatchString(body) || !strings.Contains(body, `<li class="done">comparing</li><li class="">applying</li>`) ||
+		!strings.Contains(body, `aria-current="step">rejected`) || !strings.Contains(body, "Nothing was applied") {
+		t.Errorf("refused execution page: %d\n%s", resp.StatusCode, body)
+	}
+	if _, body := b.get("/executions/" + first.ID); !strings.Contains(body, "Apply complete!") || strings.Contains(body, "divergence-table") {
+		t.Errorf("succeeded execution page:\n%s", body)
+	}
+	_, body = b.get("/certificates/" + cert)
+	if !strings.Contains(body, "used by execution "+e.ID) || strings.Contains(body, "Revoke this certificate") {
+		t.Errorf("used certificate page:\n%s", body)
+	}
+	if resp, _ := b.get("/executions/exec-nope"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown execution: %d", resp.StatusCode)
+	}
+}
+
+// TestUIRevocation: only an admin revokes, from the certificate and the
+// workspace pages, and a reviewer's forged post changes nothing.
+func TestUIRevocation(t *testing.T) {
+	s := newSite(t)
+	one := s.approve(s.propose("3").ID)
+	two := s.approve(s.propose("4").ID)
+	reviewer := newBrowser(t, s)
+	reviewer.signIn("alice")
+	if _, body := reviewer.get("/certificates/" + one); !strings.Contains(body, ">valid<") || strings.Contains(body, "Revoke this certificate") {
+		t.Errorf("certificate page for a reviewer:\n%s", body)
+	}
+	if resp, _ := reviewer.post("/certificates/"+one+"/revoke", url.Values{"csrf": {reviewer.csrf("/")}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a reviewer's revocation: %d", resp.StatusCode)
+	}
+	if resp, _ := reviewer.post("/workspaces/sandbox/revoke-all", url.Values{"csrf": {reviewer.csrf("/")}}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("a reviewer's revoke-all: %d", resp.StatusCode)
+	}
+	admin := newBrowser(t, s)
+	admin.signIn("root")
+	if _, body := admin.get("/certificates/" + one); !strings.Contains(body, "Revoke this certificate") {
+		t.Errorf("certificate page for an admin:\n%s", body)
+	}
+	resp, _ := admin.post("/certificates/"+one+"/revoke", url.Values{"csrf": {admin.csrf("/")}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke: %d", resp.StatusCode)
+	}
+	if _, body := admin.get(resp.Header.Get("Location")); !strings.Contains(body, "revoked by root") {
+		t.Errorf("revoked certificate page:\n%s", body)
+	}
+	resp, _ = admin.post("/workspaces/sandbox/revoke-all", url.Values{"csrf": {admin.csrf("/")}})
+	if resp.StatusCode != http.StatusSeeOther {
+		t.Fatalf("revoke-all: %d", resp.StatusCode)
+	}
+	_, body := admin.get(resp.Header.Get("Location"))
+	if !strings.Contains(body, "revocation epoch is now 1") || !strings.Contains(body, "<dt>Revocation epoch</dt><dd>1</dd>") {
+		t.Errorf("workspace page after revoke-all:\n%s", body)
+	}
+	if _, body := admin.get("/certificates/" + two); !strings.Contains(body, "revocation epoch is now 1") {
+		t.Errorf("certificate after revoke-all:\n%s", body)
+	}
+	if resp, _ := admin.get("/workspaces/nowhere"); resp.StatusCode != http.StatusNotFound {
+		t.Errorf("unknown workspace page: %d", resp.StatusCode)
+	}
+}
+
+// TestUIAudit: the audit page lists the chain, pages through it, and says
+// whether it verifies.
+func TestUIAudit(t *testing.T) {
+	s := newSite(t)
+	for range 3 {
+		s.approve(s.propose("3").ID)
+	}
+	b := newBrowser(t, s)
+	b.signIn("root")
+	_, body := b.get("/audit")
+	if !strings.Contains(body, "The chain of") || !strings.Contains(body, "verifies") || !strings.Contains(body, "certificate") {
+		t.Errorf("audit page:\n%s", body)
+	}
+	entries, err := s.store.AuditEntries(context.Background(), 0, 1000)
+	if err != nil || len(entries) < 2 {
+		t.Fatalf("%d entries: %v", len(entries), err)
+	}
+	last := entries[len(entries)-1].Seq
+	_, body = b.get("/audit?after=" + strconv.FormatInt(last-1, 10))
+	if !strings.Contains(body, "<td>"+strconv.FormatInt(last, 10)+"</td>") || strings.Contains(body, "<td>1</td>") {
+		t.Errorf("second page:\n%s", body)
+	}
+	if resp, _ := b.get("/audit?after=-3"); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("audit with a bad cursor: %d", resp.StatusCode)
 	}
 }

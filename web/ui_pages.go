@@ -1,0 +1,323 @@
+package web
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/planparse"
+)
+
+// The UI's pages beyond the queue and the proposal: certificates,
+// executions, workspaces and the audit log.
+
+func (s *Server) certificatePage(c echo.Context) error {
+	ctx := c.Request().Context()
+	cert, err := s.opts.Records.Certificate(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	ws, err := s.opts.Broker.Workspace(cert.Workspace)
+	if err != nil {
+		return err
+	}
+	epoch, err := s.opts.Records.RevocationEpoch(ctx, cert.Workspace)
+	if err != nil {
+		return err
+	}
+	policy, err := s.opts.Records.PolicyEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	var status string
+	switch {
+	case cert.RevokedAt != nil:
+		status = "revoked by " + cert.RevokedBy
+	case cert.RevocationEpoch < epoch:
+		status = "revoked: the workspace's revocation epoch is now " + strconv.FormatInt(epoch, 10)
+	case cert.PolicyEpoch < policy:
+		status = "void: the policy changed since it was issued"
+	case cert.ConsumedBy != "":
+		status = "used by execution " + cert.ConsumedBy
+	case now.Before(cert.NotBefore):
+		status = "not valid yet"
+	case now.After(cert.NotAfter):
+		status = "expired"
+	default:
+		status = "valid"
+	}
+	var resources []resourceView
+	if cert.Summary != nil {
+		resources = resourceViews(cert.Summary.Resources, ws.ProtectedActions)
+	}
+	executions, err := s.opts.Records.ListExecutions(ctx, broker.ExecutionFilter{CertificateID: cert.ID, Limit: 20})
+	if err != nil {
+		return err
+	}
+	sess := currentSession(c)
+	return s.render(c, http.StatusOK, "certificate", "Certificate "+cert.ID, map[string]any{
+		"Cert": cert, "Status": status, "Valid": status == "valid", "RevocationEpoch": epoch, "PolicyEpoch": policy,
+		"Resources": resources, "Executions": executions, "CanRevoke": sess.token.Role == broker.RoleAdmin && status == "valid",
+	})
+}
+
+func (s *Server) revokeForm(c echo.Context) error {
+	if currentSession(c).token.Role != broker.RoleAdmin {
+		return broker.Errorf(broker.EFORBIDDEN, "only admins revoke certificates")
+	}
+	id := c.Param("id")
+	if err := s.opts.Broker.Revoke(context.WithoutCancel(c.Request().Context()), id, principalName(c)); err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, "/certificates/"+url.PathEscape(id)+"?flash="+url.QueryEscape("Certificate revoked."))
+}
+
+// executionSteps are the states an execution passes through, in order.
+var executionSteps = []broker.ExecutionState{broker.ExecutionQueued, broker.ExecutionVerifying, broker.ExecutionPlanning,
+	broker.ExecutionComparing, broker.ExecutionApplying}
+
+// step is one state of the execution timeline.
+type step struct {
+	State      broker.ExecutionState
+	Done, Here bool
+}
+
+// divergenceRow is one line of the side-by-side divergence: what was
+// certified against what the live plan would do now.
+type divergenceRow struct {
+	Address, What   string
+	Certified, Live string
+	OnlyCertified   bool
+	OnlyLive        bool
+	CertifiedSymbol string
+	LiveSymbol      string
+}
+
+func changeText(c *planparse.AttributeChange) (symbol, text string) {
+	if c == nil {
+		return "", "(no change)"
+	}
+	symbol = c.Symbol()
+	switch symbol {
+	case "+":
+		return symbol, planparse.FormatValue(c.After)
+	case "-":
+		return symbol, planparse.FormatValue(c.Before) + " → null"
+	}
+	return symbol, planparse.FormatValue(c.Before) + " → " + planparse.FormatValue(c.After)
+}
+
+func divergenceRows(d *planparse.Divergence) []divergenceRow {
+	if d == nil {
+		return nil
+	}
+	var rows []divergenceRow
+	for i := range d.OnlyCertified {
+		r := &d.OnlyCertified[i]
+		rows = append(rows, divergenceRow{Address: r.Address, What: "resource", Certified: r.Headline(), Live: "(not in the live plan)", OnlyCertified: true})
+	}
+	for i := range d.OnlyLive {
+		r := &d.OnlyLive[i]
+		rows = append(rows, divergenceRow{Address: r.Address, What: "resource", Certified: "(not certified)", Live: r.Headline(), OnlyLive: true})
+	}
+	for _, r := range d.Resources {
+		for _, f := range r.Fields {
+			rows = append(rows, divergenceRow{Address: r.Address, What: f.Field, Certified: planparse.FormatValue(f.Certified), Live: planparse.FormatValue(f.Live)})
+		}
+		for _, a := range r.Attributes {
+			row := divergenceRow{Address: r.Address, What: a.Path.String()}
+			row.CertifiedSymbol, row.Certified = changeText(a.Certified)
+			row.LiveSymbol, row.Live = changeText(a.Live)
+			rows = append(rows, row)
+		}
+	}
+	for _, o := range d.Outputs {
+		row := divergenceRow{Address: "output." + o.Name, What: "value", Certified: "(no change)", Live: "(no change)"}
+		if o.Certified != nil {
+			row.Certified = planparse.FormatValue(o.Certified.Before) + " → " + planparse.FormatValue(o.Certified.After)
+		}
+		if o.Live != nil {
+			row.Live = planparse.FormatValue(o.Live.Before) + " → " + planparse.FormatValue(o.Live.After)
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+// logLine is one message of Terraform's JSON log.
+type logLine struct {
+	Level   string `json:"@level"`
+	Message string `json:"@message"`
+}
+
+// logMessages reads the messages of a signed log artifact.
+func logMessages(data []byte) []logLine {
+	var out []logLine
+	sc := bufio.NewScanner(bytes.NewReader(data))
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	for sc.Scan() {
+		var l logLine
+		if json.Unmarshal(sc.Bytes(), &l) == nil && l.Message != "" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (s *Server) executionPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	e, err := s.opts.Records.Execution(ctx, c.Param("id"))
+	if err != nil {
+		return err
+	}
+	final := isFinal(e.State)
+	// A final execution passed the steps before its end: all of them when
+	// it succeeded, up to the comparison when it was refused (nothing was
+	// applied), and an unknown number when it failed.
+	reached := slices.Index(executionSteps, e.State)
+	switch e.State {
+	case broker.ExecutionSucceeded:
+		reached = len(executionSteps)
+	case broker.ExecutionRejected:
+		reached = slices.Index(executionSteps, broker.ExecutionApplying)
+	case broker.ExecutionFailed, broker.ExecutionInterrupted:
+		reached = 0
+	}
+	var steps []step
+	for i, st := range executionSteps {
+		steps = append(steps, step{State: st, Done: i < reached, Here: !final && i == reached})
+	}
+	var decision *drift.Decision
+	if len(e.Divergence) > 0 {
+		decision = &drift.Decision{}
+		if err := json.Unmarshal(e.Divergence, decision); err != nil {
+			return err
+		}
+	}
+	var rows []divergenceRow
+	var driftViews []resourceView
+	if decision != nil {
+		rows = divergenceRows(decision.Divergence)
+		driftViews = resourceViews(decision.Drift, nil)
+	}
+	var logs []logLine
+	if final {
+		for _, id := range []string{e.PlanLogID, e.ApplyLogID} {
+			if id == "" {
+				continue
+			}
+			a, err := s.opts.Records.Artifact(ctx, id)
+			if err != nil {
+				return err
+			}
+			logs = append(logs, logMessages(a.Data)...)
+		}
+	}
+	return s.render(c, http.StatusOK, "execution", "Execution "+e.ID, map[string]any{
+		"E": e, "Final": final, "Steps": steps, "Decision": decision, "Rows": rows, "Drift": driftViews, "Logs": logs,
+	})
+}
+
+func isFinal(st broker.ExecutionState) bool {
+	switch st {
+	case broker.ExecutionSucceeded, broker.ExecutionRejected, broker.ExecutionFailed, broker.ExecutionInterrupted:
+		return true
+	}
+	return false
+}
+
+func (s *Server) workspacePage(c echo.Context) error {
+	ctx := c.Request().Context()
+	ws, err := s.opts.Broker.Workspace(c.Param("workspace"))
+	if err != nil {
+		return err
+	}
+	j, err := s.workspaceJSON(ctx, ws)
+	if err != nil {
+		return err
+	}
+	proposals, err := s.opts.Records.ListProposals(ctx, broker.ProposalFilter{Workspace: ws.Name, Limit: 20})
+	if err != nil {
+		return err
+	}
+	executions, err := s.opts.Records.ListExecutions(ctx, broker.ExecutionFilter{Workspace: ws.Name, Limit: 20})
+	if err != nil {
+		return err
+	}
+	policy, err := s.opts.Records.PolicyEpoch(ctx)
+	if err != nil {
+		return err
+	}
+	return s.render(c, http.StatusOK, "workspace", "Workspace "+ws.Name, map[string]any{
+		"W": j, "PolicyEpoch": policy, "Proposals": proposals, "Executions": executions,
+		"CanRevoke": currentSession(c).token.Role == broker.RoleAdmin,
+	})
+}
+
+func (s *Server) revokeAllForm(c echo.Context) error {
+	if currentSession(c).token.Role != broker.RoleAdmin {
+		return broker.Errorf(broker.EFORBIDDEN, "only admins revoke certificates")
+	}
+	name := c.Param("workspace")
+	epoch, err := s.opts.Broker.RevokeAll(context.WithoutCancel(c.Request().Context()), name, principalName(c))
+	if err != nil {
+		return err
+	}
+	flash := "Every certificate of " + name + " is revoked; the revocation epoch is now " + strconv.FormatInt(epoch, 10) + "."
+	return c.Redirect(http.StatusSeeOther, "/workspaces/"+url.PathEscape(name)+"?flash="+url.QueryEscape(flash))
+}
+
+// auditPageSize is how many entries the audit page shows at once.
+const auditPageSize = 50
+
+func (s *Server) auditPage(c echo.Context) error {
+	ctx := c.Request().Context()
+	var after int64
+	if v := c.QueryParam("after"); v != "" {
+		var err error
+		if after, err = strconv.ParseInt(v, 10, 64); err != nil || after < 0 {
+			return broker.Errorf(broker.EINVALID, "after %q is not an entry number", v)
+		}
+	}
+	entries, err := s.opts.Records.AuditEntries(ctx, after, auditPageSize+1)
+	if err != nil {
+		return err
+	}
+	more := len(entries) > auditPageSize
+	if more {
+		entries = entries[:auditPageSize]
+	}
+	pub, err := broker.ParsePublicKeyPEM(s.opts.Broker.PublicKey())
+	if err != nil {
+		return err
+	}
+	count, verr := broker.VerifyAudit(s.auditPages(ctx), pub)
+	verified, reason := true, ""
+	var brk *broker.AuditBreak
+	switch {
+	case errors.As(verr, &brk):
+		verified, reason = false, brk.Error()
+	case verr != nil:
+		return verr
+	}
+	next := int64(0)
+	if more {
+		next = entries[len(entries)-1].Seq
+	}
+	return s.render(c, http.StatusOK, "audit", "Audit log", map[string]any{
+		"Entries": entries, "Next": next, "After": after, "Verified": verified, "Reason": reason, "Count": count,
+		"KeyID": broker.PublicKeyID(pub),
+	})
+}
