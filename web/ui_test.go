@@ -211,7 +211,7 @@ func TestUIReview(t *testing.T) {
 		t.Fatalf("approve: %d", resp.StatusCode)
 	}
 	_, body = b.get(resp.Header.Get("Location"))
-	m := regexp.MustCompile(`certificate <code>(cert-[0-9a-f]+)</code>`).FindStringSubmatch(body)
+	m := regexp.MustCompile(`certificate <a href="/certificates/(cert-[0-9a-f]+)">`).FindStringSubmatch(body)
 	if m == nil || !strings.Contains(body, "Approved: certificate") || !strings.Contains(body, "3 replicas is right") || strings.Contains(body, "Approve this exact diff") {
 		t.Fatalf("proposal page after approval:\n%s", body)
 	}

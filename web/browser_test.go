@@ -1,0 +1,197 @@
+package web_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+)
+
+// chromium finds the browser for the real-browser tests: SEB_CHROMIUM, or
+// Debian's chromium on PATH. Without one the tests are skipped, unless
+// SEB_REQUIRE_BROWSER is set (CI sets it): then a missing browser fails.
+func chromium(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("SEB_CHROMIUM"); p != "" {
+		return p
+	}
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("SEB_REQUIRE_BROWSER") != "" {
+		t.Fatal("no chromium on PATH: .ci/run installs Debian's chromium package")
+	}
+	t.Skip("no chromium on PATH (set SEB_CHROMIUM); the real-browser tests need one")
+	return ""
+}
+
+// tab is one headless chromium tab on the site.
+type tab struct {
+	t   *testing.T
+	s   *site
+	ctx context.Context
+}
+
+func newTab(t *testing.T, s *site) *tab {
+	opts := append(chromedp.DefaultExecAllocatorOptions[:],
+		chromedp.ExecPath(chromium(t)), chromedp.NoSandbox, chromedp.DisableGPU,
+		chromedp.Flag("disable-background-networking", true), chromedp.WindowSize(1280, 900),
+		chromedp.UserDataDir(t.TempDir()))
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx)
+	ctx, cancelTime := context.WithTimeout(ctx, 2*time.Minute)
+	t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
+	if err := chromedp.Run(ctx); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	return &tab{t: t, s: s, ctx: ctx}
+}
+
+func (b *tab) run(what string, actions ...chromedp.Action) {
+	b.t.Helper()
+	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
+	defer cancel()
+	if err := chromedp.Run(ctx, actions...); err != nil {
+		b.t.Fatalf("%s: %v", what, err)
+	}
+}
+
+// text returns the visible text of the page's main element.
+func (b *tab) text() string {
+	b.t.Helper()
+	var s string
+	b.run("read the page", chromedp.Text("main", &s, chromedp.ByQuery))
+	return s
+}
+
+func (b *tab) location() string {
+	b.t.Helper()
+	var u string
+	b.run("read the location", chromedp.Location(&u))
+	return strings.TrimPrefix(u, b.s.url)
+}
+
+// screenshot saves the page under the test's temp dir and, for the pages
+// CI keeps, under web/testdata/screenshots.
+func (b *tab) screenshot(name string, keep bool) {
+	b.t.Helper()
+	var png []byte
+	b.run("screenshot", chromedp.FullScreenshot(&png, 100)) // 100 is PNG; less is JPEG
+	if err := os.WriteFile(filepath.Join(b.t.TempDir(), name+".png"), png, 0o644); err != nil {
+		b.t.Fatal(err)
+	}
+	if keep {
+		dir := filepath.Join("testdata", "screenshots")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			b.t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644); err != nil {
+			b.t.Fatal(err)
+		}
+	}
+}
+
+func (b *tab) signIn(who string) {
+	b.t.Helper()
+	b.run("sign in as "+who,
+		chromedp.Navigate(b.s.url+"/"),
+		chromedp.WaitVisible("#token", chromedp.ByID),
+		chromedp.SendKeys("#token", b.s.tokens[who], chromedp.ByID),
+		chromedp.Click("form.signin button[type=submit]", chromedp.ByQuery),
+		chromedp.WaitVisible("form.signout", chromedp.ByQuery))
+}
+
+// TestBrowserReview: in a real browser, a reviewer signs in, opens the
+// pending proposal, sees replicas 3 -> 5, approves it and sees the
+// certificate; the execution after an out-of-band scale to 7 shows the
+// divergence; sign-out works.
+func TestBrowserReview(t *testing.T) {
+	s := newSite(t)
+	if e := s.execute(s.approve(s.propose("3").ID)); e.State != "succeeded" {
+		t.Fatalf("first apply: %+v", e)
+	}
+	p := s.propose("5")
+	b := newTab(t, s)
+
+	b.signIn("alice")
+	if !strings.Contains(b.text(), p.ID) {
+		t.Fatalf("queue lacks %s:\n%s", p.ID, b.text())
+	}
+	b.run("open the proposal", chromedp.Click(`a[href="/proposals/`+p.ID+`"]`, chromedp.ByQuery), chromedp.WaitVisible("#diff", chromedp.ByID))
+	page := b.text()
+	if !strings.Contains(page, "~ replicas = 3 -> 5") || !strings.Contains(page, "sandbox_service.web will be updated in-place") {
+		t.Errorf("proposal page:\n%s", page)
+	}
+	b.screenshot("proposal", true)
+
+	b.run("approve",
+		chromedp.SendKeys("#comment", "5 replicas for the launch", chromedp.ByID),
+		chromedp.Click("button.approve", chromedp.ByQuery),
+		chromedp.WaitVisible("p.flash", chromedp.ByQuery))
+	page = b.text()
+	if !strings.Contains(page, "Approved: certificate cert-") || !strings.Contains(page, "alice approved") {
+		t.Fatalf("after approval:\n%s", page)
+	}
+	b.run("open the certificate", chromedp.Click(`a[href^="/certificates/"]`, chromedp.ByQuery), chromedp.WaitVisible("dl.facts", chromedp.ByQuery))
+	cert := strings.TrimPrefix(b.location(), "/certificates/")
+	if page := b.text(); !strings.Contains(page, "valid") || !strings.Contains(page, "alice at") {
+		t.Errorf("certificate page:\n%s", page)
+	}
+	b.screenshot("certificate", false)
+
+	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
+	e := s.execute(cert)
+	if e.State != "rejected" {
+		t.Fatalf("execution after drift: %+v", e)
+	}
+	b.run("open the execution", chromedp.Navigate(s.url+"/executions/"+e.ID), chromedp.WaitVisible("table.divergence-table", chromedp.ByQuery))
+	var certified, live string
+	b.run("read the divergence",
+		chromedp.Text(".divergence-table td.certified", &certified, chromedp.ByQuery),
+		chromedp.Text(".divergence-table td.live", &live, chromedp.ByQuery))
+	if certified != "3 → 5" || live != "7 → 5" {
+		t.Errorf("divergence: certified %q, live %q", certified, live)
+	}
+	b.screenshot("divergence", true)
+
+	b.run("sign out", chromedp.Click("form.signout button", chromedp.ByQuery), chromedp.WaitVisible("#token", chromedp.ByID))
+	if page := b.text(); !strings.Contains(page, "Signed out.") {
+		t.Errorf("after sign-out:\n%s", page)
+	}
+	b.run("reopen the queue", chromedp.Navigate(s.url+"/"), chromedp.WaitVisible("#token", chromedp.ByID))
+	if loc := b.location(); !strings.HasPrefix(loc, "/signin") {
+		t.Errorf("queue after sign-out went to %s", loc)
+	}
+}
+
+// TestBrowserOwnProposal: a reviewer is not offered the approval of their
+// own proposal.
+func TestBrowserOwnProposal(t *testing.T) {
+	s := newSite(t)
+	p := s.propose("3")
+	stored, err := s.store.Proposal(context.Background(), p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := *stored
+	own.ID, own.Proposer = "prop-alices-own", "alice"
+	if err := s.store.CreateProposal(context.Background(), &own); err != nil {
+		t.Fatal(err)
+	}
+	b := newTab(t, s)
+	b.signIn("alice")
+	b.run("open own proposal", chromedp.Navigate(s.url+"/proposals/"+own.ID), chromedp.WaitVisible("#review", chromedp.ByID))
+	var buttons int
+	b.run("count approve buttons", chromedp.Evaluate(`document.querySelectorAll("button.approve").length`, &buttons))
+	if page := b.text(); buttons != 0 || !strings.Contains(page, "someone else must review it") {
+		t.Errorf("own proposal offers %d approve buttons:\n%s", buttons, page)
+	}
+	b.screenshot("own-proposal", false)
+}
