@@ -24,13 +24,34 @@ for role in reviewer agent ci admin; do
   chmod 600 "$data/tokens/$role.token"
 done
 
+TF_CLI_CONFIG_FILE="$PWD/bin/terraform.rc" bin/seb serve &
+seb=$!
+trap 'kill $seb $sandbox 2>/dev/null || true' EXIT INT TERM
+for _ in $(seq 1 100); do
+  curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
+  sleep 0.1
+done
+
+# The demo proposal, waiting for a reviewer: an agent asks for 3 replicas.
+export SEB_SERVER=http://127.0.0.1:8080
+proposal=$(SEB_TOKEN_FILE="$data/tokens/agent.token" bin/seb propose --workspace sandbox \
+  --dir fixtures/terraform/scale --var replicas=3 --rationale "demo: run web with 3 replicas" 2>/dev/null || true)
+console="curl -s -X PATCH -H \"Authorization: Bearer \$(cat $data/sandbox-admin.token)\" -H 'Content-Type: application/json'"
+
 cat <<TXT
-seb:            http://127.0.0.1:8080   (API under /api/v1, OpenAPI at /api/v1/openapi.json)
+
+seb:            http://127.0.0.1:8080   (the reviewer UI; API under /api/v1, OpenAPI at /api/v1/openapi.json)
 sandbox cloud:  http://127.0.0.1:8081   (console token in $data/sandbox-admin.token)
 reviewer token: $(cat "$data/tokens/reviewer.token")   (shown once; agent, ci and admin tokens are in $data/tokens/)
 
-Try:  export SEB_SERVER=http://127.0.0.1:8080 SEB_TOKEN_FILE=$data/tokens/agent.token
-      bin/seb plan --workspace sandbox --dir fixtures/terraform/scale --var replicas=3
+1. Open http://127.0.0.1:8080/ and sign in with the reviewer token.
+2. Approve the demo proposal ${proposal:-(proposing failed: see the log above)}.
+3. Apply it as CI:
+     SEB_SERVER=$SEB_SERVER SEB_TOKEN_FILE=$data/tokens/ci.token bin/seb execute --proposal ${proposal:-PROPOSAL} --follow
+4. Have the agent propose 5 replicas, approve it, then scale web to 7 by hand before applying:
+     SEB_SERVER=$SEB_SERVER SEB_TOKEN_FILE=$data/tokens/agent.token bin/seb propose --workspace sandbox --dir fixtures/terraform/scale --var replicas=5
+     $console http://127.0.0.1:8081/console/v1/services/\$(curl -s -H "Authorization: Bearer \$(cat $data/sandbox-admin.token)" http://127.0.0.1:8081/console/v1/services | jq -r '.items[0].id') -d '{"replicas":7}'
+   Execute it as in 3: seb refuses, and the execution's page shows certified 3 -> 5 beside live 7 -> 5.
 TXT
 
-TF_CLI_CONFIG_FILE="$PWD/bin/terraform.rc" bin/seb serve
+wait $seb

@@ -18,12 +18,12 @@ import (
 // browser is a cookie-keeping client of the UI that does not follow
 // redirects, so tests see each answer.
 type browser struct {
-	t      *testing.T
+	t      testing.TB
 	s      *site
 	client *http.Client
 }
 
-func newBrowser(t *testing.T, s *site) *browser {
+func newBrowser(t testing.TB, s *site) *browser {
 	jar, _ := cookiejar.New(nil)
 	return &browser{t: t, s: s, client: &http.Client{Jar: jar, CheckRedirect: func(*http.Request, []*http.Request) error {
 		return http.ErrUseLastResponse
