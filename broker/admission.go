@@ -231,14 +231,15 @@ func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificat
 			p.Divergence, p.State = d, ProposalDiverged
 		}
 	}
-	if err := b.opts.Store.CompleteVerification(ctx, p); err != nil {
+	action, details := "proposal.verified", map[string]any{"diff_digest": p.Digest}
+	if p.State == ProposalDiverged {
+		action, details = "proposal.diverged", map[string]any{"seb_digest": p.Digest, "agent_digest": p.AgentDigest}
+	}
+	if err := b.completeVerification(ctx, p, action, details); err != nil {
 		return nil, nil, err
 	}
 	if p.State == ProposalDiverged {
-		return p, nil, b.audit(ctx, "seb", "proposal.diverged", p.ID, map[string]any{"seb_digest": p.Digest, "agent_digest": p.AgentDigest})
-	}
-	if err := b.audit(ctx, "seb", "proposal.verified", p.ID, map[string]any{"diff_digest": p.Digest}); err != nil {
-		return nil, nil, err
+		return p, nil, nil
 	}
 	if ws.ApprovalsRequired == 0 && len(protectedIn(ws, summary)) == 0 {
 		cert, err := b.certify(ctx, p, ws, nil, 0)
@@ -255,13 +256,22 @@ func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificat
 // the refusal as an EINVALID error.
 func (b *Service) refuse(ctx context.Context, p *Proposal, reason string) error {
 	p.State, p.Reason, p.UpdatedAt = ProposalRefused, reason, b.now()
-	if err := b.opts.Store.CompleteVerification(ctx, p); err != nil {
-		return err
-	}
-	if err := b.audit(ctx, "seb", "proposal.refused", p.ID, map[string]any{"reason": reason}); err != nil {
+	if err := b.completeVerification(ctx, p, "proposal.refused", map[string]any{"reason": reason}); err != nil {
 		return err
 	}
 	return Errorf(EINVALID, "%s", reason)
+}
+
+// completeVerification stores the outcome of seb's plan of p together with
+// its audit entry: a reader never sees the one without the other.
+func (b *Service) completeVerification(ctx context.Context, p *Proposal, action string, details any) error {
+	entry, err := b.auditEntry("seb", action, p.ID, details)
+	if err != nil {
+		return err
+	}
+	return b.opts.Store.CompleteVerification(ctx, p, func(last *AuditEntry) (*AuditEntry, error) {
+		return b.opts.Signer.SealAudit(last, entry)
+	})
 }
 
 // VarsDigest returns sha256:<hex> of variables: name=value lines, sorted,

@@ -71,6 +71,13 @@ func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Cert
 	return stored, nil
 }
 
+// Standing reports whether a stored certificate could be executed now as
+// far as time, epochs and revocation go (nil), or why not (EINVALID): the
+// very check an execution makes, for pages that show a certificate.
+func (b *Service) Standing(ctx context.Context, cert *Certificate) error {
+	return b.checkStanding(ctx, cert, &cert.CertificatePayload)
+}
+
 // checkStanding checks what can change after a certificate was issued:
 // its validity window (with the clock-skew allowance), the policy epoch,
 // the workspace's revocation epoch and its own revocation.

@@ -27,10 +27,11 @@ type Store interface {
 	Proposal(ctx context.Context, id string) (*Proposal, error)
 	// ListProposals returns proposals matching the filter, newest first.
 	ListProposals(ctx context.Context, f ProposalFilter) ([]*Proposal, error)
-	// CompleteVerification records the outcome of seb's plan of a
-	// verifying proposal: its summary, digests, drift, divergence, state,
-	// reason and update time; ECONFLICT if it is not verifying.
-	CompleteVerification(ctx context.Context, p *Proposal) error
+	// CompleteVerification records, atomically with the audit entry seal
+	// makes, the outcome of seb's plan of a verifying proposal: its
+	// summary, digests, drift, divergence, state, reason and update time;
+	// ECONFLICT if it is not verifying.
+	CompleteVerification(ctx context.Context, p *Proposal, seal func(last *AuditEntry) (*AuditEntry, error)) error
 	// SetProposalState moves a proposal from state from to state to at
 	// time at; ECONFLICT if it is not in state from.
 	SetProposalState(ctx context.Context, id string, from, to ProposalState, at time.Time) error

@@ -136,7 +136,7 @@ func TestBrowserReview(t *testing.T) {
 		chromedp.Click("button.approve", chromedp.ByQuery),
 		chromedp.WaitVisible("p.flash", chromedp.ByQuery))
 	page = b.text()
-	if !strings.Contains(page, "Approved: certificate cert-") || !strings.Contains(page, "alice approved") {
+	if !strings.Contains(page, "the final approval issued the certificate") || !strings.Contains(page, "alice approved") {
 		t.Fatalf("after approval:\n%s", page)
 	}
 	b.run("open the certificate", chromedp.Click(`a[href^="/certificates/"]`, chromedp.ByQuery), chromedp.WaitVisible("dl.facts", chromedp.ByQuery))

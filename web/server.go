@@ -39,6 +39,7 @@ type Broker interface {
 	PublicKey() []byte
 	WorkspaceState(ctx context.Context, workspace string) ([]byte, error)
 	PlanCredential(ctx context.Context, workspace, who string) (broker.Credential, error)
+	Standing(ctx context.Context, cert *broker.Certificate) error
 }
 
 // Records is what the API reads directly from the store.
@@ -103,8 +104,9 @@ type Server struct {
 	closing bool
 
 	// ui holds the UI's sessions; pages its parsed templates.
-	ui    *sessions
-	pages pages
+	ui      *sessions
+	pages   pages
+	audited auditCheck
 }
 
 // New returns a server for opts.

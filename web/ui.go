@@ -195,21 +195,30 @@ func (s *Server) uiRoutes() {
 	e := s.echo
 	static, _ := fs.Sub(staticFS, "ui/static")
 	e.GET("/static/*", echo.WrapHandler(http.StripPrefix("/static/", http.FileServer(http.FS(static)))), securityHeaders)
-	ui := e.Group("", securityHeaders, middleware.BodyLimit("64K"), s.loadSession, s.checkForm)
-	ui.GET("/signin", s.signinPage)
-	ui.POST("/signin", s.signin)
-	ui.POST("/signout", s.signout)
-	signed := ui.Group("", s.requireSession)
-	signed.GET("/", s.queuePage)
-	signed.GET("/proposals/:id", s.proposalPage)
-	signed.POST("/proposals/:id/review", s.reviewForm)
-	signed.GET("/certificates/:id", s.certificatePage)
-	signed.POST("/certificates/:id/revoke", s.revokeForm)
-	signed.GET("/executions/:id", s.executionPage)
-	signed.GET("/executions/:id/log", s.getExecutionLogs)
-	signed.GET("/workspaces/:workspace", s.workspacePage)
-	signed.POST("/workspaces/:workspace/revoke-all", s.revokeAllForm)
-	signed.GET("/audit", s.auditPage)
+	// Middleware per route, not per group: a group's middleware makes echo
+	// route every unknown path through it.
+	open := []echo.MiddlewareFunc{securityHeaders, middleware.BodyLimit("64K"), s.loadSession, s.checkForm}
+	signed := append(slices.Clone(open), s.requireSession)
+	e.GET("/signin", s.signinPage, open...)
+	e.POST("/signin", s.signin, open...)
+	e.POST("/signout", s.signout, open...)
+	for _, r := range []struct {
+		method, path string
+		handler      echo.HandlerFunc
+	}{
+		{http.MethodGet, "/", s.queuePage},
+		{http.MethodGet, "/proposals/:id", s.proposalPage},
+		{http.MethodPost, "/proposals/:id/review", s.reviewForm},
+		{http.MethodGet, "/certificates/:id", s.certificatePage},
+		{http.MethodPost, "/certificates/:id/revoke", s.revokeForm},
+		{http.MethodGet, "/executions/:id", s.executionPage},
+		{http.MethodGet, "/executions/:id/log", s.getExecutionLogs},
+		{http.MethodGet, "/workspaces/:workspace", s.workspacePage},
+		{http.MethodPost, "/workspaces/:workspace/revoke-all", s.revokeAllForm},
+		{http.MethodGet, "/audit", s.auditPage},
+	} {
+		e.Add(r.method, r.path, r.handler, signed...)
+	}
 }
 
 const uiKey = "seb.ui"
@@ -221,8 +230,19 @@ func (s *Server) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
 		c.Set(uiKey, true)
 		if ck, err := c.Cookie(sessionCookie); err == nil {
 			if sess := s.ui.get(ck.Value, time.Now()); sess != nil {
-				c.Set(sessionKey, sess)
-				c.Set(principalKey, sess.token)
+				// The token is read again on every request, so that a
+				// token deleted or given another role ends its sessions.
+				tok, err := s.opts.Records.APITokenByHash(c.Request().Context(), sess.token.Hash)
+				switch {
+				case broker.ErrorCode(err) == broker.ENOTFOUND || err == nil && !slices.Contains(uiRoles, tok.Role):
+					s.ui.end(ck.Value)
+				case err != nil:
+					return err
+				default:
+					sess.token = tok
+					c.Set(sessionKey, sess)
+					c.Set(principalKey, tok)
+				}
 			}
 		}
 		return next(c)
@@ -233,7 +253,11 @@ func (s *Server) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
 func (s *Server) requireSession(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		if currentSession(c) == nil {
-			return c.Redirect(http.StatusSeeOther, "/signin?next="+url.QueryEscape(c.Request().URL.RequestURI()))
+			next := "/"
+			if c.Request().Method == http.MethodGet {
+				next = c.Request().URL.RequestURI()
+			}
+			return c.Redirect(http.StatusSeeOther, "/signin?next="+url.QueryEscape(next))
 		}
 		return next(c)
 	}
@@ -257,14 +281,29 @@ func (s *Server) checkForm(next echo.HandlerFunc) echo.HandlerFunc {
 		if site := req.Header.Get("Sec-Fetch-Site"); site == "cross-site" || site == "same-site" {
 			return broker.Errorf(broker.EFORBIDDEN, "a form from another site is refused")
 		}
-		if sess := currentSession(c); sess != nil {
-			got := req.FormValue(csrfField)
+		// Signing in needs no session token: a browser may still hold a
+		// session (a SameSite=Strict cookie is not sent when arriving from
+		// a link elsewhere, but is on the form post). The origin checks
+		// above still apply.
+		if sess := currentSession(c); sess != nil && c.Path() != "/signin" {
+			got := req.PostFormValue(csrfField)
 			if subtle.ConstantTimeCompare([]byte(got), []byte(sess.csrf)) != 1 {
 				return broker.Errorf(broker.EFORBIDDEN, "the form has expired or did not come from seb: reload the page and try again")
 			}
 		}
 		return next(c)
 	}
+}
+
+// flashes are the messages a redirect can ask the next page to show: by
+// code, so that a link cannot put its own words in seb's mouth.
+var flashes = map[string]string{
+	"signed-out":  "Signed out.",
+	"approved":    "Approved.",
+	"certified":   "Approved: the final approval issued the certificate below.",
+	"rejected":    "Rejected.",
+	"revoked":     "Certificate revoked.",
+	"revoked-all": "Every certificate of this workspace is revoked: its revocation epoch went up.",
 }
 
 // view is what every page template gets.
@@ -280,7 +319,7 @@ type view struct {
 }
 
 func (s *Server) render(c echo.Context, status int, page, title string, content any) error {
-	v := view{Title: title, Content: content, Flash: c.QueryParam("flash")}
+	v := view{Title: title, Content: content, Flash: flashes[c.QueryParam("flash")]}
 	if sess := currentSession(c); sess != nil {
 		v.Who, v.Role, v.CSRF = sess.token.Name, sess.token.Role, sess.csrf
 		for _, w := range s.opts.Broker.Workspaces() {
@@ -299,9 +338,15 @@ func (s *Server) signinPage(c echo.Context) error {
 	return s.render(c, http.StatusOK, "signin", "Sign in", map[string]string{"Next": safeNext(c.QueryParam("next"))})
 }
 
-// safeNext keeps a post-sign-in redirect on seb's own pages.
+// safeNext keeps a post-sign-in redirect on seb's own pages: a path with
+// no scheme, no host, no backslash and no control character (browsers
+// drop tabs and newlines, so "/\t/evil.example" would leave the site).
 func safeNext(next string) string {
-	if !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") || strings.HasPrefix(next, "/\\") {
+	if strings.ContainsFunc(next, func(r rune) bool { return r < 0x20 || r == 0x7f || r == '\\' }) {
+		return "/"
+	}
+	u, err := url.Parse(next)
+	if err != nil || u.Scheme != "" || u.Host != "" || u.User != nil || !strings.HasPrefix(next, "/") || strings.HasPrefix(next, "//") {
 		return "/"
 	}
 	return next
@@ -333,9 +378,16 @@ func (s *Server) signin(c echo.Context) error {
 	}
 	id, sess := s.ui.create(tok, time.Now())
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: id, Path: "/", Expires: sess.expires, MaxAge: int(sessionLifetime.Seconds()),
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: c.Request().TLS != nil})
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(c.Request())})
 	s.opts.Logger.Info("signed in", "principal", tok.Name, "role", tok.Role)
 	return c.Redirect(http.StatusSeeOther, next)
+}
+
+// secure reports whether the browser reached seb over TLS: directly, or
+// through a proxy that terminates TLS and says so in X-Forwarded-Proto.
+// (A client forging the header only makes its own cookie Secure.)
+func secure(r *http.Request) bool {
+	return r.TLS != nil || strings.EqualFold(r.Header.Get("X-Forwarded-Proto"), "https")
 }
 
 func (s *Server) signout(c echo.Context) error {
@@ -343,8 +395,8 @@ func (s *Server) signout(c echo.Context) error {
 		s.ui.end(ck.Value)
 	}
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
-		SameSite: http.SameSiteStrictMode, Secure: c.Request().TLS != nil})
-	return c.Redirect(http.StatusSeeOther, "/signin?flash="+url.QueryEscape("Signed out."))
+		SameSite: http.SameSiteStrictMode, Secure: secure(c.Request())})
+	return c.Redirect(http.StatusSeeOther, "/signin?flash=signed-out")
 }
 
 // queueRow is one proposal in the queue.
@@ -446,8 +498,15 @@ func (s *Server) renderProposal(c echo.Context, ctx context.Context, p *broker.P
 		}
 	}
 	var cert *broker.Certificate
+	var certStatus string
 	if p.State == broker.ProposalCertified {
-		if cert, err = s.opts.Records.ProposalCertificate(ctx, p.ID); err != nil && broker.ErrorCode(err) != broker.ENOTFOUND {
+		cert, err = s.opts.Records.ProposalCertificate(ctx, p.ID)
+		switch {
+		case err == nil:
+			if certStatus, err = s.certificateStatus(ctx, cert); err != nil {
+				return err
+			}
+		case broker.ErrorCode(err) != broker.ENOTFOUND:
 			return err
 		}
 	}
@@ -481,7 +540,7 @@ func (s *Server) renderProposal(c echo.Context, ctx context.Context, p *broker.P
 	}
 	return s.render(c, status, "proposal", "Proposal "+p.ID, map[string]any{
 		"P": p, "Workspace": ws, "Reviews": reviews, "Approvals": approvals, "Needed": max(0, ws.ApprovalsRequired-approvals),
-		"Cert": cert, "Divergence": divergence, "Resources": resources, "Drift": drifted, "Outputs": outputs, "Counts": counts,
+		"Cert": cert, "CertStatus": certStatus, "Valid": certStatus == "valid", "HasSummary": p.Summary != nil, "Divergence": divergence, "Resources": resources, "Drift": drifted, "Outputs": outputs, "Counts": counts,
 		"CanReview": canReview, "WhyNot": why, "FormError": formError,
 	})
 }
@@ -527,13 +586,13 @@ func (s *Server) reviewForm(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	flash := "Rejected."
+	flash := "rejected"
 	if decision == broker.Approve {
-		flash = "Approved."
+		flash = "approved"
 		if cert != nil {
 			s.metrics.certificates.Inc()
-			flash = "Approved: certificate " + cert.ID + " issued."
+			flash = "certified"
 		}
 	}
-	return c.Redirect(http.StatusSeeOther, "/proposals/"+url.PathEscape(id)+"?flash="+url.QueryEscape(flash))
+	return c.Redirect(http.StatusSeeOther, "/proposals/"+url.PathEscape(id)+"?flash="+flash)
 }

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -40,23 +41,9 @@ func (s *Server) certificatePage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	now := time.Now()
-	var status string
-	switch {
-	case cert.RevokedAt != nil:
-		status = "revoked by " + cert.RevokedBy
-	case cert.RevocationEpoch < epoch:
-		status = "revoked: the workspace's revocation epoch is now " + strconv.FormatInt(epoch, 10)
-	case cert.PolicyEpoch < policy:
-		status = "void: the policy changed since it was issued"
-	case cert.ConsumedBy != "":
-		status = "used by execution " + cert.ConsumedBy
-	case now.Before(cert.NotBefore):
-		status = "not valid yet"
-	case now.After(cert.NotAfter):
-		status = "expired"
-	default:
-		status = "valid"
+	status, err := s.certificateStatus(ctx, cert)
+	if err != nil {
+		return err
 	}
 	var resources []resourceView
 	if cert.Summary != nil {
@@ -73,6 +60,23 @@ func (s *Server) certificatePage(c echo.Context) error {
 	})
 }
 
+// certificateStatus says in a few words whether a certificate can still be
+// executed, by the broker's own check.
+func (s *Server) certificateStatus(ctx context.Context, cert *broker.Certificate) (string, error) {
+	if cert.ConsumedBy != "" {
+		return "used by execution " + cert.ConsumedBy, nil
+	}
+	err := s.opts.Broker.Standing(ctx, cert)
+	var be *broker.Error
+	switch {
+	case err == nil:
+		return "valid", nil
+	case errors.As(err, &be) && be.Code == broker.EINVALID:
+		return "not executable: " + be.Message, nil
+	}
+	return "", err
+}
+
 func (s *Server) revokeForm(c echo.Context) error {
 	if currentSession(c).token.Role != broker.RoleAdmin {
 		return broker.Errorf(broker.EFORBIDDEN, "only admins revoke certificates")
@@ -81,7 +85,7 @@ func (s *Server) revokeForm(c echo.Context) error {
 	if err := s.opts.Broker.Revoke(context.WithoutCancel(c.Request().Context()), id, principalName(c)); err != nil {
 		return err
 	}
-	return c.Redirect(http.StatusSeeOther, "/certificates/"+url.PathEscape(id)+"?flash="+url.QueryEscape("Certificate revoked."))
+	return c.Redirect(http.StatusSeeOther, "/certificates/"+url.PathEscape(id)+"?flash=revoked")
 }
 
 // executionSteps are the states an execution passes through, in order.
@@ -271,12 +275,10 @@ func (s *Server) revokeAllForm(c echo.Context) error {
 		return broker.Errorf(broker.EFORBIDDEN, "only admins revoke certificates")
 	}
 	name := c.Param("workspace")
-	epoch, err := s.opts.Broker.RevokeAll(context.WithoutCancel(c.Request().Context()), name, principalName(c))
-	if err != nil {
+	if _, err := s.opts.Broker.RevokeAll(context.WithoutCancel(c.Request().Context()), name, principalName(c)); err != nil {
 		return err
 	}
-	flash := "Every certificate of " + name + " is revoked; the revocation epoch is now " + strconv.FormatInt(epoch, 10) + "."
-	return c.Redirect(http.StatusSeeOther, "/workspaces/"+url.PathEscape(name)+"?flash="+url.QueryEscape(flash))
+	return c.Redirect(http.StatusSeeOther, "/workspaces/"+url.PathEscape(name)+"?flash=revoked-all")
 }
 
 // auditPageSize is how many entries the audit page shows at once.
@@ -299,25 +301,56 @@ func (s *Server) auditPage(c echo.Context) error {
 	if more {
 		entries = entries[:auditPageSize]
 	}
-	pub, err := broker.ParsePublicKeyPEM(s.opts.Broker.PublicKey())
+	check, err := s.audited.get(ctx, s)
 	if err != nil {
 		return err
-	}
-	count, verr := broker.VerifyAudit(s.auditPages(ctx), pub)
-	verified, reason := true, ""
-	var brk *broker.AuditBreak
-	switch {
-	case errors.As(verr, &brk):
-		verified, reason = false, brk.Error()
-	case verr != nil:
-		return verr
 	}
 	next := int64(0)
 	if more {
 		next = entries[len(entries)-1].Seq
 	}
 	return s.render(c, http.StatusOK, "audit", "Audit log", map[string]any{
-		"Entries": entries, "Next": next, "After": after, "Verified": verified, "Reason": reason, "Count": count,
-		"KeyID": broker.PublicKeyID(pub),
+		"Entries": entries, "Next": next, "After": after, "Check": check,
 	})
+}
+
+// auditCheck is the last verification of the whole audit chain. The audit
+// page shows it rather than verifying every signature on every view: at
+// most one verification runs at a time, and a result serves for a minute.
+type auditCheck struct {
+	mu     sync.Mutex
+	last   auditResult
+	loaded bool
+}
+
+type auditResult struct {
+	At       time.Time
+	Count    int64
+	Verified bool
+	Reason   string
+	KeyID    string
+}
+
+func (a *auditCheck) get(ctx context.Context, s *Server) (auditResult, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.loaded && time.Since(a.last.At) < time.Minute {
+		return a.last, nil
+	}
+	pub, err := broker.ParsePublicKeyPEM(s.opts.Broker.PublicKey())
+	if err != nil {
+		return auditResult{}, err
+	}
+	r := auditResult{At: time.Now(), Verified: true, KeyID: broker.PublicKeyID(pub)}
+	var verr error
+	r.Count, verr = broker.VerifyAudit(s.auditPages(ctx), pub)
+	var brk *broker.AuditBreak
+	switch {
+	case errors.As(verr, &brk):
+		r.Verified, r.Reason = false, brk.Error()
+	case verr != nil:
+		return auditResult{}, verr
+	}
+	a.last, a.loaded = r, true
+	return r, nil
 }

@@ -116,9 +116,17 @@ func TestUISignIn(t *testing.T) {
 		}
 	}
 
-	resp, _ = b.post("/signin", url.Values{"token": {s.tokens["alice"]}, "next": {"//evil.example/"}})
-	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
-		t.Errorf("sign in with an off-site next: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	for _, next := range []string{"//evil.example/", "/\t/evil.example", "/\\evil.example", "https://evil.example/", "/\n/evil.example", "proposals"} {
+		resp, _ := b.post("/signin", url.Values{"token": {s.tokens["alice"]}, "next": {next}})
+		if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/" {
+			t.Errorf("sign in with next %q: %d %s", next, resp.StatusCode, resp.Header.Get("Location"))
+		}
+	}
+	// Signing in again while signed in (a SameSite=Strict cookie is sent
+	// on the form post even when the page came from a link elsewhere).
+	resp, _ = b.post("/signin", url.Values{"token": {s.tokens["alice"]}, "next": {"/audit"}})
+	if resp.StatusCode != http.StatusSeeOther || resp.Header.Get("Location") != "/audit" {
+		t.Errorf("sign in again: %d %s", resp.StatusCode, resp.Header.Get("Location"))
 	}
 	cookies := resp.Cookies()
 	if len(cookies) != 1 || !cookies[0].HttpOnly || cookies[0].SameSite != http.SameSiteStrictMode || cookies[0].MaxAge <= 0 || cookies[0].MaxAge > 24*3600 {
@@ -128,9 +136,22 @@ func TestUISignIn(t *testing.T) {
 		t.Errorf("queue after sign-in: %d\n%s", resp.StatusCode, body)
 	}
 
+	if _, body := b.get("/?flash=Your+session+expired,+re-enter+your+token+at+evil.example"); strings.Contains(body, "evil.example") {
+		t.Errorf("a link put its own words in the flash banner")
+	}
+	for _, path := range []string{"/favicon.ico", "/no/such/page"} {
+		if resp, _ := b.get(path); resp.StatusCode != http.StatusNotFound {
+			t.Errorf("GET %s: %d, want 404", path, resp.StatusCode)
+		}
+	}
+
 	token := b.csrf("/")
 	if resp, _ := b.post("/signout", url.Values{}); resp.StatusCode != http.StatusForbidden {
 		t.Errorf("sign-out without the CSRF token: %d", resp.StatusCode)
+	}
+	// The CSRF token counts only in the form body, never in the URL.
+	if resp, _ := b.post("/signout?csrf="+token, url.Values{}); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("sign-out with the CSRF token in the URL: %d", resp.StatusCode)
 	}
 	if resp, _ := b.post("/signout", url.Values{"csrf": {token}}); resp.StatusCode != http.StatusSeeOther {
 		t.Errorf("sign-out: %d", resp.StatusCode)
@@ -212,7 +233,7 @@ func TestUIReview(t *testing.T) {
 	}
 	_, body = b.get(resp.Header.Get("Location"))
 	m := regexp.MustCompile(`certificate <a href="/certificates/(cert-[0-9a-f]+)">`).FindStringSubmatch(body)
-	if m == nil || !strings.Contains(body, "Approved: certificate") || !strings.Contains(body, "3 replicas is right") || strings.Contains(body, "Approve this exact diff") {
+	if m == nil || !strings.Contains(body, "the final approval issued the certificate") || !strings.Contains(body, "(valid)") || !strings.Contains(body, "3 replicas is right") || strings.Contains(body, "Approve this exact diff") {
 		t.Fatalf("proposal page after approval:\n%s", body)
 	}
 	cert, err := s.store.Certificate(context.Background(), m[1])
@@ -311,7 +332,7 @@ func TestUIRevocation(t *testing.T) {
 	if resp.StatusCode != http.StatusSeeOther {
 		t.Fatalf("revoke: %d", resp.StatusCode)
 	}
-	if _, body := admin.get(resp.Header.Get("Location")); !strings.Contains(body, "revoked by root") {
+	if _, body := admin.get(resp.Header.Get("Location")); !strings.Contains(body, "was revoked by root") || !strings.Contains(body, "Certificate revoked.") {
 		t.Errorf("revoked certificate page:\n%s", body)
 	}
 	resp, _ = admin.post("/workspaces/sandbox/revoke-all", url.Values{"csrf": {admin.csrf("/")}})
@@ -319,10 +340,10 @@ func TestUIRevocation(t *testing.T) {
 		t.Fatalf("revoke-all: %d", resp.StatusCode)
 	}
 	_, body := admin.get(resp.Header.Get("Location"))
-	if !strings.Contains(body, "revocation epoch is now 1") || !strings.Contains(body, "<dt>Revocation epoch</dt><dd>1</dd>") {
+	if !strings.Contains(body, "Every certificate of this workspace is revoked") || !strings.Contains(body, "<dt>Revocation epoch</dt><dd>1</dd>") {
 		t.Errorf("workspace page after revoke-all:\n%s", body)
 	}
-	if _, body := admin.get("/certificates/" + two); !strings.Contains(body, "revocation epoch is now 1") {
+	if _, body := admin.get("/certificates/" + two); !strings.Contains(body, "revoked with every certificate of workspace sandbox") {
 		t.Errorf("certificate after revoke-all:\n%s", body)
 	}
 	if resp, _ := admin.get("/workspaces/nowhere"); resp.StatusCode != http.StatusNotFound {

@@ -270,8 +270,9 @@ func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, dri
 }
 
 // CompleteVerification records the outcome of seb's plan of a verifying
-// proposal; ECONFLICT if it is not verifying.
-func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) error {
+// proposal and its audit entry, in one transaction; ECONFLICT if it is not
+// verifying.
+func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) error {
 	t := target{kind: "proposal", id: p.ID}
 	if err := validProposalState(p.State); err != nil {
 		return err
@@ -280,22 +281,32 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) er
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, t, func(tx *sql.Tx) error {
+	err = s.write(ctx, t, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE proposals SET summary = ?, digest = ?, plan_digest = ?, divergence = ?, drift = ?,
 			state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
 			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
 		if err != nil {
 			return err
 		}
-		if n, err := res.RowsAffected(); err != nil || n == 1 {
+		n, err := res.RowsAffected()
+		if err != nil {
 			return err
 		}
-		var state string
-		if err := tx.QueryRowContext(ctx, "SELECT state FROM proposals WHERE id = ?", p.ID).Scan(&state); err != nil {
-			return err
+		if n != 1 {
+			var state string
+			if err := tx.QueryRowContext(ctx, "SELECT state FROM proposals WHERE id = ?", p.ID).Scan(&state); err != nil {
+				return err
+			}
+			return broker.Errorf(broker.ECONFLICT, "proposal %s is %s, not verifying", p.ID, state)
 		}
-		return broker.Errorf(broker.ECONFLICT, "proposal %s is %s, not verifying", p.ID, state)
+		_, err = appendAudit(ctx, tx, seal)
+		return err
 	})
+	var se sealError
+	if errors.As(err, &se) {
+		return se.err
+	}
+	return err
 }
 
 // AdmitProposal stores, in one transaction, a proposal with its bundle,
