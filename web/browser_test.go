@@ -40,14 +40,31 @@ type tab struct {
 }
 
 func newTab(t *testing.T, s *site) *tab {
+	// Not t.TempDir: chromium's helper processes may still write to their
+	// profile while the browser exits, and the test's own cleanup would
+	// fail on "directory not empty". This one is removed best-effort.
+	profile, err := os.MkdirTemp("", "seb-chromium-")
+	if err != nil {
+		t.Fatal(err)
+	}
 	opts := append(chromedp.DefaultExecAllocatorOptions[:],
 		chromedp.ExecPath(chromium(t)), chromedp.NoSandbox, chromedp.DisableGPU,
 		chromedp.Flag("disable-background-networking", true), chromedp.WindowSize(1280, 900),
-		chromedp.UserDataDir(t.TempDir()))
+		chromedp.UserDataDir(profile))
 	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
 	ctx, cancelTab := chromedp.NewContext(actx)
 	ctx, cancelTime := context.WithTimeout(ctx, 2*time.Minute)
-	t.Cleanup(func() { cancelTime(); cancelTab(); cancelAlloc() })
+	t.Cleanup(func() {
+		cancelTime()
+		cancelTab()
+		cancelAlloc()
+		for range 10 {
+			if os.RemoveAll(profile) == nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	})
 	if err := chromedp.Run(ctx); err != nil {
 		t.Fatalf("start chromium: %v", err)
 	}
@@ -59,7 +76,12 @@ func (b *tab) run(what string, actions ...chromedp.Action) {
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
 	if err := chromedp.Run(ctx, actions...); err != nil {
-		b.t.Fatalf("%s: %v", what, err)
+		// Say where the browser was, to tell a slow page from a wrong one.
+		var loc, main string
+		dctx, dcancel := context.WithTimeout(b.ctx, 5*time.Second)
+		defer dcancel()
+		derr := chromedp.Run(dctx, chromedp.Location(&loc), chromedp.Text("body", &main, chromedp.ByQuery))
+		b.t.Fatalf("%s: %v\nthe browser was at %s (%v):\n%.2000s", what, err, loc, derr, main)
 	}
 }
 
