@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/seb-broker/seb/fixtures/sandboxcloud"
 )
 
 // chromium finds the browser for the real-browser tests: SEB_CHROMIUM, or
@@ -216,4 +219,26 @@ func TestBrowserOwnProposal(t *testing.T) {
 		t.Errorf("own proposal offers %d approve buttons:\n%s", buttons, page)
 	}
 	b.screenshot("own-proposal", false)
+}
+
+// TestBrowserLiveLog: the execution page of a running execution follows
+// its log as Terraform writes it, then shows the outcome.
+func TestBrowserLiveLog(t *testing.T) {
+	s := newSite(t, func(o *sandboxcloud.Options) { o.MutationDelay = 3 * time.Second })
+	cert := s.approve(s.propose("3").ID)
+	b := newTab(t, s)
+	b.signIn("alice")
+	var e execution
+	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": cert}, &e); status != http.StatusAccepted {
+		t.Fatalf("execute: %d %s", status, body)
+	}
+	b.run("follow the running execution",
+		chromedp.Navigate(s.url+"/executions/"+e.ID),
+		chromedp.WaitVisible("#live-log", chromedp.ByID),
+		chromedp.Poll(`document.getElementById("live-log") !== null && document.getElementById("live-log").textContent.includes("sandbox_service.web: Creating...")`, nil,
+			chromedp.WithPollingTimeout(25*time.Second)))
+	b.run("see the outcome", chromedp.WaitVisible("li.end-succeeded", chromedp.ByQuery))
+	if page := b.text(); !strings.Contains(page, "Apply complete!") {
+		t.Errorf("execution page after the run:\n%s", page)
+	}
 }

@@ -40,10 +40,16 @@ type site struct {
 	tokens map[string]string // name → token
 }
 
-func newSite(t testing.TB) *site {
+// newSite starts the sandbox cloud (adjusted by tune, if any) and a seb
+// server for it, with tokens for every role.
+func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	t.Helper()
 	issuer := sandboxtest.StartIssuer(t)
-	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")})
+	sbOpts := sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")}
+	for _, f := range tune {
+		f(&sbOpts)
+	}
+	sb := sandboxtest.StartWith(t, sbOpts)
 	store, err := sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{})
 	if err != nil {
 		t.Fatal(err)
