@@ -15,7 +15,7 @@ PROVIDER  := seb.invalid/seb/sandbox
 PROVIDER_VERSION := 0.1.0
 GOOSARCH  := $(shell $(GO) env GOOS)_$(shell $(GO) env GOARCH)
 
-.PHONY: all build provider test bench lint fmt terraform run demo fuzz clean
+.PHONY: all build provider test bench lint fmt terraform bubblewrap run demo fuzz clean
 
 all: build provider
 
@@ -32,6 +32,10 @@ provider:
 
 terraform:
 	@./scripts/terraform.sh
+
+# seb runs Terraform only in a bubblewrap sandbox; installed when missing.
+bubblewrap:
+	@./scripts/bubblewrap.sh
 
 test: build provider
 	@tf=$$(./scripts/terraform.sh) && echo "terraform: $$tf" && \
@@ -60,11 +64,11 @@ fmt:
 
 # The sandbox cloud and seb serve with the demo workspace; prints the URLs
 # and fresh tokens.
-run: build provider
+run: build provider bubblewrap
 	@./scripts/run.sh
 
 # The seed scenario end to end over HTTP, narrated.
-demo: build provider
+demo: build provider bubblewrap
 	@TF_CLI_CONFIG_FILE=$(TFRC) $(BIN) demo
 
 clean:

@@ -54,6 +54,9 @@ type Config struct {
 	ClockSkew time.Duration
 	// Workspaces are sorted by name, each name once.
 	Workspaces []Workspace
+	// Runner says who runs Terraform for this broker. It is how the
+	// broker is operated, not what it admits: it is not in Digest.
+	Runner RunnerConfig
 	// Digest is sha256:<hex> of the configuration's canonical content: the
 	// RFC 8785 JSON of every value above, after defaults, with data_dir and
 	// terraform as written in the file (so the same file digests the same
@@ -63,6 +66,17 @@ type Config struct {
 	// "1h") do not change it; any change of a value does. It drives the
 	// policy epoch.
 	Digest string
+}
+
+// RunnerConfig is the runner block of seb.hcl.
+type RunnerConfig struct {
+	// External turns off the runner `seb serve` starts as its child
+	// process: the operator runs `seb runner` processes elsewhere.
+	External bool
+	// InsecureNoSandbox lets the embedded runner run Terraform without
+	// bubblewrap, able to read whatever the runner's user can. Only for a
+	// development machine without bubblewrap.
+	InsecureNoSandbox bool
 }
 
 // Bounds and defaults of the configuration.
@@ -198,6 +212,13 @@ type configFile struct {
 	ClockSkew      *string           `hcl:"clock_skew,optional"`
 	ClockSkewRange hcl.Range         `hcl:"clock_skew,attr_value_range"`
 	Workspaces     []configWorkspace `hcl:"workspace,block"`
+	Runner         *configRunner     `hcl:"runner,block"`
+}
+
+// configRunner is the runner block.
+type configRunner struct {
+	External          bool `hcl:"external,optional"`
+	InsecureNoSandbox bool `hcl:"insecure_no_sandbox,optional"`
 }
 
 // configWorkspace is one workspace block.
@@ -271,6 +292,9 @@ func (f *configFile) config() (*Config, hcl.Diagnostics) {
 		var ddiags hcl.Diagnostics
 		c.ClockSkew, ddiags = parseConfigDuration("clock_skew", *f.ClockSkew, f.ClockSkewRange, 0, configMaxClockSkew)
 		diags = append(diags, ddiags...)
+	}
+	if f.Runner != nil {
+		c.Runner = RunnerConfig{External: f.Runner.External, InsecureNoSandbox: f.Runner.InsecureNoSandbox}
 	}
 	seen := map[string]hcl.Range{}
 	for _, raw := range f.Workspaces {

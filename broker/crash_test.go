@@ -20,6 +20,7 @@ import (
 	"github.com/seb-broker/seb/internal/sandboxtest"
 	"github.com/seb-broker/seb/internal/tftest"
 	"github.com/seb-broker/seb/planparse"
+	bwrap "github.com/seb-broker/seb/sandbox"
 )
 
 // crashEnv is what a broker process needs to run, as directories and URLs
@@ -28,18 +29,18 @@ type crashEnv struct {
 	dir       string // data: seb.db, keys/, signer/, state/
 	issuerURL string
 	sandbox   string
-	cliConfig string
+	mirror    string
 	bin       string
 }
 
 func (c crashEnv) environ() []string {
 	return []string{"SEB_CRASH_DIR=" + c.dir, "SEB_CRASH_ISSUER=" + c.issuerURL, "SEB_CRASH_SANDBOX=" + c.sandbox,
-		"SEB_CRASH_CLI_CONFIG=" + c.cliConfig, "SEB_CRASH_TERRAFORM=" + c.bin}
+		"SEB_CRASH_MIRROR=" + c.mirror, "SEB_CRASH_TERRAFORM=" + c.bin}
 }
 
 func crashEnvFromEnviron() crashEnv {
 	return crashEnv{dir: os.Getenv("SEB_CRASH_DIR"), issuerURL: os.Getenv("SEB_CRASH_ISSUER"), sandbox: os.Getenv("SEB_CRASH_SANDBOX"),
-		cliConfig: os.Getenv("SEB_CRASH_CLI_CONFIG"), bin: os.Getenv("SEB_CRASH_TERRAFORM")}
+		mirror: os.Getenv("SEB_CRASH_MIRROR"), bin: os.Getenv("SEB_CRASH_TERRAFORM")}
 }
 
 // open builds a broker over the environment's files, as `seb serve` would
@@ -65,8 +66,12 @@ func (c crashEnv) open() (*broker.Service, broker.Store, *drift.FileStateStore, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	runner, err := drift.New(context.Background(), drift.Options{Terraform: c.bin, CLIConfigFile: c.cliConfig,
-		WorkRoot: filepath.Join(c.dir, "work"), SensitiveKey: sensitiveKey})
+	sb, err := bwrap.New(context.Background(), bwrap.Options{})
+	if err != nil && os.Getenv("SEB_REQUIRE_SANDBOX") != "" {
+		return nil, nil, nil, err
+	}
+	runner, err := drift.New(context.Background(), drift.Options{Terraform: c.bin, ProviderMirror: c.mirror,
+		Sandbox: sb, InsecureNoSandbox: sb == nil, WorkRoot: filepath.Join(c.dir, "work"), SensitiveKey: sensitiveKey})
 	if err != nil {
 		return nil, nil, nil, err
 	}
@@ -106,9 +111,7 @@ func TestCrashMidApply(t *testing.T) {
 	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { handler.ServeHTTP(w, r) }))
 	t.Cleanup(hs.Close)
 	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: hs.URL, StatePath: filepath.Join(t.TempDir(), "sandbox.json"), MutationDelay: 10 * time.Second})
-	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
-	os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600)
-	env := crashEnv{dir: dir, issuerURL: hs.URL, sandbox: sb.URL, cliConfig: cliConfig, bin: tftest.Binary(t)}
+	env := crashEnv{dir: dir, issuerURL: hs.URL, sandbox: sb.URL, mirror: tftest.Mirror(t), bin: tftest.Binary(t)}
 
 	svc, store, _, err := env.open()
 	if err != nil {

@@ -77,11 +77,9 @@ func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
-	os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600)
-	runner, err := drift.New(context.Background(), drift.Options{
-		Terraform: tftest.Binary(t), CLIConfigFile: cliConfig, WorkRoot: t.TempDir(), SensitiveKey: sensitiveKey,
-	})
+	engine := tftest.EngineOptions(t)
+	engine.SensitiveKey = sensitiveKey
+	runner, err := drift.New(context.Background(), engine)
 	if err != nil {
 		t.Fatal(err)
 	}

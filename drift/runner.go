@@ -21,6 +21,7 @@ import (
 	"github.com/hashicorp/terraform-exec/tfexec"
 
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/sandbox"
 )
 
 // Phase is the phase a credential is minted for: plan-phase credentials
@@ -45,9 +46,22 @@ type Credentials interface {
 type Options struct {
 	// Terraform is the binary, Terraform or OpenTofu.
 	Terraform string
-	// CLIConfigFile is the Terraform CLI configuration every step uses;
-	// seb's installs providers only from a filesystem mirror.
-	CLIConfigFile string
+	// ProviderMirror is the filesystem mirror Terraform installs
+	// providers from, and from nowhere else: the runner writes the CLI
+	// configuration that says so.
+	ProviderMirror string
+	// Sandbox runs every Terraform process (and the providers it starts)
+	// in a bubblewrap sandbox that sees only the run's workdir, the
+	// binary and the mirror. Required unless InsecureNoSandbox.
+	Sandbox *sandbox.Sandbox
+	// InsecureNoSandbox runs Terraform as a plain child process, able to
+	// read whatever the runner's user can: only for development machines
+	// without bubblewrap.
+	InsecureNoSandbox bool
+	// InterruptGrace is how long Terraform may take to stop after an
+	// interrupt (cancel or step timeout) before it is killed with all it
+	// started; 0 means 2 minutes.
+	InterruptGrace time.Duration
 	// WorkRoot is where scratch workdirs are made; "" means os.TempDir().
 	WorkRoot string
 	// StepTimeout bounds each Terraform command; 0 means 15 minutes.
@@ -55,8 +69,8 @@ type Options struct {
 	// SensitiveKey is planparse's HMAC key for sensitive values.
 	SensitiveKey []byte
 	// Env is added to every step's environment. Nothing else of seb's own
-	// environment reaches Terraform but PATH and HOME: seb's credentials
-	// must never leak into a run.
+	// environment reaches Terraform: seb's credentials must never leak
+	// into a run.
 	Env map[string]string
 	// Limits bound what a bundle may unpack to; zero means
 	// DefaultBundleLimits.
@@ -71,10 +85,14 @@ func (o Options) Valid() error {
 	switch {
 	case o.Terraform == "":
 		return errors.New("drift: Options.Terraform is empty")
-	case o.CLIConfigFile == "":
+	case o.ProviderMirror == "" || !filepath.IsAbs(o.ProviderMirror):
 		// Without one, Terraform would install providers from the registry
 		// or from a bundle's terraform.d: code the broker never vetted.
-		return errors.New("drift: Options.CLIConfigFile is empty; seb runs Terraform only with a provider mirror")
+		return errors.New("drift: Options.ProviderMirror must be an absolute path; seb runs Terraform only with a provider mirror")
+	case o.Sandbox == nil && !o.InsecureNoSandbox:
+		return errors.New("drift: Options.Sandbox is nil; seb runs Terraform only in a sandbox (InsecureNoSandbox overrides that)")
+	case o.InterruptGrace < 0:
+		return errors.New("drift: Options.InterruptGrace is negative")
 	case len(o.SensitiveKey) == 0:
 		return errors.New("drift: Options.SensitiveKey is empty")
 	case o.StepTimeout < 0:
@@ -89,15 +107,24 @@ func (o Options) Valid() error {
 type Runner struct {
 	opts    Options
 	version *version.Version
+	// cliConfig is the CLI configuration every step uses: providers from
+	// the mirror only.
+	cliConfig string
 }
 
 // New returns a runner for the binary in opts, whose version it reads.
-func New(ctx context.Context, opts Options) (*Runner, error) {
+func New(ctx context.Context, opts Options) (r *Runner, err error) {
 	if err := opts.Valid(); err != nil {
 		return nil, err
 	}
 	if opts.StepTimeout == 0 {
 		opts.StepTimeout = 15 * time.Minute
+	}
+	if opts.InterruptGrace == 0 {
+		opts.InterruptGrace = 2 * time.Minute
+	}
+	if opts.Terraform, err = filepath.Abs(opts.Terraform); err != nil {
+		return nil, fmt.Errorf("terraform binary: %w", err)
 	}
 	if opts.WorkRoot == "" {
 		opts.WorkRoot = os.TempDir()
@@ -114,6 +141,13 @@ func New(ctx context.Context, opts Options) (*Runner, error) {
 	if err := os.MkdirAll(opts.WorkRoot, 0o700); err != nil {
 		return nil, fmt.Errorf("work root: %w", err)
 	}
+	// The CLI configuration sits in the work root, beside the runs and
+	// outside every one of them, and is shown to each read-only.
+	cliConfig := filepath.Join(opts.WorkRoot, "terraform.rc")
+	config := fmt.Sprintf("provider_installation {\n  filesystem_mirror {\n    path = %q\n  }\n}\n", opts.ProviderMirror)
+	if err := os.WriteFile(cliConfig, []byte(config), 0o644); err != nil {
+		return nil, fmt.Errorf("terraform CLI configuration: %w", err)
+	}
 	tf, err := tfexec.NewTerraform(opts.WorkRoot, opts.Terraform)
 	if err != nil {
 		return nil, fmt.Errorf("terraform binary: %w", err)
@@ -123,7 +157,7 @@ func New(ctx context.Context, opts Options) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("terraform version: %w", err)
 	}
-	return &Runner{opts: opts, version: v}, nil
+	return &Runner{opts: opts, version: v, cliConfig: cliConfig}, nil
 }
 
 // Version returns the version the binary reports.
@@ -165,16 +199,19 @@ func (w *Workdir) Follow(tee io.Writer) {
 // tree) into a fresh workdir. Hostile archives are refused and leave
 // nothing behind.
 func (r *Runner) NewWorkdir(bundle io.Reader) (*Workdir, error) {
-	return r.newWorkdir(func(dir string) (string, error) { return ExtractBundle(bundle, dir, r.opts.Limits) })
+	return r.newWorkdir(func(dir string) (string, error) { return ExtractBundle(bundle, dir, r.opts.Limits) }, true)
 }
 
 // NewWorkdirFromDirectory copies a local module tree into a fresh workdir,
 // for local use; its digest equals that of the directory's bundle.
 func (r *Runner) NewWorkdirFromDirectory(src string) (*Workdir, error) {
-	return r.newWorkdir(func(dir string) (string, error) { return CopyDirectory(src, dir, r.opts.Limits) })
+	return r.newWorkdir(func(dir string) (string, error) { return CopyDirectory(src, dir, r.opts.Limits) }, true)
 }
 
-func (r *Runner) newWorkdir(fill func(dir string) (string, error)) (*Workdir, error) {
+// newWorkdir makes a workdir that fill fills; check runs the checks of
+// the configuration (only tests of the sandbox skip them, to prove that
+// the sandbox alone contains what they would refuse).
+func (r *Runner) newWorkdir(fill func(dir string) (string, error), check bool) (*Workdir, error) {
 	root, err := os.MkdirTemp(r.opts.WorkRoot, "seb-run-")
 	if err != nil {
 		return nil, fmt.Errorf("workdir: %w", err)
@@ -185,9 +222,12 @@ func (r *Runner) newWorkdir(fill func(dir string) (string, error)) (*Workdir, er
 		err = os.Mkdir(w.Secrets, 0o700)
 	}
 	if err == nil {
-		w.ConfigDigest, err = fill(w.Dir)
+		err = os.Mkdir(filepath.Join(root, "home"), 0o700)
 	}
 	if err == nil {
+		w.ConfigDigest, err = fill(w.Dir)
+	}
+	if err == nil && check {
 		err = checkConfiguration(w.Dir)
 	}
 	if err != nil {
@@ -236,11 +276,31 @@ func (w *Workdir) Log() []byte {
 
 // terraform returns the workdir's tfexec handle prepared for one step:
 // exactly the environment seb gives Terraform plus extra, and no output
-// writers left from an earlier step.
+// writers left from an earlier step. In a sandbox the handle's binary is
+// the sandbox's shim, and the step sees only the workdir (read-write), the
+// binary, the mirror and the CLI configuration (read-only).
 func (w *Workdir) terraform(extra map[string]string) (*tfexec.Terraform, error) {
-	if w.tf == nil {
-		tf, err := tfexec.NewTerraform(w.Dir, w.r.opts.Terraform)
+	exe, sandboxEnv := w.r.opts.Terraform, map[string]string(nil)
+	home := filepath.Join(w.root, "home")
+	if sb := w.r.opts.Sandbox; sb != nil {
+		var err error
+		exe, sandboxEnv, err = sb.Command(sandbox.Spec{
+			Program:   w.r.opts.Terraform,
+			ReadOnly:  []string{w.r.opts.Terraform, w.r.opts.ProviderMirror, w.r.cliConfig},
+			ReadWrite: []string{w.root},
+			Dir:       w.Dir,
+		})
 		if err != nil {
+			return nil, err
+		}
+		home = "/tmp"
+	}
+	if w.tf == nil {
+		tf, err := tfexec.NewTerraform(w.Dir, exe)
+		if err != nil {
+			return nil, err
+		}
+		if err := tf.SetWaitDelay(w.r.opts.InterruptGrace); err != nil {
 			return nil, err
 		}
 		w.tf = tf
@@ -249,15 +309,14 @@ func (w *Workdir) terraform(extra map[string]string) (*tfexec.Terraform, error) 
 	tf.SetStdout(nil)
 	tf.SetStderr(nil)
 	env := map[string]string{
-		"PATH":               os.Getenv("PATH"),
-		"HOME":               os.Getenv("HOME"),
+		"PATH":               "/usr/local/bin:/usr/bin:/bin",
+		"HOME":               home,
 		"CHECKPOINT_DISABLE": "1",
-	}
-	if w.r.opts.CLIConfigFile != "" {
-		env["TF_CLI_CONFIG_FILE"] = w.r.opts.CLIConfigFile
+		"TF_CLI_CONFIG_FILE": w.r.cliConfig,
 	}
 	maps.Copy(env, w.r.opts.Env)
 	maps.Copy(env, extra)
+	maps.Copy(env, sandboxEnv)
 	if err := tf.SetEnv(env); err != nil {
 		return nil, err
 	}

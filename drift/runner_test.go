@@ -58,13 +58,10 @@ func newEnv(t testing.TB, opts sandboxcloud.Options) *env {
 	if err := os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	work := t.TempDir()
-	runner, err := drift.New(context.Background(), drift.Options{
-		Terraform:     tftest.Binary(t),
-		CLIConfigFile: cliConfig,
-		WorkRoot:      work,
-		SensitiveKey:  []byte("drift test key for sensitive values"),
-	})
+	engine := tftest.EngineOptions(t)
+	engine.SensitiveKey = []byte("drift test key for sensitive values")
+	work := engine.WorkRoot
+	runner, err := drift.New(context.Background(), engine)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -403,7 +400,7 @@ func TestRefusedConfigurations(t *testing.T) {
 			case err == nil || !strings.Contains(err.Error(), tt.wantMsg):
 				t.Errorf("directory: error %v, want one saying %q", err, tt.wantMsg)
 			}
-			if left, _ := os.ReadDir(e.work); len(left) != 0 {
+			if left, _ := filepath.Glob(filepath.Join(e.work, "seb-run-*")); len(left) != 0 {
 				t.Errorf("left behind: %v", left)
 			}
 		})

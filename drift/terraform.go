@@ -16,6 +16,9 @@ import (
 	"github.com/hashicorp/hc-install/product"
 	"github.com/hashicorp/hc-install/releases"
 	"github.com/hashicorp/hc-install/src"
+	"github.com/hashicorp/hcl/v2"
+	"github.com/hashicorp/hcl/v2/gohcl"
+	"github.com/hashicorp/hcl/v2/hclparse"
 )
 
 // PinnedTerraformVersion is the Terraform release seb falls back to when no
@@ -102,4 +105,41 @@ func FindTerraform(ctx context.Context, opts FindOptions) (string, error) {
 			fmt.Errorf("run `make terraform` to build Terraform %s from the Go module proxy: %w", PinnedTerraformVersion, err))
 	}
 	return path, nil
+}
+
+// MirrorFromCLIConfig returns the filesystem mirror a Terraform CLI
+// configuration installs providers from (its provider_installation's one
+// filesystem_mirror), as an absolute path. A configuration without
+// exactly one is an error: seb installs providers from a mirror only.
+func MirrorFromCLIConfig(path string) (string, error) {
+	src, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("terraform CLI configuration: %w", err)
+	}
+	file, diags := hclparse.NewParser().ParseHCL(src, path)
+	if diags.HasErrors() {
+		return "", fmt.Errorf("terraform CLI configuration: %s", diags.Error())
+	}
+	var config struct {
+		Installation []struct {
+			Mirrors []struct {
+				Path string `hcl:"path"`
+			} `hcl:"filesystem_mirror,block"`
+			Rest hcl.Body `hcl:",remain"`
+		} `hcl:"provider_installation,block"`
+		Rest hcl.Body `hcl:",remain"`
+	}
+	if diags := gohcl.DecodeBody(file.Body, nil, &config); diags.HasErrors() {
+		return "", fmt.Errorf("terraform CLI configuration: %s", diags.Error())
+	}
+	var mirrors []string
+	for _, inst := range config.Installation {
+		for _, m := range inst.Mirrors {
+			mirrors = append(mirrors, m.Path)
+		}
+	}
+	if len(mirrors) != 1 {
+		return "", fmt.Errorf("terraform CLI configuration %s: want exactly one provider_installation filesystem_mirror, found %d", path, len(mirrors))
+	}
+	return filepath.Abs(mirrors[0])
 }

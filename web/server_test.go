@@ -60,10 +60,10 @@ func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 		t.Fatal(err)
 	}
 	state, _ := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
-	cliConfig := filepath.Join(t.TempDir(), "terraform.rc")
-	os.WriteFile(cliConfig, []byte(tftest.CLIConfig(tftest.Mirror(t))), 0o600)
 	key := []byte("web test key for sensitive values")
-	runner, err := drift.New(context.Background(), drift.Options{Terraform: tftest.Binary(t), CLIConfigFile: cliConfig, WorkRoot: t.TempDir(), SensitiveKey: key})
+	engine := tftest.EngineOptions(t)
+	engine.SensitiveKey = key
+	runner, err := drift.New(context.Background(), engine)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -72,9 +72,10 @@ func newCLISite(t *testing.T) *cliSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cliConfig := writeFile(t, "terraform.rc", tftest.CLIConfig(tftest.Mirror(t)))
 	key := []byte("cli test key for sensitive values")
-	runner, err := drift.New(context.Background(), drift.Options{Terraform: tftest.Binary(t), CLIConfigFile: cliConfig, WorkRoot: t.TempDir(), SensitiveKey: key})
+	engine := tftest.EngineOptions(t)
+	engine.SensitiveKey = key
+	runner, err := drift.New(context.Background(), engine)
 	if err != nil {
 		t.Fatal(err)
 	}

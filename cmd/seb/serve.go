@@ -19,6 +19,7 @@ import (
 	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/broker/sqlite"
 	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/sandbox"
 	"github.com/seb-broker/seb/web"
 )
 
@@ -85,20 +86,9 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	if err != nil {
 		return fail(err)
 	}
-	terraform, err := drift.FindTerraform(ctx, drift.FindOptions{Path: cfg.Terraform, Download: true})
-	if err != nil {
-		return fail(err)
-	}
-	if cliConfig == "" {
-		// Providers only from a mirror in the data directory.
-		if cliConfig, err = defaultCLIConfig(cfg.DataDir); err != nil {
-			return fail(err)
-		}
-	}
-	// Runs happen outside the data directory: nothing of the broker's
-	// keys, state or database sits near a configuration.
-	runner, err := drift.New(ctx, drift.Options{Terraform: terraform, CLIConfigFile: cliConfig,
-		WorkRoot: filepath.Join(os.TempDir(), "seb-work"), SensitiveKey: sensitiveKey, Logger: logger})
+	runner, err := newEngine(ctx, engineOptions{Terraform: cfg.Terraform, CLIConfig: cliConfig,
+		DefaultMirror: filepath.Join(cfg.DataDir, "providers"), InsecureNoSandbox: cfg.Runner.InsecureNoSandbox,
+		SensitiveKey: sensitiveKey, Logger: logger})
 	if err != nil {
 		return fail(err)
 	}
@@ -114,16 +104,45 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	return &app{cfg: cfg, store: store, svc: svc, issuer: issuer, server: server}, nil
 }
 
-// defaultCLIConfig writes a Terraform CLI configuration that installs
-// providers only from <dataDir>/providers, and returns its path.
-func defaultCLIConfig(dataDir string) (string, error) {
-	mirror := filepath.Join(dataDir, "providers")
-	if err := os.MkdirAll(mirror, 0o755); err != nil {
-		return "", err
+// engineOptions say how to run Terraform on this machine.
+type engineOptions struct {
+	// Terraform is an explicit binary; "" finds one.
+	Terraform string
+	// CLIConfig is a Terraform CLI configuration naming the provider
+	// mirror; "" means DefaultMirror.
+	CLIConfig, DefaultMirror string
+	InsecureNoSandbox        bool
+	SensitiveKey             []byte
+	Logger                   *slog.Logger
+}
+
+// newEngine finds Terraform, the provider mirror and bubblewrap, and
+// returns the engine that runs Terraform in a sandbox. Without bubblewrap
+// it refuses, unless the insecure setting says otherwise.
+func newEngine(ctx context.Context, o engineOptions) (*drift.Runner, error) {
+	terraform, err := drift.FindTerraform(ctx, drift.FindOptions{Path: o.Terraform, Download: true})
+	if err != nil {
+		return nil, err
 	}
-	path := filepath.Join(dataDir, "terraform.rc")
-	config := fmt.Sprintf("provider_installation {\n  filesystem_mirror {\n    path = %q\n  }\n}\n", mirror)
-	return path, os.WriteFile(path, []byte(config), 0o600)
+	mirror := o.DefaultMirror
+	if o.CLIConfig != "" {
+		if mirror, err = drift.MirrorFromCLIConfig(o.CLIConfig); err != nil {
+			return nil, err
+		}
+	} else if err := os.MkdirAll(mirror, 0o755); err != nil {
+		return nil, err
+	}
+	var sb *sandbox.Sandbox
+	if o.InsecureNoSandbox {
+		o.Logger.Warn("INSECURE: Terraform runs without a sandbox; a configuration can read and run anything this user can (runner insecure_no_sandbox)")
+	} else if sb, err = sandbox.New(ctx, sandbox.Options{}); err != nil {
+		return nil, fmt.Errorf("%w\nseb runs Terraform only in a bubblewrap sandbox; on a development machine without it, set runner { insecure_no_sandbox = true } in seb.hcl", err)
+	}
+	// Runs happen outside the data directory: nothing of the broker's
+	// keys, state or database sits near a configuration.
+	return drift.New(ctx, drift.Options{Terraform: terraform, ProviderMirror: mirror, Sandbox: sb,
+		InsecureNoSandbox: o.InsecureNoSandbox, WorkRoot: filepath.Join(os.TempDir(), "seb-work"),
+		SensitiveKey: o.SensitiveKey, Logger: o.Logger})
 }
 
 // dataKey returns the key in path, creating a random one (0600) the first

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/sandbox"
 )
 
 // Binary returns the Terraform binary the tests use: SEB_TERRAFORM, else
@@ -201,4 +202,30 @@ func jsonInt(v any) int64 {
 		return int64(f)
 	}
 	return 0
+}
+
+// Sandbox returns the bubblewrap sandbox seb's engine runs Terraform in
+// during tests, or nil — run without one — when bubblewrap is missing and
+// SEB_REQUIRE_SANDBOX is not set (CI sets it; `make test` installs
+// nothing, .ci/run does).
+func Sandbox(t testing.TB) *sandbox.Sandbox {
+	t.Helper()
+	sb, err := sandbox.New(context.Background(), sandbox.Options{})
+	if err != nil {
+		if os.Getenv("SEB_REQUIRE_SANDBOX") != "" {
+			t.Fatal(err)
+		}
+		t.Logf("running Terraform without a sandbox: %v", err)
+		return nil
+	}
+	return sb
+}
+
+// EngineOptions returns the options of seb's engine in tests: the binary,
+// the package's provider mirror, the sandbox (see Sandbox) and a scratch
+// work root. The caller sets the sensitive key.
+func EngineOptions(t testing.TB) drift.Options {
+	t.Helper()
+	sb := Sandbox(t)
+	return drift.Options{Terraform: Binary(t), ProviderMirror: Mirror(t), Sandbox: sb, InsecureNoSandbox: sb == nil, WorkRoot: t.TempDir()}
 }
