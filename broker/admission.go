@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"maps"
 	"slices"
@@ -17,46 +16,63 @@ import (
 
 // Plan makes a speculative plan of a bundle against the workspace's live
 // state with a plan-phase credential, for an agent with no Terraform of its
-// own. Nothing is stored; the plan is a preview, not a proposal.
+// own: a runner plans it, and Plan waits for it. Nothing but the bundle
+// is kept; the plan is a preview, not a proposal. A refused bundle or a
+// failing plan is EINVALID.
 func (b *Service) Plan(ctx context.Context, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error) {
 	ws, err := b.Workspace(workspace)
 	if err != nil {
 		return nil, err
 	}
-	plan, _, err := b.planBundle(ctx, ws, bundle, vars)
-	return plan, err
+	digest, err := b.checkBundle(ctx, bundle)
+	if err != nil {
+		return nil, err
+	}
+	if err := b.opts.Store.PutBundle(ctx, digest, bundle); err != nil {
+		return nil, err
+	}
+	j := &Job{ID: newID("job-plan"), Kind: JobPlan, Workspace: ws.Name, ConfigDigest: digest, Vars: vars, MaxAttempts: planAttempts}
+	if err := b.enqueue(ctx, j); err != nil {
+		return nil, err
+	}
+	done, err := b.waitJob(ctx, j.ID)
+	if err != nil {
+		// Nobody waits for it any more.
+		b.opts.Store.EndJob(context.WithoutCancel(ctx), j.ID, JobCancelled, "the agent stopped waiting", b.now())
+		return nil, err
+	}
+	switch {
+	case done.State == JobDone && done.Error != "":
+		return nil, Errorf(EINVALID, "seb's plan failed: %s", done.Error)
+	case done.State != JobDone:
+		return nil, fmt.Errorf("speculative plan %s %s: %s", j.ID, done.State, done.Error)
+	}
+	plan, err := planparse.Parse(bytes.NewReader(done.Result), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
+	if err != nil {
+		return nil, Errorf(EINVALID, "seb's plan could not be read: %v", err)
+	}
+	return &drift.PlanResult{Plan: plan, JSON: done.Result, HasChanges: len(plan.Summary.Resources) > 0 || len(plan.Summary.Outputs) > 0}, nil
 }
 
-// planBundle plans a bundle against the workspace's live state with a
-// plan-phase credential, and returns the plan and the bundle's digest.
-// A refused bundle or a failing plan is EINVALID.
-// workdirError classifies a failure to materialize a bundle: refusing it
-// is the sender's fault (EINVALID, with the reason); anything else, such
-// as a full disk, is the broker's.
-func workdirError(err error) error {
+// checkBundle runs admission's checks on a bundle (unpacked, never run)
+// unless the store already holds it, and returns its digest. A refusal is
+// EINVALID.
+func (b *Service) checkBundle(ctx context.Context, bundle []byte) (string, error) {
+	digest := drift.BundleDigest(bundle)
+	// Bundles are addressed by content: one the store holds was checked
+	// when it was first sent, and the checks depend on nothing but its
+	// bytes.
+	if _, err := b.opts.Store.Bundle(ctx, digest); ErrorCode(err) != ENOTFOUND {
+		return digest, err
+	}
+	digest, err := drift.CheckBundle(bytes.NewReader(bundle), b.opts.BundleLimits)
 	if drift.IsRefusal(err) {
-		return Errorf(EINVALID, "%v", err)
+		return "", Errorf(EINVALID, "%v", err)
 	}
-	return fmt.Errorf("materialize the configuration: %w", err)
-}
-
-func (b *Service) planBundle(ctx context.Context, ws Workspace, bundle []byte, vars map[string]string) (*drift.PlanResult, string, error) {
-	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(bundle))
 	if err != nil {
-		return nil, "", workdirError(err)
+		return "", fmt.Errorf("check the configuration: %w", err)
 	}
-	defer w.Close()
-	state, err := b.opts.State.Current(ctx, ws.Name)
-	if err != nil {
-		return nil, "", err
-	}
-	plan, err := w.Plan(ctx, drift.PlanRequest{Vars: vars, State: state,
-		Credentials: RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name}})
-	var stepErr *drift.StepError
-	if errors.As(err, &stepErr) {
-		return nil, "", Errorf(EINVALID, "seb's plan failed: %v", err)
-	}
-	return plan, w.ConfigDigest, err
+	return digest, nil
 }
 
 // WorkspaceState returns the workspace's current Terraform state, nil if
@@ -129,18 +145,8 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 			return nil, Errorf(EINVALID, "the agent's plan: %v", err)
 		}
 	}
-	// Bundles are addressed by content: one the store holds was unpacked
-	// and checked when it was first proposed, and the checks depend on
-	// nothing but its bytes.
-	configDigest := drift.BundleDigest(req.Bundle)
-	if _, err := b.opts.Store.Bundle(ctx, configDigest); ErrorCode(err) == ENOTFOUND {
-		w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(req.Bundle))
-		if err != nil {
-			return nil, workdirError(err)
-		}
-		configDigest = w.ConfigDigest
-		w.Close()
-	} else if err != nil {
+	configDigest, err := b.checkBundle(ctx, req.Bundle)
+	if err != nil {
 		return nil, err
 	}
 	now := b.now()
@@ -174,48 +180,63 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	if err != nil {
 		return nil, err
 	}
+	// A failure here leaves the proposal verifying: the broker's sweep
+	// queues its verification.
+	if err := b.queueVerification(ctx, p); err != nil {
+		b.opts.Logger.Error("queue the verification", "proposal", p.ID, "error", err)
+	}
 	return p, nil
 }
 
 func agentPlanArtifact(proposalID string) string { return "agent-plan-" + proposalID }
 
-// Verify runs seb's own plan of a verifying proposal against live state
-// with a plan-phase credential; that plan's summary is what reviewers see
-// and what gets certified. The agent's plan, when it sent one, is compared
-// with it: a mismatch marks the proposal diverged, and it can never be
-// approved. A bundle whose plan fails, or changes nothing, is refused with
-// the reason. With no approvals required and no protected action in the
-// diff, the proposal is certified at once. An error leaves the proposal
-// verifying, to be tried again.
+// Verify waits until seb's own plan of a proposal is done — a runner
+// plans it against live state with a plan-phase credential — and returns
+// the proposal and, when it was certified at once, its certificate. A
+// refused proposal is EINVALID with the reason.
 func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificate, error) {
-	p, err := b.opts.Store.Proposal(ctx, id)
-	if err != nil {
-		return nil, nil, err
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		p, err := b.opts.Store.Proposal(ctx, id)
+		if err != nil {
+			return nil, nil, err
+		}
+		switch p.State {
+		case ProposalVerifying:
+		case ProposalRefused:
+			return p, nil, Errorf(EINVALID, "%s", p.Reason)
+		case ProposalCertified:
+			cert, err := b.opts.Store.ProposalCertificate(ctx, p.ID)
+			return p, cert, err
+		default:
+			return p, nil, nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil, nil, ctx.Err()
+		}
 	}
-	if p.State != ProposalVerifying {
-		return nil, nil, Errorf(ECONFLICT, "proposal %s is %s, not verifying", p.ID, p.State)
-	}
+}
+
+// completeVerify records seb's plan of a verifying proposal: that plan's
+// summary is what reviewers see and what gets certified. The agent's plan,
+// when it sent one, is compared with it: a mismatch marks the proposal
+// diverged, and it can never be approved. A plan that changes nothing is
+// refused. With no approvals required and no protected action in the
+// diff, the proposal is certified at once.
+func (b *Service) completeVerify(ctx context.Context, p *Proposal, plan *planparse.Plan, planJSON []byte) (*Proposal, *Certificate, error) {
 	ws, err := b.Workspace(p.Workspace)
 	if err != nil {
 		return nil, nil, b.refuse(ctx, p, err.Error())
 	}
-	bundle, err := b.opts.Store.Bundle(ctx, p.ConfigDigest)
-	if err != nil {
-		return nil, nil, err
-	}
-	plan, _, err := b.planBundle(ctx, ws, bundle, p.Vars)
-	if ErrorCode(err) == EINVALID {
-		return p, nil, b.refuse(ctx, p, ErrorMessage(err))
-	}
-	if err != nil {
-		return nil, nil, err
-	}
-	summary := plan.Plan.Summary
+	summary := plan.Summary
 	if len(summary.Resources) == 0 && len(summary.Outputs) == 0 {
 		return p, nil, b.refuse(ctx, p, "the proposal changes nothing: seb's plan of it against live state has no changes")
 	}
-	planDigest := sha256.Sum256(plan.JSON)
-	p.Summary, p.Digest, p.Drift = summary, plan.Plan.Digest, plan.Plan.Drift
+	planDigest := sha256.Sum256(planJSON)
+	p.Summary, p.Digest, p.Drift = summary, plan.Digest, plan.Drift
 	p.PlanDigest = "sha256:" + hex.EncodeToString(planDigest[:])
 	p.State, p.UpdatedAt = ProposalPending, b.now()
 	if p.AgentDigest != "" {

@@ -17,9 +17,11 @@ import (
 	"github.com/seb-broker/seb/broker/sqlite"
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/fixtures/sandboxcloud"
+	"github.com/seb-broker/seb/internal/runnertest"
 	"github.com/seb-broker/seb/internal/sandboxtest"
 	"github.com/seb-broker/seb/internal/tftest"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/runner"
 	bwrap "github.com/seb-broker/seb/sandbox"
 )
 
@@ -66,17 +68,8 @@ func (c crashEnv) open() (*broker.Service, broker.Store, *drift.FileStateStore, 
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	sb, err := bwrap.New(context.Background(), bwrap.Options{})
-	if err != nil && os.Getenv("SEB_REQUIRE_SANDBOX") != "" {
-		return nil, nil, nil, err
-	}
-	runner, err := drift.New(context.Background(), drift.Options{Terraform: c.bin, ProviderMirror: c.mirror,
-		Sandbox: sb, InsecureNoSandbox: sb == nil, WorkRoot: filepath.Join(c.dir, "work"), SensitiveKey: sensitiveKey})
-	if err != nil {
-		return nil, nil, nil, err
-	}
 	svc, err := broker.New(broker.Options{
-		Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer, SensitiveKey: sensitiveKey,
+		Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: sensitiveKey, JobLease: 5 * time.Second,
 		Workspaces: []broker.Workspace{{
 			Name: "sandbox", DriftMode: drift.ModeDefault, CertificateLifetime: time.Hour, ApprovalsRequired: 1,
 			ProtectedActions: []planparse.Action{planparse.ActionDelete},
@@ -87,10 +80,14 @@ func (c crashEnv) open() (*broker.Service, broker.Store, *drift.FileStateStore, 
 	return svc, store, state, err
 }
 
-// crashChild runs in the child process: execute the certificate, which
-// the parent kills midway.
+// crashChild runs in the child process: a broker with its runner in one
+// process, executing the certificate, which the parent kills midway.
 func crashChild() {
-	svc, _, _, err := crashEnvFromEnviron().open()
+	env := crashEnvFromEnviron()
+	svc, _, _, err := env.open()
+	if err == nil {
+		err = startChildRunner(env, svc)
+	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(3)
@@ -100,9 +97,36 @@ func crashChild() {
 	os.Exit(4)
 }
 
-// TestCrashMidApply kills a broker process in the middle of an apply and
-// restarts: the execution is marked interrupted and audited, the
-// certificate stays consumed, and the workspace lock is free.
+// startChildRunner runs a runner in the child, as the embedded one would,
+// in its own directory under the work root.
+func startChildRunner(env crashEnv, svc *broker.Service) error {
+	sb, err := bwrap.New(context.Background(), bwrap.Options{})
+	if err != nil && os.Getenv("SEB_REQUIRE_SANDBOX") != "" {
+		return err
+	}
+	work, err := runner.WorkRoot(filepath.Join(env.dir, "work"))
+	if err != nil {
+		return err
+	}
+	engine, err := drift.New(context.Background(), drift.Options{Terraform: env.bin, ProviderMirror: env.mirror,
+		Sandbox: sb, InsecureNoSandbox: sb == nil, WorkRoot: work, SensitiveKey: []byte("throwaway key of the child runner")})
+	if err != nil {
+		return err
+	}
+	r, err := runner.New(runner.Options{Name: "child", Broker: svc, Engine: engine, StateEvery: 100 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	go r.Run(context.Background())
+	return nil
+}
+
+// TestCrashMidApply kills a broker process, with its runner, in the
+// middle of an apply and restarts: the execution is marked interrupted
+// (never retried) and audited, the certificate stays consumed, the
+// workspace is held for reconciliation and says why, the dead runner's
+// lease can no longer store state, and no credential file is left on
+// disk once a runner starts again.
 func TestCrashMidApply(t *testing.T) {
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -120,6 +144,7 @@ func TestCrashMidApply(t *testing.T) {
 	keys, _ := broker.OpenKeySet(filepath.Join(dir, "keys"), broker.KeySetOptions{})
 	issuer, _ := broker.NewIssuer(broker.IssuerOptions{URL: hs.URL, Keys: keys})
 	handler = issuer.Handler()
+	stopRunner := runnertest.Start(t, svc, "parent")
 
 	p, _, err := svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": "3"}})
 	if err != nil {
@@ -129,6 +154,7 @@ func TestCrashMidApply(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	stopRunner()
 	store.Close()
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestCrashMidApply$")
@@ -145,9 +171,11 @@ func TestCrashMidApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(2 * time.Minute)
+	var job *broker.Job
 	for {
 		running, _ := probe.ListExecutions(ctx, broker.ExecutionFilter{Running: true})
 		if len(running) == 1 && running[0].State == broker.ExecutionApplying {
+			job, _ = probe.Job(ctx, "job-"+running[0].ID)
 			break
 		}
 		if time.Now().After(deadline) {
@@ -161,31 +189,49 @@ func TestCrashMidApply(t *testing.T) {
 	cmd.Wait()
 	probe.Close()
 
-	// Restart.
-	svc, store, state, err := env.open()
+	// Restart, as seb serve with an embedded runner does.
+	svc, store, _, err = env.open()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	if err := svc.Recover(ctx); err != nil {
+	if err := svc.RecoverJobs(ctx); err != nil {
 		t.Fatal(err)
 	}
 	executions, _ := store.ListExecutions(ctx, broker.ExecutionFilter{CertificateID: cert.ID})
 	if len(executions) != 1 || executions[0].State != broker.ExecutionInterrupted || !strings.Contains(executions[0].Reason, "not retried") {
 		t.Fatalf("after restart: %+v", executions)
 	}
+	hold, err := store.WorkspaceHold(ctx, "sandbox")
+	if err != nil || hold.Execution != executions[0].ID || !strings.Contains(hold.Reason, "during its apply") {
+		t.Fatalf("the workspace is not held for reconciliation: %+v, %v", hold, err)
+	}
+	if err := svc.ReportState(ctx, job.ID, job.Token, []byte(`{"version":4}`)); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("the dead runner's lease stored state: %v", err)
+	}
+	if _, err := svc.Execute(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"}); err == nil || !strings.Contains(broker.ErrorMessage(err), "held for reconciliation") {
+		t.Errorf("the held workspace executed: %v", err)
+	}
+	if err := svc.Reconcile(ctx, "sandbox", "admin", "nothing was created before the kill"); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := svc.Execute(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"}); err == nil || !strings.Contains(broker.ErrorMessage(err), "already used") {
 		t.Errorf("the certificate was usable again: %v", err)
 	}
-	lockCtx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	unlock, err := state.Lock(lockCtx, "sandbox")
-	if err != nil {
-		t.Fatalf("the workspace lock was not released: %v", err)
+	// A runner starting again sweeps what the killed one left: no
+	// credential file survives.
+	if _, err := runner.WorkRoot(filepath.Join(dir, "work")); err != nil {
+		t.Fatal(err)
 	}
-	unlock()
+	filepath.WalkDir(filepath.Join(dir, "work"), func(path string, d os.DirEntry, err error) error {
+		if err == nil && strings.HasSuffix(path, ".token") {
+			t.Errorf("a credential file outlived its run: %s", path)
+		}
+		return nil
+	})
 	actions := auditActions(t, store, svc.PublicKey())
-	if got := strings.Join(actions[len(actions)-3:], " "); got != "execution.started execution.interrupted execution.refused" {
-		t.Errorf("audit ends with %q", got)
+	want := "execution.started credential.apply_issued workspace.held execution.interrupted execution.refused workspace.reconciled execution.refused"
+	if got := strings.Join(actions[len(actions)-7:], " "); got != want {
+		t.Errorf("audit ends with %q, want %q", got, want)
 	}
 }

@@ -6,9 +6,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"time"
 
 	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/planparse"
 )
 
 // An ExecuteRequest asks to apply a certified diff. The broker trusts the
@@ -110,24 +111,50 @@ func (b *Service) checkStanding(ctx context.Context, stored *Certificate, payloa
 	return nil
 }
 
-// Execute applies a certified diff: it verifies the certificate, consumes
-// it atomically (of concurrent requests for one certificate exactly one
-// runs; the others get ECONFLICT), then runs the engine — plan against live
-// state, compare with the certified summary, apply that saved plan — and
-// records every state, the divergence on rejection, the signed plan and
-// apply logs, and the outcome. A refused certificate returns its reason and
-// runs nothing.
+// Execute applies a certified diff and waits for the outcome: it verifies
+// the certificate, consumes it atomically (of concurrent requests for one
+// certificate exactly one runs; the others get ECONFLICT) and queues the
+// execution; a runner plans against live state, the broker compares that
+// plan with the certified summary, and only then does the runner apply
+// that saved plan. It returns nil when the diff was applied; an ECONFLICT
+// *Error when the live plan was refused; another error when the run failed
+// or was interrupted.
 func (b *Service) Execute(ctx context.Context, req ExecuteRequest) (*Execution, error) {
-	e, cert, err := b.Begin(ctx, req)
+	e, _, err := b.Begin(ctx, req)
 	if err != nil {
 		return e, err
 	}
-	return e, b.Run(ctx, e, cert, nil)
+	return b.WaitExecution(ctx, e.ID)
 }
 
-// Begin verifies and consumes the certificate and records the execution's
-// start, as Execute does, without running it: the caller runs it with Run,
-// for instance after answering an HTTP request.
+// WaitExecution waits until an execution ends and returns it, with the
+// error Execute describes.
+func (b *Service) WaitExecution(ctx context.Context, id string) (*Execution, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		e, err := b.opts.Store.Execution(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		switch e.State {
+		case ExecutionSucceeded:
+			return e, nil
+		case ExecutionRejected:
+			return e, Errorf(ECONFLICT, "execution %s rejected: %s", e.ID, e.Reason)
+		case ExecutionFailed, ExecutionInterrupted:
+			return e, fmt.Errorf("execution %s %s: %s", e.ID, e.State, e.Reason)
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return e, ctx.Err()
+		}
+	}
+}
+
+// Begin verifies and consumes the certificate, records the execution and
+// queues it for a runner. A workspace held for reconciliation refuses it.
 func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *Certificate, error) {
 	envelope := req.Envelope
 	if len(envelope) == 0 {
@@ -138,13 +165,20 @@ func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *C
 		envelope = stored.Envelope
 	}
 	cert, err := b.VerifyCertificate(ctx, envelope)
+	if err == nil {
+		err = b.checkHold(ctx, cert.Workspace)
+	}
 	if err != nil {
 		subject := req.CertificateID
 		b.audit(ctx, req.Actor, "execution.refused", subject, map[string]any{"reason": ErrorMessage(err)})
 		return nil, nil, err
 	}
+	proposal, err := b.opts.Store.Proposal(ctx, cert.ProposalID)
+	if err != nil {
+		return nil, nil, err
+	}
 	now := b.now()
-	e := &Execution{ID: newID("exec"), CertificateID: cert.ID, Workspace: cert.Workspace, State: ExecutionVerifying, StartedAt: now, UpdatedAt: now}
+	e := &Execution{ID: newID("exec"), CertificateID: cert.ID, Workspace: cert.Workspace, State: ExecutionQueued, StartedAt: now, UpdatedAt: now}
 	if err := b.opts.Store.ConsumeCertificate(ctx, cert.ID, e); err != nil {
 		if ErrorCode(err) == ECONFLICT {
 			b.audit(ctx, req.Actor, "execution.refused", cert.ID, map[string]any{"reason": ErrorMessage(err)})
@@ -154,96 +188,217 @@ func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *C
 	if err := b.audit(ctx, req.Actor, "execution.started", e.ID, map[string]any{"certificate": cert.ID, "workspace": cert.Workspace}); err != nil {
 		return e, nil, err
 	}
+	err = b.enqueue(ctx, &Job{ID: jobIDFor(e.ID), Kind: JobExecute, Workspace: e.Workspace, Subject: e.ID,
+		ConfigDigest: cert.ConfigDigest, Vars: proposal.Vars, MaxAttempts: executeAttempts})
+	if err != nil {
+		return e, nil, errors.Join(err, b.finish(ctx, e, ExecutionFailed, "seb could not queue the execution", err))
+	}
 	return e, cert, nil
 }
 
-// Run runs the engine for an execution Begin started, and records the
-// outcome; live, when not nil, receives Terraform's JSON log as it is
-// written. It returns nil when the diff was applied; an ECONFLICT *Error
-// when the live plan was refused; another error when the run failed or
-// was interrupted.
-func (b *Service) Run(ctx context.Context, e *Execution, cert *Certificate, live io.Writer) error {
-	ws, err := b.Workspace(cert.Workspace)
+// checkHold refuses a workspace held for reconciliation (EINVALID, with
+// why).
+func (b *Service) checkHold(ctx context.Context, workspace string) error {
+	h, err := b.opts.Store.WorkspaceHold(ctx, workspace)
+	if ErrorCode(err) == ENOTFOUND {
+		return nil
+	}
 	if err != nil {
-		return b.finish(ctx, e, ExecutionFailed, err.Error(), nil)
+		return err
 	}
-	proposal, err := b.opts.Store.Proposal(ctx, cert.ProposalID)
+	return Errorf(EINVALID, "workspace %s is held for reconciliation since %s: %s; an admin must reconcile it (seb reconcile %s)",
+		workspace, h.Since.Format(time.RFC3339), h.Reason, workspace)
+}
+
+// decide compares an execution's live plan with its certificate. A
+// refusal records the divergence and ends the execution; an acceptance,
+// once the certificate still stands, mints the apply-phase credential for
+// this execution alone.
+func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdict, error) {
+	e, err := b.opts.Store.Execution(ctx, j.Subject)
 	if err != nil {
-		return b.finish(ctx, e, ExecutionFailed, "cannot read the proposal", err)
+		return nil, err
 	}
-	bundle, err := b.opts.Store.Bundle(ctx, cert.ConfigDigest)
+	if r.Error != "" {
+		return &PlanVerdict{Reason: r.Error}, b.endExecution(ctx, j, e, ExecutionFailed, "the live plan failed: "+r.Error, nil)
+	}
+	stored, err := b.opts.Store.Certificate(ctx, e.CertificateID)
 	if err != nil {
-		return b.finish(ctx, e, ExecutionFailed, "cannot read the configuration", err)
+		return nil, err
 	}
-	w, err := b.opts.Runner.NewWorkdir(bytes.NewReader(bundle))
+	ws, err := b.Workspace(e.Workspace)
 	if err != nil {
-		return b.finish(ctx, e, ExecutionFailed, "cannot materialize the configuration", err)
+		return nil, err
 	}
-	defer w.Close()
-	if live != nil {
-		w.Follow(live)
+	e.State, e.UpdatedAt = ExecutionComparing, b.now()
+	if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
+		return nil, err
 	}
-	if w.ConfigDigest != cert.ConfigDigest {
-		return b.finish(ctx, e, ExecutionFailed, "the stored configuration does not match its digest", nil)
+	live, err := planparse.Parse(bytes.NewReader(r.Plan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
+	if err != nil {
+		return &PlanVerdict{Reason: "unreadable plan"}, b.endExecution(ctx, j, e, ExecutionFailed, "the live plan could not be read: "+err.Error(), nil)
 	}
-	var planLogEnd int
-	res, runErr := w.Execute(ctx, drift.ExecuteRequest{
-		Workspace:         ws.Name,
-		Vars:              proposal.Vars,
-		Certified:         cert.Summary,
-		Mode:              ws.DriftMode,
-		AcknowledgedDrift: cert.Drift,
-		Credentials:       RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name, ExecutionID: e.ID, CertificateID: cert.ID},
-		State:             b.opts.State,
-		// A run may have waited for the workspace lock: the certificate
-		// must still stand when the apply starts.
-		BeforeApply: func(ctx context.Context) error {
-			stored, err := b.opts.Store.Certificate(ctx, cert.ID)
-			if err != nil {
-				return err
-			}
-			return b.checkStanding(ctx, stored, &cert.CertificatePayload)
-		},
-		OnStage: func(stage drift.Stage) {
-			state := map[drift.Stage]ExecutionState{
-				drift.StagePlanning: ExecutionPlanning, drift.StageComparing: ExecutionComparing, drift.StageApplying: ExecutionApplying,
-			}[stage]
-			if stage == drift.StageApplying {
-				planLogEnd = len(w.Log())
-			}
-			if state != "" {
-				e.State, e.UpdatedAt = state, b.now()
-				if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
-					b.opts.Logger.Error("record execution state", "execution", e.ID, "error", err)
-				}
-			}
-		},
-	})
-	log := w.Log()
-	if planLogEnd == 0 {
-		planLogEnd = len(log)
+	// What is compared is what the signed envelope says. The run may have
+	// waited in the queue: the certificate must still stand (window,
+	// epochs, revocation) now, when the apply would start.
+	cert, err := b.VerifyCertificate(ctx, stored.Envelope)
+	var decision drift.Decision
+	if err != nil {
+		decision.Reason = ErrorMessage(err)
+	} else {
+		decision = drift.Decide(cert.Summary, live, ws.DriftMode, cert.Drift)
 	}
-	if e.PlanLogID, err = b.storeLog(ctx, "plan-log", log[:planLogEnd]); err != nil {
-		return b.finish(ctx, e, ExecutionFailed, "cannot store the plan log", err)
+	if !decision.Accepted {
+		e.Divergence, _ = json.Marshal(decision)
+		return &PlanVerdict{Reason: decision.Reason}, b.endExecution(ctx, j, e, ExecutionRejected, decision.Reason, nil)
 	}
-	if planLogEnd < len(log) {
-		if e.ApplyLogID, err = b.storeLog(ctx, "apply-log", log[planLogEnd:]); err != nil {
-			return b.finish(ctx, e, ExecutionFailed, "cannot store the apply log", err)
+	grant, err := RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name,
+		ExecutionID: e.ID, CertificateID: cert.ID}.Grant(drift.PhaseApply)
+	if err != nil {
+		return nil, err
+	}
+	j.Phase = string(drift.PhaseApply)
+	if err := b.opts.Store.UpdateJob(ctx, j, b.now()); err != nil {
+		return nil, err
+	}
+	e.State, e.UpdatedAt = ExecutionApplying, b.now()
+	if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
+		return nil, err
+	}
+	if err := b.audit(ctx, "seb", "credential.apply_issued", e.ID, map[string]any{"jti": grant.TokenID, "expires_at": grant.ExpiresAt}); err != nil {
+		return nil, err
+	}
+	return &PlanVerdict{Apply: true, Credentials: grant}, nil
+}
+
+// ReportState stores the state Terraform has written so far during an
+// execution's apply, as a new version: what an apply changed reaches the
+// broker even if the runner dies before it ends. A runner whose lease was
+// lost can never store state.
+func (b *Service) ReportState(ctx context.Context, id string, token int64, state []byte) error {
+	b.stateMu.Lock()
+	defer b.stateMu.Unlock()
+	j, err := b.leased(ctx, id, token)
+	if err != nil {
+		return err
+	}
+	if j.Kind != JobExecute || j.Phase != string(drift.PhaseApply) {
+		return Errorf(ECONFLICT, "job %s is not applying: it has no state to store", id)
+	}
+	return b.putState(ctx, j.Workspace, state)
+}
+
+// putState stores a workspace's state unless it is the current one.
+func (b *Service) putState(ctx context.Context, workspace string, state []byte) error {
+	if len(state) == 0 {
+		return nil
+	}
+	if !json.Valid(state) {
+		return Errorf(EINVALID, "the state is not JSON")
+	}
+	current, err := b.opts.State.Current(ctx, workspace)
+	if err != nil || bytes.Equal(current, state) {
+		return err
+	}
+	_, err = b.opts.State.Put(ctx, workspace, state)
+	return err
+}
+
+// ReportApply ends an execution with its apply's outcome: the final
+// state stored, the plan and apply logs signed, the outcome audited. An
+// interrupted apply may have changed what Terraform did not record, so
+// its workspace is held for reconciliation.
+func (b *Service) ReportApply(ctx context.Context, id string, token int64, r ApplyReport) error {
+	b.stateMu.Lock()
+	j, err := b.leased(ctx, id, token)
+	if err == nil && (j.Kind != JobExecute || j.Phase != string(drift.PhaseApply)) {
+		err = Errorf(ECONFLICT, "job %s is not applying", id)
+	}
+	if err == nil {
+		err = b.putState(ctx, j.Workspace, r.State)
+	}
+	b.stateMu.Unlock()
+	if err != nil {
+		return err
+	}
+	e, err := b.opts.Store.Execution(ctx, j.Subject)
+	if err != nil {
+		return err
+	}
+	switch r.Outcome {
+	case drift.Succeeded:
+		return b.endExecution(ctx, j, e, ExecutionSucceeded, "", nil)
+	case drift.Interrupted:
+		return b.endExecution(ctx, j, e, ExecutionInterrupted, "the apply was interrupted: "+r.Error, &Hold{
+			Reason: fmt.Sprintf("execution %s was interrupted during its apply; resources changed after Terraform last wrote its state may be missing from it", e.ID)})
+	default:
+		return b.endExecution(ctx, j, e, ExecutionFailed, "the apply failed: "+r.Error, nil)
+	}
+}
+
+// ReportFailure ends a job the runner could not run for its own reasons
+// (not the configuration's): tried again while it has attempts left; an
+// execution is failed, or interrupted if it was applying.
+func (b *Service) ReportFailure(ctx context.Context, id string, token int64, reason string) error {
+	j, err := b.leased(ctx, id, token)
+	if err != nil {
+		return err
+	}
+	return b.retryOrFail(ctx, j, "runner "+j.Runner+": "+reason)
+}
+
+// interrupted ends an execution whose runner stopped, or was stopped,
+// while it ran: never retried; held for reconciliation if it was applying.
+func (b *Service) interrupted(ctx context.Context, j *Job, reason string) error {
+	e, err := b.opts.Store.Execution(ctx, j.Subject)
+	if err != nil || e.State.Final() {
+		return err
+	}
+	var hold *Hold
+	if e.State == ExecutionApplying {
+		hold = &Hold{Reason: fmt.Sprintf("execution %s stopped during its apply (%s); resources changed after the runner last sent the state may be missing from it", e.ID, reason)}
+	}
+	return b.endExecution(ctx, nil, e, ExecutionInterrupted, reason+"; it is not retried", hold)
+}
+
+// endExecution ends an execution and, when j is set, its job: the logs the
+// runner sent are signed and stored, the final state recorded and
+// audited, and the workspace held when hold is set.
+func (b *Service) endExecution(ctx context.Context, j *Job, e *Execution, state ExecutionState, reason string, hold *Hold) error {
+	ctx = context.WithoutCancel(ctx)
+	var err error
+	jobID := jobIDFor(e.ID)
+	for phase, id := range map[string]*string{string(drift.PhasePlan): &e.PlanLogID, string(drift.PhaseApply): &e.ApplyLogID} {
+		log, lerr := b.opts.Store.JobLog(ctx, jobID, phase)
+		if lerr != nil {
+			err = errors.Join(err, lerr)
+			continue
+		}
+		if len(log) > 0 {
+			var serr error
+			*id, serr = b.storeLog(ctx, phase+"-log", log)
+			err = errors.Join(err, serr)
 		}
 	}
-	switch {
-	case runErr == nil:
-		return b.finish(ctx, e, ExecutionSucceeded, "", nil)
-	case errors.Is(runErr, drift.ErrRefused):
-		e.Divergence, _ = json.Marshal(res.Decision)
-		return b.finish(ctx, e, ExecutionRejected, res.Decision.Reason, runErr)
-	case res != nil && res.Apply != nil && res.Apply.Outcome == drift.Interrupted:
-		return b.finish(ctx, e, ExecutionInterrupted, "the apply was interrupted", runErr)
-	case ctx.Err() != nil:
-		return b.finish(ctx, e, ExecutionInterrupted, "the execution was cancelled", runErr)
-	default:
-		return b.finish(ctx, e, ExecutionFailed, runErr.Error(), runErr)
+	if hold != nil {
+		hold.Workspace, hold.Execution, hold.Since = e.Workspace, e.ID, b.now()
+		if herr := b.opts.Store.HoldWorkspace(ctx, *hold); herr != nil {
+			err = errors.Join(err, herr)
+		} else {
+			err = errors.Join(err, b.audit(ctx, "seb", "workspace.held", e.Workspace, map[string]any{"execution": e.ID, "reason": hold.Reason}))
+		}
 	}
+	if j != nil {
+		jobState := JobDone
+		if state == ExecutionFailed || state == ExecutionInterrupted {
+			jobState = JobFailed
+		}
+		if jerr := b.endJob(ctx, j, jobState, reason); jerr != nil && ErrorCode(jerr) != ECONFLICT {
+			err = errors.Join(err, jerr)
+		}
+	}
+	// The outcome is the execution's, not an error of the report.
+	return errors.Join(err, b.record(ctx, e, state, reason))
 }
 
 // storeLog stores a log as a signed artifact and returns its id.
@@ -259,14 +414,7 @@ func (b *Service) storeLog(ctx context.Context, kind string, data []byte) (strin
 // finish records an execution's final state and audits it. It returns
 // cause: nil for success, else the error the caller sees.
 func (b *Service) finish(ctx context.Context, e *Execution, state ExecutionState, reason string, cause error) error {
-	// Recorded even when ctx was the cancellation that ended the run.
-	ctx = context.WithoutCancel(ctx)
-	e.State, e.Reason, e.UpdatedAt = state, reason, b.now()
-	if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
-		return errors.Join(cause, err)
-	}
-	details := map[string]any{"certificate": e.CertificateID, "reason": reason, "plan_log": e.PlanLogID, "apply_log": e.ApplyLogID}
-	if err := b.audit(ctx, "seb", "execution."+string(state), e.ID, details); err != nil {
+	if err := b.record(ctx, e, state, reason); err != nil {
 		return errors.Join(cause, err)
 	}
 	if state == ExecutionSucceeded {
@@ -281,23 +429,37 @@ func (b *Service) finish(ctx context.Context, e *Execution, state ExecutionState
 	return fmt.Errorf("execution %s %s: %w", e.ID, state, cause)
 }
 
-// Recover marks every execution that was running when the broker died as
-// interrupted — never silently retried — and audits it. Its certificate
-// stays consumed; the workspace lock died with the process. Call it at
-// start, before serving.
-func (b *Service) Recover(ctx context.Context) error {
-	running, err := b.opts.Store.ListExecutions(ctx, ExecutionFilter{Running: true})
+// record stores an execution's final state and audits it, even when ctx
+// was the cancellation that ended the run.
+func (b *Service) record(ctx context.Context, e *Execution, state ExecutionState, reason string) error {
+	ctx = context.WithoutCancel(ctx)
+	e.State, e.Reason, e.UpdatedAt = state, reason, b.now()
+	if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
+		return err
+	}
+	details := map[string]any{"certificate": e.CertificateID, "reason": reason, "plan_log": e.PlanLogID, "apply_log": e.ApplyLogID}
+	return b.audit(ctx, "seb", "execution."+string(state), e.ID, details)
+}
+
+// Reconcile releases a workspace held for reconciliation, once an admin
+// has brought seb's state in line with what exists (for instance with
+// terraform import through a certified proposal, or by removing what the
+// interrupted apply created), and audits who did and why.
+func (b *Service) Reconcile(ctx context.Context, workspace, by, note string) error {
+	if _, err := b.Workspace(workspace); err != nil {
+		return err
+	}
+	h, err := b.opts.Store.WorkspaceHold(ctx, workspace)
 	if err != nil {
 		return err
 	}
-	for _, e := range running {
-		e.State, e.Reason, e.UpdatedAt = ExecutionInterrupted, "the broker stopped while the execution ran; it is not retried", b.now()
-		if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
-			return err
-		}
-		if err := b.audit(ctx, "seb", "execution.interrupted", e.ID, map[string]any{"certificate": e.CertificateID, "reason": e.Reason}); err != nil {
-			return err
-		}
+	if err := b.opts.Store.ReleaseWorkspace(ctx, workspace); err != nil {
+		return err
 	}
-	return nil
+	return b.audit(ctx, by, "workspace.reconciled", workspace, map[string]any{"execution": h.Execution, "hold": h.Reason, "note": note})
+}
+
+// Hold returns a workspace's hold, or ENOTFOUND when it is not held.
+func (b *Service) Hold(ctx context.Context, workspace string) (*Hold, error) {
+	return b.opts.Store.WorkspaceHold(ctx, workspace)
 }

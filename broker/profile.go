@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -64,24 +65,34 @@ var _ drift.Credentials = RunCredentials{}
 // secrets directory) that only the broker's user can read, and returns the environment that hands it to
 // Terraform. The token itself never appears in the environment or in logs.
 func (c RunCredentials) Env(ctx context.Context, phase drift.Phase, dir string) (map[string]string, error) {
+	g, err := c.Grant(phase)
+	if err != nil {
+		return nil, err
+	}
+	return g.Environment(dir)
+}
+
+// Grant mints the phase's credential and returns it with how it reaches
+// Terraform, for a runner to hand over.
+func (c RunCredentials) Grant(phase drift.Phase) (*Grant, error) {
 	if err := c.Profile.Valid(); err != nil {
 		return nil, err
 	}
 	replacer := strings.NewReplacer("{workspace}", c.Workspace, "{phase}", string(phase),
 		"{execution}", c.ExecutionID, "{certificate}", c.CertificateID)
-	env := map[string]string{}
+	g := &Grant{Phase: phase, Env: map[string]string{}, TokenFileEnv: c.Profile.TokenFileEnv}
 	for k, v := range c.Profile.Env {
-		env[k] = replacer.Replace(v)
+		g.Env[k] = replacer.Replace(v)
 	}
 	secrets := c.Profile.PlanSecrets
 	if phase == drift.PhaseApply {
 		secrets = c.Profile.ApplySecrets
 	}
 	for k, v := range secrets {
-		env[k] = v
+		g.Env[k] = v
 	}
 	if len(c.Profile.TokenFileEnv) == 0 {
-		return env, nil
+		return g, nil
 	}
 	cred, err := c.Issuer.MintCredential(CredentialRequest{
 		Workspace:     c.Workspace,
@@ -94,14 +105,58 @@ func (c RunCredentials) Env(ctx context.Context, phase drift.Phase, dir string) 
 	if err != nil {
 		return nil, err
 	}
-	path, err := writeTokenFile(dir, string(phase), cred.Token)
+	g.Token, g.TokenID, g.ExpiresAt = cred.Token, cred.Claims.ID, cred.ExpiresAt
+	return g, nil
+}
+
+// A Grant is one phase's credential as a runner receives it: the
+// environment Terraform gets, and a token to write to a file whose path
+// the TokenFileEnv variables name.
+type Grant struct {
+	Phase        drift.Phase       `json:"phase"`
+	Env          map[string]string `json:"env"`
+	Token        string            `json:"token,omitempty"`
+	TokenID      string            `json:"token_id,omitempty"`
+	TokenFileEnv []string          `json:"token_file_env,omitempty"`
+	ExpiresAt    time.Time         `json:"expires_at,omitzero"`
+}
+
+// Environment writes the grant's token to a file in dir (0600 in a 0700
+// directory) and returns the environment that hands it to Terraform.
+func (g *Grant) Environment(dir string) (map[string]string, error) {
+	env := maps.Clone(g.Env)
+	if env == nil {
+		env = map[string]string{}
+	}
+	if len(g.TokenFileEnv) == 0 {
+		return env, nil
+	}
+	path, err := writeTokenFile(dir, string(g.Phase), g.Token)
 	if err != nil {
 		return nil, err
 	}
-	for _, name := range c.Profile.TokenFileEnv {
+	for _, name := range g.TokenFileEnv {
 		env[name] = path
 	}
 	return env, nil
+}
+
+// GrantCredentials hand a runner's engine the credentials the broker
+// granted: a phase the broker did not grant is refused.
+type GrantCredentials struct{ Plan, Apply *Grant }
+
+var _ drift.Credentials = GrantCredentials{}
+
+// Env implements drift.Credentials.
+func (c GrantCredentials) Env(_ context.Context, phase drift.Phase, dir string) (map[string]string, error) {
+	g := c.Plan
+	if phase == drift.PhaseApply {
+		g = c.Apply
+	}
+	if g == nil || g.Phase != phase {
+		return nil, fmt.Errorf("the broker granted no %s-phase credential", phase)
+	}
+	return g.Environment(dir)
 }
 
 // writeTokenFile writes token to <dir>/<phase>.token, 0600 in a 0700

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sync"
 	"time"
 
 	"github.com/seb-broker/seb/drift"
@@ -18,8 +19,12 @@ type Options struct {
 	Store Store
 	// State is where workspaces' Terraform state lives.
 	State drift.StateStore
-	// Runner runs Terraform.
-	Runner *drift.Runner
+	// JobLease is how long a runner's lease on a job lasts without a
+	// heartbeat; 0 means 30 seconds.
+	JobLease time.Duration
+	// BundleLimits bound what a bundle may unpack to; zero means
+	// drift.DefaultBundleLimits.
+	BundleLimits drift.BundleLimits
 	// Signer signs certificates, logs and the audit log.
 	Signer *Signer
 	// Issuer mints the scoped credentials of each run.
@@ -41,8 +46,8 @@ func (o Options) Valid() error {
 		return errors.New("broker: Options.Store is nil")
 	case o.State == nil:
 		return errors.New("broker: Options.State is nil")
-	case o.Runner == nil:
-		return errors.New("broker: Options.Runner is nil")
+	case o.JobLease < 0:
+		return errors.New("broker: Options.JobLease is negative")
 	case o.Signer == nil:
 		return errors.New("broker: Options.Signer is nil")
 	case o.Issuer == nil:
@@ -56,10 +61,14 @@ func (o Options) Valid() error {
 }
 
 // Service holds the admission (SAB) and execution (SEB) services over one
-// store, signer and runner.
+// store and signer; runners do the Terraform work it queues.
 type Service struct {
 	opts       Options
 	workspaces map[string]Workspace
+	queue      jobQueue
+	// stateMu orders the state writes of runners' reports with the
+	// lease checks that guard them.
+	stateMu sync.Mutex
 }
 
 // New returns the broker's services.
@@ -72,6 +81,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.JobLease == 0 {
+		opts.JobLease = 30 * time.Second
 	}
 	b := &Service{opts: opts, workspaces: map[string]Workspace{}}
 	for _, w := range opts.Workspaces {

@@ -16,6 +16,7 @@ import (
 	"github.com/seb-broker/seb/broker/sqlite"
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/fixtures/sandboxcloud"
+	"github.com/seb-broker/seb/internal/runnertest"
 	"github.com/seb-broker/seb/internal/sandboxtest"
 	"github.com/seb-broker/seb/internal/tftest"
 	"github.com/seb-broker/seb/planparse"
@@ -77,12 +78,6 @@ func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	engine := tftest.EngineOptions(t)
-	engine.SensitiveKey = sensitiveKey
-	runner, err := drift.New(context.Background(), engine)
-	if err != nil {
-		t.Fatal(err)
-	}
 	ws := broker.Workspace{
 		Name:                "sandbox",
 		Credentials:         sb.Credentials(issuer, "sandbox").Profile,
@@ -96,12 +91,13 @@ func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 	}
 	clock := &testClock{}
 	svc, err := broker.New(broker.Options{
-		Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer,
+		Store: store, State: state, Signer: signer, Issuer: issuer,
 		Workspaces: []broker.Workspace{ws}, SensitiveKey: sensitiveKey, ClockSkew: 30 * time.Second, Now: clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
+	runnertest.Start(t, svc, "test-runner")
 	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, state: state}
 }
 
@@ -237,9 +233,9 @@ func TestScenario(t *testing.T) {
 
 	actions := strings.Join(auditActions(t, w.store, w.svc.PublicKey()), " ")
 	want := strings.Join([]string{
-		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.succeeded",
+		"proposal.received proposal.verified proposal.approved certificate.issued execution.started credential.apply_issued execution.succeeded",
 		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.rejected",
-		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.succeeded",
+		"proposal.received proposal.verified proposal.approved certificate.issued execution.started credential.apply_issued execution.succeeded",
 	}, " ")
 	if actions != want {
 		t.Errorf("audit log:\n%s\nwant:\n%s", actions, want)
@@ -442,28 +438,21 @@ func TestConcurrentExecutions(t *testing.T) {
 	}
 }
 
-// TestRevokedWhileWaiting: a certificate revoked while its execution waits
-// for the workspace lock is refused before the apply.
+// TestRevokedWhileWaiting: a certificate revoked after its execution was
+// queued is refused before the apply: the broker checks it again when the
+// runner's plan comes back, before it mints the apply credential.
 func TestRevokedWhileWaiting(t *testing.T) {
 	w := newWorld(t, nil)
 	ctx := context.Background()
 	cert := w.certified("3")
-	unlock, err := w.state.Lock(ctx, "sandbox")
+	e, _, err := w.svc.Begin(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	e, c, err := w.svc.Begin(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- w.svc.Run(ctx, e, c, nil) }()
-	time.Sleep(200 * time.Millisecond)
 	if err := w.svc.Revoke(ctx, cert.ID, "admin"); err != nil {
 		t.Fatal(err)
 	}
-	unlock()
-	err = <-done
+	_, err = w.svc.WaitExecution(ctx, e.ID)
 	stored, _ := w.store.Execution(ctx, e.ID)
 	if broker.ErrorCode(err) != broker.ECONFLICT || stored.State != broker.ExecutionRejected || !strings.Contains(stored.Reason, "was revoked by admin") {
 		t.Fatalf("err %v, execution %+v", err, stored)

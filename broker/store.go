@@ -94,6 +94,43 @@ type Store interface {
 	CreateAPIToken(ctx context.Context, t *APIToken) error
 	// APITokenByHash returns the token with that hash, or ENOTFOUND.
 	APITokenByHash(ctx context.Context, hash string) (*APIToken, error)
+	// DeleteAPIToken deletes the token named name: it no longer
+	// authenticates. ENOTFOUND if there is none.
+	DeleteAPIToken(ctx context.Context, name string) error
+
+	// EnqueueJob stores a queued job; ECONFLICT if the id exists.
+	EnqueueJob(ctx context.Context, j *Job) error
+	// LeaseJob leases to runner, until now+ttl, the oldest job it may run:
+	// a queued one, or a verify or plan job whose lease expired with
+	// attempts left. An execute job waits while another execute job of its
+	// workspace is leased: one execution per workspace at a time. The
+	// lease gets a fencing token greater than any before. ENOTFOUND when
+	// there is nothing to run.
+	LeaseJob(ctx context.Context, runner string, now time.Time, ttl time.Duration) (*Job, error)
+	// UpdateJob stores a leased job's state, phase, result, error and
+	// lease expiry, if j.Token still holds a lease that has not expired at
+	// now; ECONFLICT otherwise (the lease was lost).
+	UpdateJob(ctx context.Context, j *Job, now time.Time) error
+	// EndJob moves a job that is not final to state (final) with reason,
+	// whoever holds it; ECONFLICT if it already ended.
+	EndJob(ctx context.Context, id string, state JobState, reason string, at time.Time) error
+	// Job returns a job, or ENOTFOUND.
+	Job(ctx context.Context, id string) (*Job, error)
+	// StaleJobs returns the leased jobs whose lease ended before now.
+	StaleJobs(ctx context.Context, now time.Time) ([]*Job, error)
+	// AppendJobLog appends a chunk of a job's log for a phase, if token
+	// holds the job's lease at now; ECONFLICT otherwise.
+	AppendJobLog(ctx context.Context, id string, token int64, phase string, data []byte, now time.Time) error
+	// JobLog returns a job's log of a phase, its chunks in order.
+	JobLog(ctx context.Context, id, phase string) ([]byte, error)
+
+	// HoldWorkspace holds a workspace for reconciliation; holding a held
+	// one keeps the first hold.
+	HoldWorkspace(ctx context.Context, h Hold) error
+	// WorkspaceHold returns a workspace's hold, or ENOTFOUND.
+	WorkspaceHold(ctx context.Context, workspace string) (*Hold, error)
+	// ReleaseWorkspace ends a hold; ENOTFOUND if there is none.
+	ReleaseWorkspace(ctx context.Context, workspace string) error
 
 	Close() error
 }

@@ -15,21 +15,23 @@ type Role string
 
 // The roles: agents propose and read their own; reviewers approve or
 // reject (never their own); CI executes and reads; admins manage
-// workspaces, revocation, epochs and keys.
+// workspaces, revocation, epochs and keys; runners lease jobs and report
+// on them, and can do nothing else.
 const (
 	RoleAgent    Role = "agent"
 	RoleReviewer Role = "reviewer"
 	RoleCI       Role = "ci"
 	RoleAdmin    Role = "admin"
+	RoleRunner   Role = "runner"
 )
 
 // Valid reports whether r is a known role.
 func (r Role) Valid() error {
 	switch r {
-	case RoleAgent, RoleReviewer, RoleCI, RoleAdmin:
+	case RoleAgent, RoleReviewer, RoleCI, RoleAdmin, RoleRunner:
 		return nil
 	}
-	return Errorf(EINVALID, "role %q is not one of agent, reviewer, ci, admin", r)
+	return Errorf(EINVALID, "role %q is not one of agent, reviewer, ci, admin, runner", r)
 }
 
 // An APIToken is a bearer token for seb's API. Only its hash is stored.

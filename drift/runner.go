@@ -572,3 +572,23 @@ func (w *Workdir) Apply(ctx context.Context, p *PlanResult, creds Credentials) (
 	res.State = state
 	return res, nil
 }
+
+// CheckBundle unpacks a bundle into a scratch directory, checks the
+// configuration as NewWorkdir does, removes it and returns the bundle's
+// digest: admission's checks, for the broker, which never runs Terraform.
+// Refusals are the sender's fault (IsRefusal).
+func CheckBundle(bundle io.Reader, limits BundleLimits) (string, error) {
+	dir, err := os.MkdirTemp("", "seb-check-")
+	if err != nil {
+		return "", fmt.Errorf("check bundle: %w", err)
+	}
+	defer os.RemoveAll(dir)
+	digest, err := ExtractBundle(bundle, dir, limits)
+	if err != nil {
+		return "", err
+	}
+	if err := checkConfiguration(dir); err != nil {
+		return "", err
+	}
+	return digest, nil
+}

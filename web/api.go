@@ -103,6 +103,8 @@ func (s *Server) apiRoutes() []route {
 		{http.MethodPost, "/workspaces/:workspace/plan", proposers, s.speculativePlan, "bundle", "Plan a bundle against live state with a plan-phase credential; nothing is stored"},
 		{http.MethodPost, "/workspaces/:workspace/proposals", proposers, s.createProposal, "bundle", "Propose a change: seb plans the bundle and compares the agent's plan"},
 		{http.MethodPost, "/workspaces/:workspace/revoke-all", admins, s.revokeAll, "", "Revoke every certificate of the workspace (bump its revocation epoch)"},
+		{http.MethodPost, "/workspaces/:workspace/reconcile", admins, s.reconcile, "", "Release a workspace held for reconciliation, with a note saying what was done"},
+		{http.MethodPost, "/jobs/:id/cancel", admins, s.cancelJob, "", "Cancel a queued or running job (a verification, a speculative plan or an execution)"},
 		{http.MethodGet, "/workspaces/:workspace/state", anyRole, s.getState, "", "The workspace's Terraform state, read-only, as Terraform's http backend reads it"},
 		{http.MethodPost, "/workspaces/:workspace/state", anyRole, s.stateReadOnly, "", "Refused: the broker owns state"},
 		{http.MethodDelete, "/workspaces/:workspace/state", anyRole, s.stateReadOnly, "", "Refused: the broker owns state"},
@@ -124,6 +126,9 @@ func (s *Server) apiRoutes() []route {
 	}
 }
 
+// allRoutes is the whole API: clients' routes and runners'.
+func (s *Server) allRoutes() []route { return append(s.apiRoutes(), s.runnerRoutes()...) }
+
 func (s *Server) routes() {
 	e := s.echo
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, map[string]string{"status": "ok"}) })
@@ -138,7 +143,7 @@ func (s *Server) routes() {
 	})
 	s.uiRoutes()
 	api := e.Group("/api/v1", s.authenticate)
-	for _, r := range s.apiRoutes() {
+	for _, r := range s.allRoutes() {
 		limit := "1M"
 		if r.bodyLimit == "bundle" {
 			limit = strconv.FormatInt(s.opts.MaxBundleBytes, 10) + "B"
@@ -184,6 +189,15 @@ type workspaceJSON struct {
 	ProtectedActions    []planparse.Action `json:"protected_actions"`
 	CertificateLifetime string             `json:"certificate_lifetime"`
 	RevocationEpoch     int64              `json:"revocation_epoch"`
+	// Hold says why executions are refused until an admin reconciles the
+	// workspace; absent when it is not held.
+	Hold *holdJSON `json:"hold,omitempty"`
+}
+
+type holdJSON struct {
+	Execution string    `json:"execution"`
+	Reason    string    `json:"reason"`
+	Since     time.Time `json:"since"`
 }
 
 func (s *Server) workspaceJSON(ctx context.Context, w broker.Workspace) (workspaceJSON, error) {
@@ -195,8 +209,41 @@ func (s *Server) workspaceJSON(ctx context.Context, w broker.Workspace) (workspa
 	if actions == nil {
 		actions = []planparse.Action{}
 	}
-	return workspaceJSON{Name: w.Name, DriftMode: string(w.DriftMode), ApprovalsRequired: w.ApprovalsRequired,
-		ProtectedActions: actions, CertificateLifetime: w.CertificateLifetime.String(), RevocationEpoch: epoch}, nil
+	j := workspaceJSON{Name: w.Name, DriftMode: string(w.DriftMode), ApprovalsRequired: w.ApprovalsRequired,
+		ProtectedActions: actions, CertificateLifetime: w.CertificateLifetime.String(), RevocationEpoch: epoch}
+	switch h, err := s.opts.Broker.Hold(ctx, w.Name); {
+	case err == nil:
+		j.Hold = &holdJSON{Execution: h.Execution, Reason: h.Reason, Since: h.Since}
+	case broker.ErrorCode(err) != broker.ENOTFOUND:
+		return workspaceJSON{}, err
+	}
+	return j, nil
+}
+
+type reconcileRequest struct {
+	Note string `json:"note"`
+}
+
+// reconcile releases a held workspace; the note says what the admin did.
+func (s *Server) reconcile(c echo.Context) error {
+	var req reconcileRequest
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	if strings.TrimSpace(req.Note) == "" {
+		return broker.Errorf(broker.EINVALID, "say in \"note\" how the workspace was reconciled; it goes into the audit log")
+	}
+	if err := s.opts.Broker.Reconcile(context.WithoutCancel(c.Request().Context()), c.Param("workspace"), principalName(c), req.Note); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
+}
+
+func (s *Server) cancelJob(c echo.Context) error {
+	if err := s.opts.Broker.CancelJob(context.WithoutCancel(c.Request().Context()), c.Param("id"), principalName(c)); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
 }
 
 func (s *Server) listWorkspaces(c echo.Context) error {
@@ -387,7 +434,6 @@ func (s *Server) createProposal(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	s.wakeVerifier()
 	body, err := s.proposalJSON(c.Request().Context(), p)
 	if err != nil {
 		return err
@@ -590,37 +636,15 @@ func (s *Server) createExecution(c echo.Context) error {
 	if (req.CertificateID == "") == (len(req.Envelope) == 0) {
 		return broker.Errorf(broker.EINVALID, "name the certificate by certificate_id, or send its envelope")
 	}
-	if !s.startRun() {
-		return echo.NewHTTPError(http.StatusServiceUnavailable, "seb is shutting down; execute again once it is back")
-	}
-	// Consuming the certificate and recording the start must not be cut
-	// short by a client that goes away.
-	e, cert, err := s.opts.Broker.Begin(context.WithoutCancel(c.Request().Context()), broker.ExecuteRequest{
+	// Consuming the certificate and queueing the execution must not be
+	// cut short by a client that goes away.
+	e, _, err := s.opts.Broker.Begin(context.WithoutCancel(c.Request().Context()), broker.ExecuteRequest{
 		Envelope: req.Envelope, CertificateID: req.CertificateID, Actor: principalName(c),
 	})
 	if err != nil {
-		s.runs.Done()
 		return err
 	}
-	// The answer is built before the run starts changing e.
-	accepted := executionJSONOf(e)
-	live := newLiveLog()
-	s.liveMu.Lock()
-	s.live[e.ID] = live
-	s.liveMu.Unlock()
-	go func() {
-		defer s.runs.Done()
-		err := s.opts.Broker.Run(s.base, e, cert, live)
-		if err != nil {
-			s.opts.Logger.Info("execution ended", "execution", e.ID, "outcome", err)
-		}
-		s.executionEnded(e)
-		s.liveMu.Lock()
-		delete(s.live, e.ID)
-		s.liveMu.Unlock()
-		live.finish()
-	}()
-	return c.JSON(http.StatusAccepted, accepted)
+	return c.JSON(http.StatusAccepted, executionJSONOf(e))
 }
 
 type executionJSON struct {
@@ -660,21 +684,10 @@ func (s *Server) getExecutionLogs(c echo.Context) error {
 		return err
 	}
 	c.Response().Header().Set(echo.HeaderContentType, "application/x-ndjson")
-	s.liveMu.Lock()
-	live := s.live[e.ID]
-	s.liveMu.Unlock()
-	if live != nil && c.QueryParam("follow") == "true" {
-		c.Response().WriteHeader(http.StatusOK)
-		return live.stream(c.Request().Context(), c.Response())
-	}
-	if live != nil {
-		// Still running: its logs are signed and stored when it ends.
-		select {
-		case <-live.finished:
-		case <-c.Request().Context().Done():
-			return nil
-		}
-		if e, err = s.opts.Records.Execution(c.Request().Context(), c.Param("id")); err != nil {
+	if !e.State.Final() {
+		// Running: follow streams the chunks the runner sends; otherwise
+		// the signed logs are served once it has ended.
+		if e, err = s.followLog(c, e, c.QueryParam("follow") == "true"); err != nil || e == nil {
 			return err
 		}
 	}
@@ -690,6 +703,50 @@ func (s *Server) getExecutionLogs(c echo.Context) error {
 		c.Response().Write(a.Data)
 	}
 	return nil
+}
+
+// followLog waits until a running execution ends and returns it; with
+// stream, it writes the log as the runner sends it meanwhile, and returns
+// nil once it has written all of it. Chunks are read from the store, so
+// any replica can serve them.
+func (s *Server) followLog(c echo.Context, e *broker.Execution, stream bool) (*broker.Execution, error) {
+	ctx := c.Request().Context()
+	job := "job-" + e.ID
+	sent := 0
+	if stream {
+		c.Response().WriteHeader(http.StatusOK)
+	}
+	for {
+		current, err := s.opts.Records.Execution(ctx, e.ID)
+		if err != nil {
+			return nil, err
+		}
+		if stream {
+			var log []byte
+			for _, phase := range []string{"plan", "apply"} {
+				chunk, err := s.opts.Records.JobLog(ctx, job, phase)
+				if err != nil {
+					return nil, err
+				}
+				log = append(log, chunk...)
+			}
+			if len(log) > sent {
+				c.Response().Write(log[sent:])
+				c.Response().Flush()
+				sent = len(log)
+			}
+			if current.State.Final() {
+				return nil, nil
+			}
+		} else if current.State.Final() {
+			return current, nil
+		}
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return nil, nil
+		}
+	}
 }
 
 func (s *Server) listAudit(c echo.Context) error {
@@ -792,7 +849,7 @@ type RouteInfo struct {
 func Routes() []RouteInfo {
 	var s *Server
 	var out []RouteInfo
-	for _, r := range s.apiRoutes() {
+	for _, r := range s.allRoutes() {
 		out = append(out, RouteInfo{Method: r.method, Path: r.path, Summary: r.summary, Roles: r.roles})
 	}
 	return out

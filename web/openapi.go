@@ -15,7 +15,7 @@ var pathParam = regexp.MustCompile(`:([a-z_]+)`)
 func OpenAPI() map[string]any {
 	var s *Server
 	paths := map[string]map[string]any{}
-	for _, r := range s.apiRoutes() {
+	for _, r := range s.allRoutes() {
 		if !openAPIMethod(r.method) {
 			continue // LOCK and UNLOCK of the state backend protocol
 		}

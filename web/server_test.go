@@ -19,9 +19,11 @@ import (
 	"github.com/seb-broker/seb/broker/sqlite"
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/fixtures/sandboxcloud"
+	"github.com/seb-broker/seb/internal/runnertest"
 	"github.com/seb-broker/seb/internal/sandboxtest"
 	"github.com/seb-broker/seb/internal/tftest"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/runner"
 	"github.com/seb-broker/seb/web"
 )
 
@@ -61,13 +63,7 @@ func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	}
 	state, _ := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
 	key := []byte("web test key for sensitive values")
-	engine := tftest.EngineOptions(t)
-	engine.SensitiveKey = key
-	runner, err := drift.New(context.Background(), engine)
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc, err := broker.New(broker.Options{Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer, SensitiveKey: key,
+	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: key,
 		Workspaces: []broker.Workspace{{Name: "sandbox", Credentials: sb.Credentials(issuer, "sandbox").Profile, DriftMode: drift.ModeDefault,
 			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}}}})
 	if err != nil {
@@ -77,15 +73,10 @@ func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server.StartVerifier()
 	hs := httptest.NewServer(server)
-	t.Cleanup(func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		server.Shutdown(ctx)
-	})
+	t.Cleanup(hs.Close)
 	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, tokens: map[string]string{}}
+	startRunner(t, hs.URL, store)
 	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent} {
 		token, record, err := broker.NewAPIToken(name, role, time.Now())
 		if err != nil {
@@ -393,20 +384,24 @@ func TestRequestEdges(t *testing.T) {
 		t.Errorf("oversized multipart proposal: %d %s", status, body)
 	}
 
-	cert := s.approve(s.propose("3").ID)
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	s.server.Shutdown(ctx)
-	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": cert}, &e); status != http.StatusServiceUnavailable || e.Error.Code != "unavailable" || !strings.Contains(e.Error.Message, "shutting down") {
-		t.Errorf("execute during shutdown: %d %s", status, body)
-	}
-	stored, err := s.store.Certificate(context.Background(), cert)
+}
+
+// startRunner runs a runner against the server over HTTP, with a runner
+// token, as `seb runner` does, until the test ends.
+func startRunner(t testing.TB, url string, store broker.Store) {
+	t.Helper()
+	token, record, err := broker.NewAPIToken("runner-"+strings.ToLower(strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())), broker.RoleRunner, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	if stored.ConsumedBy != "" {
-		t.Errorf("the refused execution consumed certificate %s (consumed by %s)", cert, stored.ConsumedBy)
+	if err := store.CreateAPIToken(context.Background(), record); err != nil {
+		t.Fatal(err)
 	}
+	client, err := runner.NewClient(url, token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runnertest.Start(t, client, "web-test")
 }
 
 // TestSpeculativePlan: an agent without Terraform gets seb's plan of its

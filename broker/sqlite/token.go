@@ -2,6 +2,7 @@ package sqlite
 
 import (
 	"context"
+	"database/sql"
 
 	"github.com/seb-broker/seb/broker"
 )
@@ -33,4 +34,18 @@ func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APITok
 		return nil, err
 	}
 	return &t, nil
+}
+
+// DeleteAPIToken implements broker.Store.
+func (s *Store) DeleteAPIToken(ctx context.Context, name string) error {
+	return s.write(ctx, target{kind: "API token", id: name}, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "DELETE FROM api_tokens WHERE name = ?", name)
+		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n > 0 {
+			return err
+		}
+		return broker.Errorf(broker.ENOTFOUND, "no API token named %s", name)
+	})
 }

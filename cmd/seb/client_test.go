@@ -21,13 +21,20 @@ import (
 	"github.com/seb-broker/seb/broker/sqlite"
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/fixtures/sandboxcloud"
+	"github.com/seb-broker/seb/internal/runnertest"
 	"github.com/seb-broker/seb/internal/sandboxtest"
 	"github.com/seb-broker/seb/internal/tftest"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/runner"
 	"github.com/seb-broker/seb/web"
 )
 
 func TestMain(m *testing.M) {
+	// seb serve and seb demo start `seb runner` from their own executable:
+	// in the tests, this binary is that executable.
+	if len(os.Args) > 1 && os.Args[1] == "runner" {
+		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	}
 	os.Exit(tftest.MainWithProvider(m))
 }
 
@@ -73,14 +80,8 @@ func newCLISite(t *testing.T) *cliSite {
 		t.Fatal(err)
 	}
 	key := []byte("cli test key for sensitive values")
-	engine := tftest.EngineOptions(t)
-	engine.SensitiveKey = key
-	runner, err := drift.New(context.Background(), engine)
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &cliSite{t: t, sb: sb, tokens: map[string]string{}}
-	svc, err := broker.New(broker.Options{Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer, SensitiveKey: key,
+	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: key,
 		Now: func() time.Time { return time.Now().Add(time.Duration(s.skew.Load())) },
 		Workspaces: []broker.Workspace{{Name: "sandbox", Credentials: sb.Credentials(issuer, "sandbox").Profile, DriftMode: drift.ModeDefault,
 			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}}}})
@@ -91,15 +92,21 @@ func newCLISite(t *testing.T) *cliSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server.StartVerifier()
 	hs := httptest.NewServer(server)
-	t.Cleanup(func() {
-		hs.Close()
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		server.Shutdown(ctx)
-	})
+	t.Cleanup(hs.Close)
 	s.url = hs.URL
+	runnerToken, record, err := broker.NewAPIToken("runner-1", broker.RoleRunner, time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.CreateAPIToken(context.Background(), record); err != nil {
+		t.Fatal(err)
+	}
+	client, err := runner.NewClient(hs.URL, runnerToken)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runnertest.Start(t, client, "cli-test")
 	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin} {
 		token, record, err := broker.NewAPIToken(name, role, time.Now())
 		if err != nil {

@@ -107,8 +107,12 @@ func runDemo(ctx context.Context, out io.Writer, cliConfig string) error {
 	if _, err := a.svc.LoadPolicy(ctx, cfg.Digest); err != nil {
 		return err
 	}
-	a.server.StartVerifier()
 	go http.Serve(sebLn, a.server)
+	stopRunner, err := a.start(ctx, sebURL, io.Discard)
+	if err != nil {
+		return err
+	}
+	defer stopRunner()
 
 	token := func(name string, role broker.Role) (*apiClient, error) {
 		secret, record, err := broker.NewAPIToken(name, role, time.Now())

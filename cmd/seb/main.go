@@ -102,7 +102,7 @@ Exit status:
 		return fmt.Errorf("%w\nRun '%s --help' for usage", err, cmd.CommandPath())
 	})
 	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand(),
-		newServeCommand(), newTokensCommand(), newDemoCommand(),
+		newServeCommand(), newRunnerCommand(), newTokensCommand(), newDemoCommand(),
 		newPlanClientCommand(), newProposeCommand(), newWaitCommand(), newExecuteCommand(),
 		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand())
 	return root

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -45,6 +46,9 @@ type app struct {
 	svc    *broker.Service
 	issuer *broker.Issuer
 	server *web.Server
+	// engine says how the embedded runner runs Terraform.
+	engine engineOptions
+	logger *slog.Logger
 }
 
 // openStore opens the broker's database under the data directory.
@@ -56,7 +60,8 @@ func openStore(cfg *broker.Config) (*sqlite.Store, error) {
 }
 
 // openApp builds the broker from its configuration: keys, signer, store,
-// state, Terraform, services and the HTTP server.
+// state, services and the HTTP server. The broker runs no Terraform: its
+// runners do (see start).
 func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *slog.Logger) (*app, error) {
 	store, err := openStore(cfg)
 	if err != nil {
@@ -86,13 +91,16 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	if err != nil {
 		return fail(err)
 	}
-	runner, err := newEngine(ctx, engineOptions{Terraform: cfg.Terraform, CLIConfig: cliConfig,
-		DefaultMirror: filepath.Join(cfg.DataDir, "providers"), InsecureNoSandbox: cfg.Runner.InsecureNoSandbox,
-		SensitiveKey: sensitiveKey, Logger: logger})
-	if err != nil {
-		return fail(err)
+	engine := engineOptions{Terraform: cfg.Terraform, CLIConfig: cliConfig, InsecureNoSandbox: cfg.Runner.InsecureNoSandbox}
+	if cliConfig == "" {
+		// Providers only from a mirror in the data directory; the sandbox
+		// sees that directory alone, never the rest.
+		engine.Mirror = filepath.Join(cfg.DataDir, "providers")
+		if err := os.MkdirAll(engine.Mirror, 0o755); err != nil {
+			return fail(err)
+		}
 	}
-	svc, err := broker.New(broker.Options{Store: store, State: state, Runner: runner, Signer: signer, Issuer: issuer,
+	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer,
 		Workspaces: cfg.Workspaces, SensitiveKey: sensitiveKey, ClockSkew: cfg.ClockSkew, Logger: logger})
 	if err != nil {
 		return fail(err)
@@ -101,7 +109,35 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	if err != nil {
 		return fail(err)
 	}
-	return &app{cfg: cfg, store: store, svc: svc, issuer: issuer, server: server}, nil
+	return &app{cfg: cfg, store: store, svc: svc, issuer: issuer, server: server, engine: engine, logger: logger}, nil
+}
+
+// start readies a broker serving at url: it ends the jobs a previous
+// process left (with an embedded runner, they died with it), sweeps
+// jobs whose runner stopped, and starts the embedded runner unless
+// runners are external. stop stops them.
+func (a *app) start(ctx context.Context, url string, stderr io.Writer) (stop func(), err error) {
+	if !a.cfg.Runner.External {
+		if err := a.svc.RecoverJobs(ctx); err != nil {
+			return nil, fmt.Errorf("recover interrupted jobs: %w", err)
+		}
+	}
+	bg, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	go a.svc.Background(bg, 2*time.Second)
+	if a.cfg.Runner.External {
+		return cancel, nil
+	}
+	r, err := startEmbeddedRunner(ctx, a.store, url, a.engine, stderr)
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	return func() {
+		// Running jobs are interrupted and report their state while the
+		// server still answers.
+		r.Stop(45 * time.Second)
+		cancel()
+	}, nil
 }
 
 // engineOptions say how to run Terraform on this machine.
@@ -109,11 +145,12 @@ type engineOptions struct {
 	// Terraform is an explicit binary; "" finds one.
 	Terraform string
 	// CLIConfig is a Terraform CLI configuration naming the provider
-	// mirror; "" means DefaultMirror.
-	CLIConfig, DefaultMirror string
-	InsecureNoSandbox        bool
-	SensitiveKey             []byte
-	Logger                   *slog.Logger
+	// mirror; Mirror names it directly.
+	CLIConfig, Mirror string
+	InsecureNoSandbox bool
+	SensitiveKey      []byte
+	WorkRoot          string
+	Logger            *slog.Logger
 }
 
 // newEngine finds Terraform, the provider mirror and bubblewrap, and
@@ -124,25 +161,26 @@ func newEngine(ctx context.Context, o engineOptions) (*drift.Runner, error) {
 	if err != nil {
 		return nil, err
 	}
-	mirror := o.DefaultMirror
-	if o.CLIConfig != "" {
+	mirror := o.Mirror
+	if mirror == "" {
+		if o.CLIConfig == "" {
+			return nil, errors.New("no provider mirror: give --provider-mirror or a Terraform CLI configuration naming one (TF_CLI_CONFIG_FILE)")
+		}
 		if mirror, err = drift.MirrorFromCLIConfig(o.CLIConfig); err != nil {
 			return nil, err
 		}
-	} else if err := os.MkdirAll(mirror, 0o755); err != nil {
+	}
+	if mirror, err = filepath.Abs(mirror); err != nil {
 		return nil, err
 	}
 	var sb *sandbox.Sandbox
 	if o.InsecureNoSandbox {
 		o.Logger.Warn("INSECURE: Terraform runs without a sandbox; a configuration can read and run anything this user can (runner insecure_no_sandbox)")
 	} else if sb, err = sandbox.New(ctx, sandbox.Options{}); err != nil {
-		return nil, fmt.Errorf("%w\nseb runs Terraform only in a bubblewrap sandbox; on a development machine without it, set runner { insecure_no_sandbox = true } in seb.hcl", err)
+		return nil, fmt.Errorf("%w\nseb runs Terraform only in a bubblewrap sandbox; on a development machine without it, set runner { insecure_no_sandbox = true } in seb.hcl (or seb runner --insecure-no-sandbox)", err)
 	}
-	// Runs happen outside the data directory: nothing of the broker's
-	// keys, state or database sits near a configuration.
 	return drift.New(ctx, drift.Options{Terraform: terraform, ProviderMirror: mirror, Sandbox: sb,
-		InsecureNoSandbox: o.InsecureNoSandbox, WorkRoot: filepath.Join(os.TempDir(), "seb-work"),
-		SensitiveKey: o.SensitiveKey, Logger: o.Logger})
+		InsecureNoSandbox: o.InsecureNoSandbox, WorkRoot: o.WorkRoot, SensitiveKey: o.SensitiveKey, Logger: o.Logger})
 }
 
 // dataKey returns the key in path, creating a random one (0600) the first
@@ -200,15 +238,16 @@ In-flight executions get 30 seconds to finish, then are interrupted.`,
 				return err
 			}
 			defer a.store.Close()
-			if err := a.svc.Recover(ctx); err != nil {
-				return fmt.Errorf("recover interrupted executions: %w", err)
-			}
 			if _, err := a.svc.LoadPolicy(ctx, cfg.Digest); err != nil {
 				return fmt.Errorf("policy epoch: %w", err)
 			}
-			a.server.StartVerifier()
 			ln, err := net.Listen("tcp", cfg.Listen)
 			if err != nil {
+				return err
+			}
+			stopRunners, err := a.start(ctx, "http://"+ln.Addr().String(), cmd.ErrOrStderr())
+			if err != nil {
+				ln.Close()
 				return err
 			}
 			hs := &http.Server{Handler: a.server, ReadHeaderTimeout: 10 * time.Second}
@@ -220,10 +259,10 @@ In-flight executions get 30 seconds to finish, then are interrupted.`,
 				return err
 			case <-ctx.Done():
 			}
+			stopRunners()
 			shutdown, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
 			hs.Shutdown(shutdown)
-			a.server.Shutdown(shutdown)
 			return nil
 		},
 	}

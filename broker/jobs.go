@@ -1,0 +1,434 @@
+package broker
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/seb-broker/seb/drift"
+	"github.com/seb-broker/seb/planparse"
+)
+
+// The broker never runs Terraform. It queues jobs in its store, and
+// runners (`seb runner`) lease them, run Terraform in a sandbox and report
+// back: seb's plan of a proposal (verify), a speculative plan for an
+// agent (plan), and an execution. Every decision stays here: the runner
+// returns a plan; the broker parses and compares it, and only when it
+// accepts an execution's plan does it mint the apply-phase credential.
+
+// Attempts a job may take: a verification or a speculative plan that
+// fails for the runner's reasons is tried again, a bounded number of
+// times; an execution never is.
+const (
+	verifyAttempts  = 3
+	planAttempts    = 2
+	executeAttempts = 1
+)
+
+// A Lease is a job as a runner receives it: what the job needs, and
+// nothing else.
+type Lease struct {
+	Job       string  `json:"job"`
+	Kind      JobKind `json:"kind"`
+	Workspace string  `json:"workspace"`
+	// Token fences the runner's reports: once the lease is lost, they are
+	// refused.
+	Token     int64     `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+	// Heartbeat is how often the runner must renew the lease.
+	Heartbeat time.Duration     `json:"heartbeat"`
+	Bundle    []byte            `json:"bundle"`
+	Vars      map[string]string `json:"vars"`
+	// State is the workspace's current state; nil for none.
+	State []byte `json:"state,omitempty"`
+	// Credentials are the plan-phase credential of this job.
+	Credentials *Grant `json:"credentials"`
+}
+
+// A PlanReport is what a runner's plan gave: the plan JSON, or why it
+// failed. Refused says the failure is the configuration's (Terraform or
+// the bundle checks refused it), not the runner's.
+type PlanReport struct {
+	Plan       []byte `json:"plan,omitempty"`
+	HasChanges bool   `json:"has_changes"`
+	Error      string `json:"error,omitempty"`
+	Refused    bool   `json:"refused,omitempty"`
+}
+
+// A PlanVerdict is the broker's answer to an execution's plan: apply it,
+// with this apply-phase credential, or not.
+type PlanVerdict struct {
+	Apply       bool   `json:"apply"`
+	Reason      string `json:"reason,omitempty"`
+	Credentials *Grant `json:"credentials,omitempty"`
+}
+
+// An ApplyReport is how a runner's apply ended and the state it left.
+type ApplyReport struct {
+	Outcome drift.Outcome `json:"outcome"`
+	Error   string        `json:"error,omitempty"`
+	State   []byte        `json:"state,omitempty"`
+}
+
+// jobQueue wakes runners waiting for a lease when a job is queued.
+type jobQueue struct {
+	mu      sync.Mutex
+	changed chan struct{}
+}
+
+func (q *jobQueue) wait() <-chan struct{} {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.changed == nil {
+		q.changed = make(chan struct{})
+	}
+	return q.changed
+}
+
+func (q *jobQueue) signal() {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	if q.changed != nil {
+		close(q.changed)
+	}
+	q.changed = make(chan struct{})
+}
+
+func jobIDFor(subject string) string { return "job-" + subject }
+
+// enqueue queues a job now and wakes the runners.
+func (b *Service) enqueue(ctx context.Context, j *Job) error {
+	j.State, j.CreatedAt, j.UpdatedAt = JobQueued, b.now(), b.now()
+	if err := b.opts.Store.EnqueueJob(ctx, j); err != nil {
+		return err
+	}
+	b.queue.signal()
+	return nil
+}
+
+// LeaseJob leases the next job to the runner, waiting up to wait for one
+// to be queued: ENOTFOUND when none came. The lease carries the job's
+// bundle, variables, the workspace's state and a plan-phase credential
+// minted for this job.
+func (b *Service) LeaseJob(ctx context.Context, runner string, wait time.Duration) (*Lease, error) {
+	deadline := time.NewTimer(wait)
+	defer deadline.Stop()
+	for {
+		woken := b.queue.wait()
+		j, err := b.opts.Store.LeaseJob(ctx, runner, b.now(), b.opts.JobLease)
+		if err == nil {
+			lease, err := b.leaseOf(ctx, j)
+			if err != nil {
+				// A job that cannot even be handed out fails; the runner
+				// asks again.
+				b.failJob(context.WithoutCancel(ctx), j, "seb could not prepare the job: "+ErrorMessage(err))
+				continue
+			}
+			return lease, nil
+		}
+		if ErrorCode(err) != ENOTFOUND {
+			return nil, err
+		}
+		select {
+		case <-woken:
+		case <-time.After(time.Second):
+		case <-deadline.C:
+			return nil, Errorf(ENOTFOUND, "no job to run")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// leaseOf gathers what a leased job needs.
+func (b *Service) leaseOf(ctx context.Context, j *Job) (*Lease, error) {
+	ws, err := b.Workspace(j.Workspace)
+	if err != nil {
+		return nil, err
+	}
+	bundle, err := b.opts.Store.Bundle(ctx, j.ConfigDigest)
+	if err != nil {
+		return nil, err
+	}
+	state, err := b.opts.State.Current(ctx, ws.Name)
+	if err != nil {
+		return nil, err
+	}
+	creds := RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name}
+	if j.Kind == JobExecute {
+		e, err := b.opts.Store.Execution(ctx, j.Subject)
+		if err != nil {
+			return nil, err
+		}
+		creds.ExecutionID, creds.CertificateID = e.ID, e.CertificateID
+		e.State, e.UpdatedAt = ExecutionPlanning, b.now()
+		if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
+			return nil, err
+		}
+	}
+	grant, err := creds.Grant(drift.PhasePlan)
+	if err != nil {
+		return nil, err
+	}
+	return &Lease{Job: j.ID, Kind: j.Kind, Workspace: j.Workspace, Token: j.Token, ExpiresAt: j.LeaseExpires,
+		Heartbeat: b.opts.JobLease / 3, Bundle: bundle, Vars: j.Vars, State: state, Credentials: grant}, nil
+}
+
+// leased returns the job if token holds its lease, renewing it.
+func (b *Service) leased(ctx context.Context, id string, token int64) (*Job, error) {
+	j, err := b.opts.Store.Job(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if j.Token != token || j.State != JobLeased {
+		return nil, Errorf(ECONFLICT, "job %s: this runner's lease was lost (expired, cancelled or taken over)", id)
+	}
+	j.LeaseExpires = b.now().Add(b.opts.JobLease)
+	if err := b.opts.Store.UpdateJob(ctx, j, b.now()); err != nil {
+		return nil, err
+	}
+	return j, nil
+}
+
+// Heartbeat renews a runner's lease; ECONFLICT when it was lost, and the
+// runner must stop the job.
+func (b *Service) Heartbeat(ctx context.Context, id string, token int64) error {
+	_, err := b.leased(ctx, id, token)
+	return err
+}
+
+// AppendLog stores a chunk of a job's Terraform log, as the runner sends
+// it while Terraform writes it.
+func (b *Service) AppendLog(ctx context.Context, id string, token int64, phase string, data []byte) error {
+	if phase != string(drift.PhasePlan) && phase != string(drift.PhaseApply) {
+		return Errorf(EINVALID, "log phase %q is neither plan nor apply", phase)
+	}
+	return b.opts.Store.AppendJobLog(ctx, id, token, phase, data, b.now())
+}
+
+// ReportPlan takes a runner's plan. For a verification it completes the
+// proposal; for a speculative plan it keeps the plan for the agent; for an
+// execution it decides — the live plan against the certificate — and
+// answers with the apply-phase credential only when it accepts.
+func (b *Service) ReportPlan(ctx context.Context, id string, token int64, r PlanReport) (*PlanVerdict, error) {
+	j, err := b.leased(ctx, id, token)
+	if err != nil {
+		return nil, err
+	}
+	if r.Error != "" && !r.Refused {
+		return nil, b.retryOrFail(ctx, j, r.Error)
+	}
+	switch j.Kind {
+	case JobVerify:
+		return &PlanVerdict{}, b.verified(ctx, j, r)
+	case JobPlan:
+		if r.Error != "" {
+			return &PlanVerdict{}, b.endJob(ctx, j, JobFailed, r.Error)
+		}
+		j.Result, j.State = r.Plan, JobDone
+		return &PlanVerdict{}, b.opts.Store.UpdateJob(ctx, j, b.now())
+	default:
+		return b.decide(ctx, j, r)
+	}
+}
+
+// endJob ends a leased job.
+func (b *Service) endJob(ctx context.Context, j *Job, state JobState, reason string) error {
+	j.State, j.Error = state, reason
+	return b.opts.Store.UpdateJob(ctx, j, b.now())
+}
+
+// retryOrFail handles a job that failed for the runner's reasons: queued
+// again while it has attempts left, else failed (a verification's
+// proposal refused with the reason); an execution is never retried.
+func (b *Service) retryOrFail(ctx context.Context, j *Job, reason string) error {
+	if j.Kind != JobExecute && j.Attempts < j.MaxAttempts {
+		j.State, j.Error = JobQueued, reason
+		if err := b.opts.Store.UpdateJob(ctx, j, b.now()); err != nil {
+			return err
+		}
+		b.queue.signal()
+		return nil
+	}
+	return b.failJob(ctx, j, reason)
+}
+
+// failJob fails a job for good and records what that means for its
+// subject.
+func (b *Service) failJob(ctx context.Context, j *Job, reason string) error {
+	if err := b.opts.Store.EndJob(ctx, j.ID, JobFailed, reason, b.now()); err != nil && ErrorCode(err) != ECONFLICT {
+		return err
+	}
+	switch j.Kind {
+	case JobVerify:
+		p, err := b.opts.Store.Proposal(ctx, j.Subject)
+		if err != nil || p.State != ProposalVerifying {
+			return err
+		}
+		msg := fmt.Sprintf("seb could not plan it after %d attempt(s): %s", j.Attempts, reason)
+		if err := b.refuse(ctx, p, msg); ErrorCode(err) != EINVALID {
+			return err
+		}
+	case JobExecute:
+		return b.interrupted(ctx, j, reason)
+	}
+	return nil
+}
+
+// verified completes a proposal with seb's plan of it: refused when the
+// plan failed or changes nothing, diverged when the agent's plan differs,
+// else pending — and certified at once when no approval is needed.
+func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
+	p, err := b.opts.Store.Proposal(ctx, j.Subject)
+	if err != nil {
+		return err
+	}
+	if err := b.endJob(ctx, j, JobDone, r.Error); err != nil {
+		return err
+	}
+	if p.State != ProposalVerifying {
+		return nil
+	}
+	if r.Error != "" {
+		return ignoreRefusal(b.refuse(ctx, p, "seb's plan failed: "+r.Error))
+	}
+	plan, err := planparse.Parse(bytes.NewReader(r.Plan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
+	if err != nil {
+		return ignoreRefusal(b.refuse(ctx, p, "seb's plan could not be read: "+err.Error()))
+	}
+	_, _, err = b.completeVerify(ctx, p, plan, r.Plan)
+	return ignoreRefusal(err)
+}
+
+// ignoreRefusal drops the EINVALID error refuse returns: for a runner's
+// report, a refused proposal is an outcome, not an error.
+func ignoreRefusal(err error) error {
+	if ErrorCode(err) == EINVALID {
+		return nil
+	}
+	return err
+}
+
+// waitJob waits until a job ends and returns it.
+func (b *Service) waitJob(ctx context.Context, id string) (*Job, error) {
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		j, err := b.opts.Store.Job(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if j.State.Final() {
+			return j, nil
+		}
+		select {
+		case <-tick.C:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// CancelJob cancels a job that has not ended; its runner's next report is
+// refused and it stops. A cancelled verification refuses its proposal; a
+// cancelled execution is interrupted.
+func (b *Service) CancelJob(ctx context.Context, id, by string) error {
+	j, err := b.opts.Store.Job(ctx, id)
+	if err != nil {
+		return err
+	}
+	reason := "cancelled by " + by
+	if err := b.opts.Store.EndJob(ctx, id, JobCancelled, reason, b.now()); err != nil {
+		return err
+	}
+	if err := b.audit(ctx, by, "job.cancelled", id, map[string]any{"kind": j.Kind, "subject": j.Subject}); err != nil {
+		return err
+	}
+	switch j.Kind {
+	case JobVerify:
+		p, err := b.opts.Store.Proposal(ctx, j.Subject)
+		if err != nil || p.State != ProposalVerifying {
+			return err
+		}
+		return ignoreRefusal(b.refuse(ctx, p, "its verification was "+reason))
+	case JobExecute:
+		return b.interrupted(ctx, j, "the execution was "+reason)
+	}
+	return nil
+}
+
+// SweepJobs ends the jobs whose runner stopped renewing its lease: a
+// verification or plan with attempts left is leased again, one without
+// fails; an execution is interrupted, never retried, and when it was
+// applying its workspace is held for reconciliation. It also queues the
+// verification of any proposal left verifying without a job. Call it
+// periodically; it is safe on any number of brokers at once.
+func (b *Service) SweepJobs(ctx context.Context) error {
+	stale, err := b.opts.Store.StaleJobs(ctx, b.now())
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, j := range stale {
+		if j.Kind != JobExecute && j.Attempts < j.MaxAttempts {
+			continue
+		}
+		errs = append(errs, b.failJob(ctx, j, fmt.Sprintf("runner %s stopped answering (its lease expired at %s)",
+			j.Runner, j.LeaseExpires.Format(time.RFC3339))))
+	}
+	waiting, err := b.opts.Store.ListProposals(ctx, ProposalFilter{State: ProposalVerifying, OldestFirst: true, Limit: 500})
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, p := range waiting {
+		if _, err := b.opts.Store.Job(ctx, jobIDFor(p.ID)); ErrorCode(err) == ENOTFOUND {
+			errs = append(errs, b.queueVerification(ctx, p))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// queueVerification queues seb's plan of a proposal.
+func (b *Service) queueVerification(ctx context.Context, p *Proposal) error {
+	err := b.enqueue(ctx, &Job{ID: jobIDFor(p.ID), Kind: JobVerify, Workspace: p.Workspace, Subject: p.ID,
+		ConfigDigest: p.ConfigDigest, Vars: p.Vars, MaxAttempts: verifyAttempts})
+	if ErrorCode(err) == ECONFLICT {
+		return nil
+	}
+	return err
+}
+
+// RecoverJobs ends, as SweepJobs does, every job leased when the broker
+// started: for a broker whose only runner is its own child, which died
+// with it, they are all orphans. A broker with external runners leaves
+// them to SweepJobs: their runners may still be working.
+func (b *Service) RecoverJobs(ctx context.Context) error {
+	stale, err := b.opts.Store.StaleJobs(ctx, b.now().Add(100*365*24*time.Hour))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, j := range stale {
+		errs = append(errs, b.failJob(ctx, j, "the broker and its runner stopped while the job ran"))
+	}
+	return errors.Join(errs...)
+}
+
+// Background sweeps jobs every interval until ctx ends.
+func (b *Service) Background(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if err := b.SweepJobs(ctx); err != nil && ctx.Err() == nil {
+				b.opts.Logger.Error("sweep jobs", "error", err)
+			}
+		}
+	}
+}
