@@ -53,6 +53,12 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"AuditEntries", testAuditEntries},
 		{"APITokens", testAPITokens},
 		{"CompleteVerification", testCompleteVerification},
+		{"JobLeases", testJobLeases},
+		{"ExecuteJobsSerialized", testExecuteJobsSerialized},
+		{"LeaseConcurrently", testLeaseConcurrently},
+		{"JobLogs", testJobLogs},
+		{"WorkspaceHolds", testWorkspaceHolds},
+		{"DeleteAPIToken", testDeleteAPIToken},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })
