@@ -207,8 +207,12 @@ func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificat
 		case ProposalRefused:
 			return p, nil, Errorf(EINVALID, "%s", p.Reason)
 		case ProposalCertified:
+			// Certifying is not yet one transaction: the certificate is
+			// stored just after the proposal's state.
 			cert, err := b.opts.Store.ProposalCertificate(ctx, p.ID)
-			return p, cert, err
+			if ErrorCode(err) != ENOTFOUND {
+				return p, cert, err
+			}
 		default:
 			return p, nil, nil
 		}

@@ -77,6 +77,9 @@ type RunnerConfig struct {
 	// bubblewrap, able to read whatever the runner's user can. Only for a
 	// development machine without bubblewrap.
 	InsecureNoSandbox bool
+	// Lease is how long a runner's lease lasts without a heartbeat: how
+	// soon a job whose runner died is ended. Default 30s.
+	Lease time.Duration
 }
 
 // Bounds and defaults of the configuration.
@@ -217,8 +220,10 @@ type configFile struct {
 
 // configRunner is the runner block.
 type configRunner struct {
-	External          bool `hcl:"external,optional"`
-	InsecureNoSandbox bool `hcl:"insecure_no_sandbox,optional"`
+	External          bool      `hcl:"external,optional"`
+	InsecureNoSandbox bool      `hcl:"insecure_no_sandbox,optional"`
+	Lease             *string   `hcl:"lease,optional"`
+	LeaseRange        hcl.Range `hcl:"lease,attr_value_range"`
 }
 
 // configWorkspace is one workspace block.
@@ -295,6 +300,11 @@ func (f *configFile) config() (*Config, hcl.Diagnostics) {
 	}
 	if f.Runner != nil {
 		c.Runner = RunnerConfig{External: f.Runner.External, InsecureNoSandbox: f.Runner.InsecureNoSandbox}
+		if f.Runner.Lease != nil {
+			var ddiags hcl.Diagnostics
+			c.Runner.Lease, ddiags = parseConfigDuration("lease", *f.Runner.Lease, f.Runner.LeaseRange, 3*time.Second, 10*time.Minute)
+			diags = append(diags, ddiags...)
+		}
 	}
 	seen := map[string]hcl.Range{}
 	for _, raw := range f.Workspaces {

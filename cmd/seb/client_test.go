@@ -30,9 +30,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	// seb serve and seb demo start `seb runner` from their own executable:
-	// in the tests, this binary is that executable.
-	if len(os.Args) > 1 && os.Args[1] == "runner" {
+	// seb serve and seb demo start `seb runner` from their own executable,
+	// and the crash tests start seb itself: in the tests, this binary is
+	// seb when its first argument is a command rather than a test flag.
+	if len(os.Args) > 1 && !strings.HasPrefix(os.Args[1], "-") {
 		os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 	}
 	os.Exit(tftest.MainWithProvider(m))
