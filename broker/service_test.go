@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -20,6 +21,7 @@ import (
 	"github.com/seb-broker/seb/internal/sandboxtest"
 	"github.com/seb-broker/seb/internal/tftest"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/runner"
 )
 
 func TestMain(m *testing.M) {
@@ -472,5 +474,58 @@ func TestVariablesBound(t *testing.T) {
 	}
 	if broker.VarsDigest(map[string]string{"a": "b=c"}) == broker.VarsDigest(map[string]string{"a=b": "c"}) {
 		t.Error("two sets of variables share a digest")
+	}
+}
+
+// TestRunnersDrainTogether: two runners drain a queue of proposals
+// together; every verification runs once, on one runner.
+func TestRunnersDrainTogether(t *testing.T) {
+	w := newWorld(t, nil)
+	// newWorld's runner and a second one, each one job at a time.
+	for _, name := range []string{"second"} {
+		opts := tftest.EngineOptions(t)
+		opts.SensitiveKey = []byte("throwaway")
+		engine, err := drift.New(context.Background(), opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		runnertest.StartWith(t, runner.Options{Name: name, Broker: w.svc, Engine: engine, Jobs: 1})
+	}
+	ctx := context.Background()
+	var ids []string
+	for i := range 6 {
+		p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1",
+			Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": fmt.Sprint(i + 1)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, p.ID)
+	}
+	runners := map[string]int{}
+	for _, id := range ids {
+		p, _, err := w.svc.Verify(ctx, id)
+		if err != nil || p.State != broker.ProposalPending {
+			t.Fatalf("proposal %s: %+v, %v", id, p, err)
+		}
+		j, err := w.store.Job(ctx, "job-"+id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if j.Attempts != 1 || j.State != broker.JobDone {
+			t.Errorf("job %s: %d attempts, %s", j.ID, j.Attempts, j.State)
+		}
+		runners[j.Runner]++
+	}
+	if len(runners) != 2 {
+		t.Errorf("jobs ran on %v; want both runners", runners)
+	}
+	verified := 0
+	for _, a := range auditActions(t, w.store, w.svc.PublicKey()) {
+		if a == "proposal.verified" {
+			verified++
+		}
+	}
+	if verified != len(ids) {
+		t.Errorf("%d proposal.verified entries for %d proposals", verified, len(ids))
 	}
 }

@@ -77,7 +77,8 @@ func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	t.Cleanup(hs.Close)
 	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, tokens: map[string]string{}}
 	startRunner(t, hs.URL, store)
-	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent} {
+	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent,
+		"runner-1": broker.RoleRunner} {
 		token, record, err := broker.NewAPIToken(name, role, time.Now())
 		if err != nil {
 			t.Fatal(err)
@@ -263,13 +264,15 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 // and every route refuses a missing or unknown token (401).
 func TestRoleMatrix(t *testing.T) {
 	s := newSite(t)
-	roleOf := map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin}
+	roleOf := map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin,
+		"runner-1": broker.RoleRunner}
 	for _, r := range web.Routes() {
 		path := "/api/v1" + strings.NewReplacer(":workspace", "sandbox", ":id", "missing").Replace(r.Path)
 		if strings.HasPrefix(r.Summary, "Refused") {
-			// Writes and locks of state: refused to every role.
-			for who := range roleOf {
-				if status, body := s.json(who, r.Method, path, map[string]string{}, nil); status != http.StatusForbidden || !strings.Contains(string(body), "read-only") {
+			// Writes and locks of state: refused to every role (to a
+			// runner's before anything else).
+			for who, role := range roleOf {
+				if status, body := s.json(who, r.Method, path, map[string]string{}, nil); status != http.StatusForbidden || role != broker.RoleRunner && !strings.Contains(string(body), "read-only") {
 					t.Errorf("%s %s as %s: %d %s", r.Method, r.Path, who, status, body)
 				}
 			}

@@ -377,3 +377,28 @@ func TestUIAudit(t *testing.T) {
 		t.Errorf("audit with a bad cursor: %d", resp.StatusCode)
 	}
 }
+
+// TestUIHeldWorkspace: a workspace held for reconciliation says so, why,
+// and what releases it; once reconciled it no longer does.
+func TestUIHeldWorkspace(t *testing.T) {
+	s := newSite(t)
+	err := s.store.HoldWorkspace(context.Background(), broker.Hold{Workspace: "sandbox", Execution: "exec-42",
+		Reason: "execution exec-42 stopped during its apply", Since: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := newBrowser(t, s)
+	admin.signIn("root")
+	_, body := admin.get("/workspaces/sandbox")
+	for _, want := range []string{"Held for reconciliation", "execution exec-42 stopped during its apply", `href="/executions/exec-42"`, "seb reconcile sandbox"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the held workspace's page does not say %q:\n%s", want, body)
+		}
+	}
+	if status, _ := s.json("root", "POST", "/api/v1/workspaces/sandbox/reconcile", map[string]string{"note": "deleted the orphan"}, nil); status != http.StatusNoContent {
+		t.Fatalf("reconcile: %d", status)
+	}
+	if _, body := admin.get("/workspaces/sandbox"); strings.Contains(body, "Held for reconciliation") {
+		t.Error("the page still shows the hold after reconciling")
+	}
+}

@@ -312,3 +312,39 @@ Needs an admin token.`,
 	cmd.Flags().StringVar(&workspace, "workspace", "", "the workspace, with --all")
 	return cmd
 }
+
+func newReconcileCommand() *cobra.Command {
+	var (
+		cf   clientFlags
+		note string
+	)
+	cmd := &cobra.Command{
+		Use:   "reconcile WORKSPACE --note TEXT",
+		Short: "Release a workspace held for reconciliation after an interrupted apply",
+		Long: `Reconcile releases a workspace seb held because an apply ended without seb
+being sure its state is complete (the runner or the broker died, or the
+apply was interrupted): executions are refused until then. First bring
+what exists in line with seb's state — GET /api/v1/workspaces/W shows the
+hold and the execution, the workspace's state shows what seb knows — then
+say in --note what was done; it goes into the audit log. Needs an admin
+token.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if strings.TrimSpace(note) == "" {
+				return errors.New("--note is required: say how the workspace was reconciled")
+			}
+			c, err := cf.client(cmd)
+			if err != nil {
+				return err
+			}
+			if _, err := c.post(cmd.Context(), workspacePath(args[0])+"/reconcile", map[string]string{"note": note}, nil); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "seb: workspace %s is no longer held; executions may run again\n", args[0])
+			return nil
+		},
+	}
+	cf.register(cmd)
+	cmd.Flags().StringVar(&note, "note", "", "what was done to reconcile the workspace (audited)")
+	return cmd
+}

@@ -309,9 +309,17 @@ func TestKillBrokerMidApply(t *testing.T) {
 	s.checkHeld(exec)
 	s.until("the new runner's sweep", 30*time.Second, func() bool { return strings.Count(s.logs.String(), "runner started") >= 2 })
 	noTokenFiles(t, filepath.Join(s.dir, "tmp"))
-	var reconciled struct{ Error struct{ Message string } }
-	if code := s.call("admin", "POST", "/api/v1/workspaces/sandbox/reconcile", map[string]string{"note": "checked the buckets by hand"}, &reconciled); code != http.StatusNoContent {
-		t.Errorf("reconcile: %d %+v", code, reconciled)
+	if r := seb(t, "", "reconcile", "sandbox", "--server", s.url, "--token", s.tokens["ci"], "--note", "x"); r.code == exitOK {
+		t.Error("a ci token reconciled the workspace")
+	}
+	if r := seb(t, "", "reconcile", "sandbox", "--server", s.url, "--token", s.tokens["admin"], "--note", "checked the buckets by hand"); r.code != exitOK {
+		t.Errorf("reconcile: %s", r.stderr)
+	}
+	var ws struct {
+		Hold *struct{ Reason string } `json:"hold"`
+	}
+	if s.call("admin", "GET", "/api/v1/workspaces/sandbox", nil, &ws); ws.Hold != nil {
+		t.Errorf("still held after reconciling: %+v", ws.Hold)
 	}
 }
 
