@@ -21,6 +21,7 @@ all: build provider
 
 build:
 	$(GO) build -o $(BIN) ./cmd/seb
+	$(GO) build -o bin/seb-sandbox ./cmd/seb-sandbox
 	$(GO) build -o bin/sandboxcloud ./fixtures/sandboxcloud/cmd/sandboxcloud
 
 provider:
@@ -39,11 +40,11 @@ bubblewrap:
 
 test: build provider
 	@tf=$$(./scripts/terraform.sh) && echo "terraform: $$tf" && \
-	SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" $(GO) test -count=1 ./...
+	SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" SEB_SANDBOX_SHIM="$(CURDIR)/bin/seb-sandbox" $(GO) test -count=1 ./...
 
-bench:
+bench: build provider
 	@tf=$$(./scripts/terraform.sh) && \
-	SEB_TERRAFORM="$$tf" $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" SEB_SANDBOX_SHIM="$(CURDIR)/bin/seb-sandbox" $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 # Each fuzz target for a short while; FUZZTIME=10m for a long run.
 FUZZTIME ?= 30s

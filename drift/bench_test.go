@@ -19,7 +19,23 @@ import (
 // reports where the time goes. Window is the time between the end of the
 // refresh and the start of the apply.
 func BenchmarkExecute(b *testing.B) {
-	e := newEnv(b, sandboxcloud.Options{})
+	benchExecute(b, newEnv(b, sandboxcloud.Options{}))
+}
+
+// BenchmarkSandbox measures the same execution as BenchmarkExecute with
+// every Terraform process in the bubblewrap sandbox and without one: the
+// sandbox's cost is the ratio of the two.
+func BenchmarkSandbox(b *testing.B) {
+	if tftest.Sandbox(b) == nil {
+		b.Skip("no bubblewrap here")
+	}
+	b.Run("sandboxed", func(b *testing.B) { benchExecute(b, newEnv(b, sandboxcloud.Options{})) })
+	b.Run("unsandboxed", func(b *testing.B) {
+		benchExecute(b, newEnvWith(b, sandboxcloud.Options{}, func(o *drift.Options) { o.Sandbox, o.InsecureNoSandbox = nil, true }))
+	})
+}
+
+func benchExecute(b *testing.B, e *env) {
 	ctx := context.Background()
 	var window, plan, show, compare, apply time.Duration
 	b.ResetTimer()

@@ -44,6 +44,12 @@ type env struct {
 
 func newEnv(t testing.TB, opts sandboxcloud.Options) *env {
 	t.Helper()
+	return newEnvWith(t, opts, nil)
+}
+
+// newEnvWith is newEnv with the engine's options changed by configure.
+func newEnvWith(t testing.TB, opts sandboxcloud.Options, configure func(*drift.Options)) *env {
+	t.Helper()
 	issuer := sandboxtest.StartIssuer(t)
 	opts.Issuer = issuer.URL()
 	if opts.StatePath == "" {
@@ -60,6 +66,9 @@ func newEnv(t testing.TB, opts sandboxcloud.Options) *env {
 	}
 	engine := tftest.EngineOptions(t)
 	engine.SensitiveKey = []byte("drift test key for sensitive values")
+	if configure != nil {
+		configure(&engine)
+	}
 	work := engine.WorkRoot
 	runner, err := drift.New(context.Background(), engine)
 	if err != nil {

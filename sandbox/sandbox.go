@@ -85,7 +85,11 @@ func (l Limits) withDefaults() Limits {
 // Options configure a Sandbox.
 type Options struct {
 	// Bwrap is the bubblewrap binary; "" looks up bwrap on PATH.
-	Bwrap  string
+	Bwrap string
+	// Shim is the executable Command returns: any program that imports
+	// this package (cmd/seb-sandbox is the smallest). "" means the running
+	// program itself, which costs its start-up time at every step.
+	Shim   string
 	Limits Limits
 }
 
@@ -112,9 +116,15 @@ func New(ctx context.Context, opts Options) (*Sandbox, error) {
 		}
 		bwrap = path
 	}
-	self, err := os.Executable()
-	if err != nil {
-		return nil, fmt.Errorf("sandbox: find this program: %w", err)
+	self := opts.Shim
+	if self == "" {
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, fmt.Errorf("sandbox: find this program: %w", err)
+		}
+		self = exe
+	} else if fi, err := os.Stat(self); err != nil || fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return nil, fmt.Errorf("sandbox: the shim %s is not an executable file", self)
 	}
 	s := &Sandbox{bwrap: bwrap, limits: opts.Limits.withDefaults(), self: self}
 	// Prove it: an empty sandbox running bwrap's own check of itself would

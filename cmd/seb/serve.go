@@ -140,6 +140,21 @@ func (a *app) start(ctx context.Context, url string, stderr io.Writer) (stop fun
 	}, nil
 }
 
+// shimBeside returns seb-sandbox when it sits beside this executable (as
+// make build puts it): each Terraform step then starts through a small
+// program rather than the whole of seb. "" means seb is its own shim.
+func shimBeside() string {
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	shim := filepath.Join(filepath.Dir(self), "seb-sandbox")
+	if fi, err := os.Stat(shim); err != nil || fi.IsDir() {
+		return ""
+	}
+	return shim
+}
+
 // engineOptions say how to run Terraform on this machine.
 type engineOptions struct {
 	// Terraform is an explicit binary; "" finds one.
@@ -176,7 +191,7 @@ func newEngine(ctx context.Context, o engineOptions) (*drift.Runner, error) {
 	var sb *sandbox.Sandbox
 	if o.InsecureNoSandbox {
 		o.Logger.Warn("INSECURE: Terraform runs without a sandbox; a configuration can read and run anything this user can (runner insecure_no_sandbox)")
-	} else if sb, err = sandbox.New(ctx, sandbox.Options{}); err != nil {
+	} else if sb, err = sandbox.New(ctx, sandbox.Options{Shim: shimBeside()}); err != nil {
 		return nil, fmt.Errorf("%w\nseb runs Terraform only in a bubblewrap sandbox; on a development machine without it, set runner { insecure_no_sandbox = true } in seb.hcl (or seb runner --insecure-no-sandbox)", err)
 	}
 	return drift.New(ctx, drift.Options{Terraform: terraform, ProviderMirror: mirror, Sandbox: sb,

@@ -210,7 +210,9 @@ func jsonInt(v any) int64 {
 // nothing, .ci/run does).
 func Sandbox(t testing.TB) *sandbox.Sandbox {
 	t.Helper()
-	sb, err := sandbox.New(context.Background(), sandbox.Options{})
+	// make test and make bench build the small shim; without it the test
+	// binary is its own shim.
+	sb, err := sandbox.New(context.Background(), sandbox.Options{Shim: os.Getenv("SEB_SANDBOX_SHIM")})
 	if err != nil {
 		if os.Getenv("SEB_REQUIRE_SANDBOX") != "" {
 			t.Fatal(err)
