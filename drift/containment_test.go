@@ -231,6 +231,13 @@ users:
 		{"a provisioner key spelled with a JSON escape runs at apply", map[string]string{
 			"main.tf.json": `{"resource": {"terraform_data": {"x": {"\u0070rovisioner": [{"local-exec": {"command": "cat KEYPATH > MARKER; env >> MARKER; cat KEYPATH"}}]}}}}`,
 		}, true},
+		{"the state file replaced by a link to a host file, for the runner to read", map[string]string{
+			"main.tf": `resource "terraform_data" "x" {
+  provisioner "local-exec" {
+    command = "ln -sf KEYPATH terraform.tfstate; rm -rf ../secrets; ln -s / ../secrets"
+  }
+}`,
+		}, true},
 		{"duplicate JSON keys add a backend", map[string]string{
 			"main.tf.json": `{"terraform": {"required_version": ">= 1.0"}, "terraform": {"backend": {"local": {"path": "MARKER"}}},
 "output": {"o": {"value": "x"}}}`,

@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-version"
@@ -171,8 +172,9 @@ type Workdir struct {
 	// Dir is the directory Terraform runs in: the configuration.
 	Dir string
 	// Secrets is a directory private to the run, beside Dir and outside
-	// the configuration, for credential files: file functions can only
-	// read paths inside the configuration.
+	// the configuration, for credential files. In a sandbox it is visible
+	// read-only and only Dir is writable, so that nothing Terraform runs
+	// can move or replace what the runner writes there.
 	Secrets string
 	root    string
 	// ConfigDigest is the digest of the configuration bundle.
@@ -286,8 +288,8 @@ func (w *Workdir) terraform(extra map[string]string) (*tfexec.Terraform, error) 
 		var err error
 		exe, sandboxEnv, err = sb.Command(sandbox.Spec{
 			Program:   w.r.opts.Terraform,
-			ReadOnly:  []string{w.r.opts.Terraform, w.r.opts.ProviderMirror, w.r.cliConfig},
-			ReadWrite: []string{w.root},
+			ReadOnly:  []string{w.r.opts.Terraform, w.r.opts.ProviderMirror, w.r.cliConfig, w.Secrets},
+			ReadWrite: []string{w.Dir},
 			Dir:       w.Dir,
 		})
 		if err != nil {
@@ -497,29 +499,64 @@ func (w *Workdir) Plan(ctx context.Context, req PlanRequest) (*PlanResult, error
 	return res, nil
 }
 
+// maxStateBytes bounds the state the runner reads back from a workdir.
+const maxStateBytes = 512 << 20
+
 // writeState puts the workspace's state where Terraform's local backend
-// reads it, or removes any.
+// reads it, or removes any. Like every access of the runner to the
+// workdir, which Terraform's processes write, it goes through an os.Root:
+// a link planted there cannot lead it to a file outside.
 func (w *Workdir) writeState(state []byte) error {
-	path := filepath.Join(w.Dir, stateFile)
+	root, err := os.OpenRoot(w.Dir)
+	if err != nil {
+		return fmt.Errorf("state: %w", err)
+	}
+	defer root.Close()
 	if state == nil {
-		if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		if err := root.Remove(stateFile); err != nil && !errors.Is(err, os.ErrNotExist) {
 			return fmt.Errorf("state: %w", err)
 		}
 		return nil
 	}
-	if err := os.WriteFile(path, state, 0o600); err != nil {
+	if err := root.WriteFile(stateFile, state, 0o600); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
 	return nil
 }
 
-// State returns the state Terraform left in the workdir, or nil.
+// State returns the state Terraform left in the workdir, or nil. Only a
+// regular file inside the workdir, of at most maxStateBytes, is read: the
+// configuration could have replaced it with a link to a host file or a
+// device.
 func (w *Workdir) State() ([]byte, error) {
-	data, err := os.ReadFile(filepath.Join(w.Dir, stateFile))
+	root, err := os.OpenRoot(w.Dir)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	defer root.Close()
+	fi, err := root.Lstat(stateFile)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
-	return data, err
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if !fi.Mode().IsRegular() {
+		return nil, fmt.Errorf("state: %s is not a regular file (%s)", stateFile, fi.Mode().Type())
+	}
+	f, err := root.OpenFile(stateFile, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxStateBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("state: %w", err)
+	}
+	if len(data) > maxStateBytes {
+		return nil, fmt.Errorf("state: over %d bytes", maxStateBytes)
+	}
+	return data, nil
 }
 
 // Outcome is how an apply ended.

@@ -349,21 +349,50 @@ func (l *logStream) flush() {
 	chunk, phase := bytes.Clone(l.pending.Bytes()), l.phase
 	l.pending.Reset()
 	l.mu.Unlock()
-	if len(chunk) == 0 {
-		return
-	}
-	if err := l.j.r.opts.Broker.AppendLog(l.j.report, l.j.lease.Job, l.j.lease.Token, string(phase), chunk); err != nil {
-		l.j.r.opts.Logger.Warn("send the log", "job", l.j.lease.Job, "error", err)
-		if broker.ErrorCode(err) != broker.ECONFLICT {
-			// Sent again with what follows.
-			l.mu.Lock()
-			rest := bytes.Clone(l.pending.Bytes())
-			l.pending.Reset()
-			l.pending.Write(chunk)
-			l.pending.Write(rest)
-			l.mu.Unlock()
+	for len(chunk) > 0 {
+		// Chunks stay well under the broker's limit on a report's body.
+		n := min(len(chunk), maxLogChunk)
+		err := l.j.r.opts.Broker.AppendLog(l.j.report, l.j.lease.Job, l.j.lease.Token, string(phase), chunk[:n])
+		if err != nil {
+			l.j.r.opts.Logger.Warn("send the log", "job", l.j.lease.Job, "error", err)
+			if broker.ErrorCode(err) != broker.ECONFLICT {
+				l.keep(chunk)
+			}
+			return
 		}
+		chunk = chunk[n:]
 	}
+}
+
+// maxLogChunk bounds one log report; maxLogPending what is kept for a
+// broker that cannot be reached.
+const (
+	maxLogChunk   = 256 << 10
+	maxLogPending = 16 << 20
+)
+
+// keep puts back a chunk that could not be sent, ahead of what followed,
+// up to maxLogPending: a broker that stays unreachable loses the middle of
+// the log, and the log says so.
+func (l *logStream) keep(chunk []byte) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	rest := bytes.Clone(l.pending.Bytes())
+	l.pending.Reset()
+	if len(chunk)+len(rest) > maxLogPending {
+		l.pending.WriteString("{\"@level\":\"warn\",\"@message\":\"seb runner: part of the log was dropped while the broker could not be reached\"}\n")
+		// Keep the newest half, from a line's start.
+		if cut := max(0, len(rest)-maxLogPending/2); cut > 0 {
+			if i := bytes.IndexByte(rest[cut:], '\n'); i >= 0 {
+				rest = rest[cut+i+1:]
+			} else {
+				rest = nil
+			}
+		}
+		chunk = nil
+	}
+	l.pending.Write(chunk)
+	l.pending.Write(rest)
 }
 
 func (l *logStream) close() {
