@@ -195,7 +195,7 @@ func TestCrashMidApply(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	if err := svc.RecoverJobs(ctx); err != nil {
+	if err := svc.RecoverJobs(ctx, "child"); err != nil {
 		t.Fatal(err)
 	}
 	executions, _ := store.ListExecutions(ctx, broker.ExecutionFilter{CertificateID: cert.ID})

@@ -240,8 +240,12 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	}
 	// What is compared is what the signed envelope says. The run may have
 	// waited in the queue: the certificate must still stand (window,
-	// epochs, revocation) now, when the apply would start.
+	// epochs, revocation) now, when the apply would start, and the
+	// workspace must not be held.
 	cert, err := b.VerifyCertificate(ctx, stored.Envelope)
+	if err == nil {
+		err = b.checkHold(ctx, e.Workspace)
+	}
 	var decision drift.Decision
 	if err != nil {
 		decision.Reason = ErrorMessage(err)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 
@@ -124,7 +125,9 @@ func (b *Service) LeaseJob(ctx context.Context, runner string, wait time.Duratio
 			if err != nil {
 				// A job that cannot even be handed out fails; the runner
 				// asks again.
-				b.failJob(context.WithoutCancel(ctx), j, "seb could not prepare the job: "+ErrorMessage(err))
+				if ferr := b.failJob(context.WithoutCancel(ctx), j, "seb could not prepare the job: "+ErrorMessage(err)); ferr != nil {
+					b.opts.Logger.Error("fail a job", "job", j.ID, "error", ferr)
+				}
 				continue
 			}
 			return lease, nil
@@ -177,18 +180,30 @@ func (b *Service) leaseOf(ctx context.Context, j *Job) (*Lease, error) {
 		Heartbeat: b.opts.JobLease / 3, Bundle: bundle, Vars: j.Vars, State: state, Credentials: grant}, nil
 }
 
-// leased returns the job if token holds its lease, renewing it.
+type runnerKey struct{}
+
+// AsRunner returns a context for the reports of the runner authenticated
+// as name: a report on a job leased to another runner is refused even with
+// the right token. Runners in the broker's own process report without it.
+func AsRunner(ctx context.Context, name string) context.Context {
+	return context.WithValue(ctx, runnerKey{}, name)
+}
+
+// leased returns the job if token holds its lease, renewing it, and if
+// the runner of ctx (see AsRunner) is the one it was leased to.
+// Renewing changes nothing else of the job, so that a heartbeat never
+// undoes what a report beside it records.
 func (b *Service) leased(ctx context.Context, id string, token int64) (*Job, error) {
-	j, err := b.opts.Store.Job(ctx, id)
+	runner, _ := ctx.Value(runnerKey{}).(string)
+	j, err := b.opts.Store.RenewJob(ctx, id, token, b.now().Add(b.opts.JobLease), b.now())
+	if ErrorCode(err) == ENOTFOUND {
+		return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
+	}
 	if err != nil {
 		return nil, err
 	}
-	if j.Token != token || j.State != JobLeased {
-		return nil, Errorf(ECONFLICT, "job %s: this runner's lease was lost (expired, cancelled or taken over)", id)
-	}
-	j.LeaseExpires = b.now().Add(b.opts.JobLease)
-	if err := b.opts.Store.UpdateJob(ctx, j, b.now()); err != nil {
-		return nil, err
+	if runner != "" && j.Runner != runner && !strings.HasPrefix(j.Runner, runner+"/") {
+		return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
 	}
 	return j, nil
 }
@@ -205,6 +220,9 @@ func (b *Service) Heartbeat(ctx context.Context, id string, token int64) error {
 func (b *Service) AppendLog(ctx context.Context, id string, token int64, phase string, data []byte) error {
 	if phase != string(drift.PhasePlan) && phase != string(drift.PhaseApply) {
 		return Errorf(EINVALID, "log phase %q is neither plan nor apply", phase)
+	}
+	if _, err := b.leased(ctx, id, token); err != nil {
+		return err
 	}
 	return b.opts.Store.AppendJobLog(ctx, id, token, phase, data, b.now())
 }
@@ -226,11 +244,15 @@ func (b *Service) ReportPlan(ctx context.Context, id string, token int64, r Plan
 		return &PlanVerdict{}, b.verified(ctx, j, r)
 	case JobPlan:
 		if r.Error != "" {
-			return &PlanVerdict{}, b.endJob(ctx, j, JobFailed, r.Error)
+			// Done: the configuration, not the runner, failed.
+			return &PlanVerdict{}, b.endJob(ctx, j, JobDone, r.Error)
 		}
 		j.Result, j.State = r.Plan, JobDone
 		return &PlanVerdict{}, b.opts.Store.UpdateJob(ctx, j, b.now())
 	default:
+		if j.Phase != string(drift.PhasePlan) {
+			return nil, Errorf(ECONFLICT, "job %s already reported its plan", j.ID)
+		}
 		return b.decide(ctx, j, r)
 	}
 }
@@ -384,8 +406,16 @@ func (b *Service) SweepJobs(ctx context.Context) error {
 		return errors.Join(append(errs, err)...)
 	}
 	for _, p := range waiting {
-		if _, err := b.opts.Store.Job(ctx, jobIDFor(p.ID)); ErrorCode(err) == ENOTFOUND {
+		j, err := b.opts.Store.Job(ctx, jobIDFor(p.ID))
+		switch {
+		case ErrorCode(err) == ENOTFOUND:
 			errs = append(errs, b.queueVerification(ctx, p))
+		case err != nil:
+			errs = append(errs, err)
+		case j.State.Final():
+			// The job ended but recording its outcome failed: the
+			// proposal must not wait for ever.
+			errs = append(errs, ignoreRefusal(b.refuse(ctx, p, "its verification ended without an outcome: "+j.Error)))
 		}
 	}
 	return errors.Join(errs...)
@@ -401,18 +431,21 @@ func (b *Service) queueVerification(ctx context.Context, p *Proposal) error {
 	return err
 }
 
-// RecoverJobs ends, as SweepJobs does, every job leased when the broker
-// started: for a broker whose only runner is its own child, which died
-// with it, they are all orphans. A broker with external runners leaves
-// them to SweepJobs: their runners may still be working.
-func (b *Service) RecoverJobs(ctx context.Context) error {
+// RecoverJobs ends, as SweepJobs does, every job leased to runner (a
+// runner name, or the name's prefix before "/") when the broker started:
+// the broker's own embedded runner died with the process before it, so
+// its jobs are orphans now, not when their leases expire. Jobs of other
+// runners are left to SweepJobs: they may still be working.
+func (b *Service) RecoverJobs(ctx context.Context, runner string) error {
 	stale, err := b.opts.Store.StaleJobs(ctx, b.now().Add(100*365*24*time.Hour))
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, j := range stale {
-		errs = append(errs, b.failJob(ctx, j, "the broker and its runner stopped while the job ran"))
+		if j.Runner == runner || strings.HasPrefix(j.Runner, runner+"/") {
+			errs = append(errs, b.failJob(ctx, j, "the broker and its runner stopped while the job ran"))
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -44,6 +44,8 @@ type world struct {
 	clock  *testClock
 	ws     broker.Workspace
 	state  *drift.FileStateStore
+	// stopRunner stops the world's runner, for tests that lease by hand.
+	stopRunner func()
 }
 
 type testClock struct {
@@ -99,8 +101,8 @@ func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	runnertest.Start(t, svc, "test-runner")
-	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, state: state}
+	stop := runnertest.Start(t, svc, "test-runner")
+	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, state: state, stopRunner: stop}
 }
 
 // bundle packs a fixture configuration as an agent would.
@@ -527,5 +529,90 @@ func TestRunnersDrainTogether(t *testing.T) {
 	}
 	if verified != len(ids) {
 		t.Errorf("%d proposal.verified entries for %d proposals", verified, len(ids))
+	}
+}
+
+// TestRunnerReportsBound: a runner can report only on a job leased to it,
+// with its lease's token, and an execution's plan only once: a second
+// report would mint a second apply credential.
+func TestRunnerReportsBound(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	cert := w.certified("3")
+	w.stopRunner()
+	if _, _, err := w.svc.Begin(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"}); err != nil {
+		t.Fatal(err)
+	}
+	lease, err := w.svc.LeaseJob(ctx, "mine/1", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mine, thief := broker.AsRunner(ctx, "mine"), broker.AsRunner(ctx, "thief")
+	if err := w.svc.Heartbeat(thief, lease.Job, lease.Token); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("another runner's heartbeat: %v", err)
+	}
+	if err := w.svc.AppendLog(thief, lease.Job, lease.Token, "plan", []byte("forged\n")); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("another runner's log: %v", err)
+	}
+	if err := w.svc.ReportFailure(thief, lease.Job, lease.Token, "stop it"); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("another runner's failure report: %v", err)
+	}
+	if err := w.svc.Heartbeat(mine, lease.Job, lease.Token+1); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("a heartbeat with a wrong token: %v", err)
+	}
+
+	// The plan, as the runner makes it, with the credential of the lease.
+	opts := tftest.EngineOptions(t)
+	opts.SensitiveKey = []byte("throwaway")
+	engine, err := drift.New(ctx, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wd, err := engine.NewWorkdir(bytes.NewReader(lease.Bundle))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wd.Close()
+	plan, err := wd.Plan(ctx, drift.PlanRequest{Vars: lease.Vars, State: lease.State, Credentials: broker.GrantCredentials{Plan: lease.Credentials}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := w.svc.ReportPlan(thief, lease.Job, lease.Token, broker.PlanReport{Plan: plan.JSON}); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("another runner's plan: %v", err)
+	}
+	verdict, err := w.svc.ReportPlan(mine, lease.Job, lease.Token, broker.PlanReport{Plan: plan.JSON})
+	if err != nil || !verdict.Apply || verdict.Credentials == nil || verdict.Credentials.Phase != drift.PhaseApply {
+		t.Fatalf("verdict %+v, %v", verdict, err)
+	}
+	if again, err := w.svc.ReportPlan(mine, lease.Job, lease.Token, broker.PlanReport{Plan: plan.JSON}); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("a second plan report: %+v, %v", again, err)
+	}
+	if err := w.svc.ReportState(thief, lease.Job, lease.Token, []byte(`{"version":4}`)); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("another runner's state: %v", err)
+	}
+	issued := 0
+	for _, a := range auditActions(t, w.store, w.svc.PublicKey()) {
+		if a == "credential.apply_issued" {
+			issued++
+		}
+	}
+	if issued != 1 {
+		t.Errorf("%d apply credentials issued, want 1", issued)
+	}
+}
+
+// TestSpeculativePlanRefused: a speculative plan Terraform refuses is the
+// agent's error, with Terraform's reason, not the broker's.
+func TestSpeculativePlanRefused(t *testing.T) {
+	w := newWorld(t, nil)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "main.tf"), []byte(`output "x" { value = var.missing }`), 0o644)
+	var buf bytes.Buffer
+	if _, err := drift.BundleDirectory(dir, &buf); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.svc.Plan(context.Background(), "sandbox", buf.Bytes(), nil)
+	if broker.ErrorCode(err) != broker.EINVALID || !strings.Contains(broker.ErrorMessage(err), "seb's plan failed") || !strings.Contains(broker.ErrorMessage(err), "missing") {
+		t.Errorf("plan of an invalid configuration: %v", err)
 	}
 }

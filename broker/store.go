@@ -103,7 +103,8 @@ type Store interface {
 	// LeaseJob leases to runner, until now+ttl, the oldest job it may run:
 	// a queued one, or a verify or plan job whose lease expired with
 	// attempts left. An execute job waits while another execute job of its
-	// workspace is leased: one execution per workspace at a time. The
+	// workspace is leased (one execution per workspace at a time) and
+	// while its workspace is held. The
 	// lease gets a fencing token greater than any before. ENOTFOUND when
 	// there is nothing to run.
 	LeaseJob(ctx context.Context, runner string, now time.Time, ttl time.Duration) (*Job, error)
@@ -111,6 +112,10 @@ type Store interface {
 	// lease expiry, if j.Token still holds a lease that has not expired at
 	// now; ECONFLICT otherwise (the lease was lost).
 	UpdateJob(ctx context.Context, j *Job, now time.Time) error
+	// RenewJob extends a leased job's lease to expires, if token still
+	// holds it at now, changing nothing else, and returns the job;
+	// ECONFLICT otherwise.
+	RenewJob(ctx context.Context, id string, token int64, expires, now time.Time) (*Job, error)
 	// EndJob moves a job that is not final to state (final) with reason,
 	// whoever holds it; ECONFLICT if it already ended.
 	EndJob(ctx context.Context, id string, state JobState, reason string, at time.Time) error

@@ -76,9 +76,10 @@ func TestLogStreamBounded(t *testing.T) {
 	b := &logBroker{fails: 1 << 30}
 	l := newTestStream(b)
 	line := strings.Repeat("y", 1023) + "\n"
-	for range 3 * maxLogPending / len(line) {
+	// As the ticker would: a flush after every 512 KiB written.
+	for i := range 3 * maxLogPending / len(line) {
 		l.Write([]byte(line))
-		if l.pending.Len() > 512<<10 {
+		if (i+1)%512 == 0 {
 			l.flush()
 		}
 	}

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -144,7 +145,9 @@ type job struct {
 	ctx    context.Context
 	cancel context.CancelCauseFunc
 	report context.Context
-	log    *logStream
+	// stopping ends when the runner is told to stop.
+	stopping <-chan struct{}
+	log      *logStream
 }
 
 // errLeaseLost ends a job whose lease the broker no longer honours.
@@ -153,7 +156,7 @@ var errLeaseLost = errors.New("the broker took the job back: its lease was lost"
 func (r *Runner) run(ctx context.Context, lease *broker.Lease) {
 	logger := r.opts.Logger.With("job", lease.Job, "kind", lease.Kind, "workspace", lease.Workspace)
 	logger.Info("job leased")
-	j := &job{r: r, lease: lease, report: context.WithoutCancel(ctx)}
+	j := &job{r: r, lease: lease, report: context.WithoutCancel(ctx), stopping: ctx.Done()}
 	j.ctx, j.cancel = context.WithCancelCause(ctx)
 	defer j.cancel(nil)
 	j.log = newLogStream(j, r.opts.LogEvery)
@@ -167,7 +170,7 @@ func (r *Runner) run(ctx context.Context, lease *broker.Lease) {
 			return
 		}
 		logger.Error("job failed", "error", err)
-		if rerr := r.opts.Broker.ReportFailure(j.report, lease.Job, lease.Token, err.Error()); rerr != nil {
+		if rerr := j.retry(func() error { return r.opts.Broker.ReportFailure(j.report, lease.Job, lease.Token, err.Error()) }); rerr != nil {
 			logger.Error("report the failure", "error", rerr)
 		}
 		return
@@ -184,17 +187,24 @@ func (j *job) heartbeat() {
 	}
 	t := time.NewTicker(every)
 	defer t.Stop()
+	// A runner that cannot reach the broker for as long as a lease lasts
+	// stops: by then the broker has ended the job, and another execution
+	// of the workspace may start.
+	lastOK, lease := time.Now(), 3*every
 	for {
 		select {
 		case <-j.ctx.Done():
 			return
 		case <-t.C:
 			err := j.r.opts.Broker.Heartbeat(j.report, j.lease.Job, j.lease.Token)
-			if broker.ErrorCode(err) == broker.ECONFLICT {
+			switch {
+			case err == nil:
+				lastOK = time.Now()
+			case broker.ErrorCode(err) == broker.ECONFLICT, time.Since(lastOK) >= lease:
+				j.r.opts.Logger.Warn("lease lost", "job", j.lease.Job, "error", err)
 				j.cancel(errLeaseLost)
 				return
-			}
-			if err != nil {
+			default:
 				j.r.opts.Logger.Warn("heartbeat", "job", j.lease.Job, "error", err)
 			}
 		}
@@ -207,7 +217,7 @@ func (j *job) execute() error {
 	b := j.r.opts.Broker
 	w, err := j.r.opts.Engine.NewWorkdir(bytes.NewReader(j.lease.Bundle))
 	if drift.IsRefusal(err) {
-		_, err = b.ReportPlan(j.report, j.lease.Job, j.lease.Token, broker.PlanReport{Error: err.Error(), Refused: true})
+		_, err = j.reportPlan(broker.PlanReport{Error: err.Error(), Refused: true})
 		return err
 	}
 	if err != nil {
@@ -224,12 +234,12 @@ func (j *job) execute() error {
 	switch {
 	case errors.As(err, &stepErr) && j.ctx.Err() == nil:
 		// Terraform refused the configuration: the sender's fault.
-		_, err = b.ReportPlan(j.report, j.lease.Job, j.lease.Token, broker.PlanReport{Error: err.Error(), Refused: true})
+		_, err = j.reportPlan(broker.PlanReport{Error: err.Error(), Refused: true})
 		return err
 	case err != nil:
 		return err
 	}
-	verdict, err := b.ReportPlan(j.report, j.lease.Job, j.lease.Token, broker.PlanReport{Plan: plan.JSON, HasChanges: plan.HasChanges})
+	verdict, err := j.reportPlan(broker.PlanReport{Plan: plan.JSON, HasChanges: plan.HasChanges})
 	if err != nil || j.lease.Kind != broker.JobExecute || !verdict.Apply {
 		return err
 	}
@@ -252,7 +262,45 @@ func (j *job) execute() error {
 	if res.Err != nil {
 		report.Error = res.Err.Error()
 	}
-	return b.ReportApply(j.report, j.lease.Job, j.lease.Token, report)
+	// The final state is what matters most: sent again while the broker
+	// cannot be reached.
+	return j.retry(func() error { return b.ReportApply(j.report, j.lease.Job, j.lease.Token, report) })
+}
+
+// reportPlan sends the plan, again while the broker cannot be reached.
+func (j *job) reportPlan(r broker.PlanReport) (*broker.PlanVerdict, error) {
+	var v *broker.PlanVerdict
+	err := j.retry(func() error {
+		var err error
+		v, err = j.r.opts.Broker.ReportPlan(j.report, j.lease.Job, j.lease.Token, r)
+		return err
+	})
+	return v, err
+}
+
+// retry calls report until it succeeds, fails for any reason but the
+// broker being unreachable (a lost lease, a refusal, a broker error), or
+// two minutes have passed — ten seconds once the runner is stopping; an
+// unreachable broker is tried again with backoff.
+func (j *job) retry(report func() error) error {
+	start := time.Now()
+	wait := 250 * time.Millisecond
+	for {
+		err := report()
+		var unreachable *url.Error
+		limit := 2 * time.Minute
+		select {
+		case <-j.stopping:
+			limit = 10 * time.Second
+		default:
+		}
+		if err == nil || !errors.As(err, &unreachable) || time.Since(start) > limit {
+			return err
+		}
+		j.r.opts.Logger.Warn("report to the broker", "job", j.lease.Job, "error", err, "retry_in", wait)
+		time.Sleep(wait)
+		wait = min(2*wait, 5*time.Second)
+	}
 }
 
 // watchState sends the workdir's state to the broker each time Terraform

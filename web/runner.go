@@ -83,8 +83,9 @@ func (s *Server) report(c echo.Context) (jobReport, context.Context, error) {
 	if err := bind(c, &r); err != nil {
 		return r, nil, err
 	}
-	// A report is recorded whole even if the runner goes away meanwhile.
-	return r, context.WithoutCancel(c.Request().Context()), nil
+	// A report is recorded whole even if the runner goes away meanwhile,
+	// and only for a job leased to this runner.
+	return r, broker.AsRunner(context.WithoutCancel(c.Request().Context()), principalName(c)), nil
 }
 
 func (s *Server) jobHeartbeat(c echo.Context) error {

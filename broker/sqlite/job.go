@@ -41,6 +41,7 @@ func (s *Store) LeaseJob(ctx context.Context, runner string, now time.Time, ttl 
 			WHERE (j.state = 'queued' OR (j.state = 'leased' AND j.lease_expires < ? AND j.kind != 'execute' AND j.attempts < j.max_attempts))
 			AND NOT (j.kind = 'execute' AND EXISTS (SELECT 1 FROM jobs o WHERE o.kind = 'execute' AND o.workspace = j.workspace
 				AND o.state = 'leased' AND o.id != j.id))
+			AND NOT (j.kind = 'execute' AND EXISTS (SELECT 1 FROM workspace_holds h WHERE h.workspace = j.workspace))
 			ORDER BY j.created_at, j.id LIMIT 1`, at)
 		j, err := scanJob(row)
 		if err != nil {
@@ -88,6 +89,28 @@ func leaseHeld(res sql.Result, id string) error {
 		return broker.Errorf(broker.ECONFLICT, "job %s: this runner's lease was lost (expired, cancelled or taken over)", id)
 	}
 	return nil
+}
+
+// RenewJob implements broker.Store.
+func (s *Store) RenewJob(ctx context.Context, id string, token int64, expires, now time.Time) (*broker.Job, error) {
+	var j *broker.Job
+	err := s.write(ctx, target{kind: "job", id: id}, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_expires = ?, updated_at = ?
+			WHERE id = ? AND state = 'leased' AND token = ? AND lease_expires >= ?`,
+			formatTime(expires), formatTime(now), id, token, formatTime(now))
+		if err != nil {
+			return err
+		}
+		if err := leaseHeld(res, id); err != nil {
+			return err
+		}
+		j, err = scanJob(tx.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	return j, nil
 }
 
 // EndJob implements broker.Store.

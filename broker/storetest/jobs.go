@@ -196,3 +196,46 @@ func testDeleteAPIToken(t *testing.T, s broker.Store) {
 	wantCode(t, "a deleted token", err, broker.ENOTFOUND, "")
 	wantCode(t, "delete twice", s.DeleteAPIToken(ctx, "runner-1"), broker.ENOTFOUND, "")
 }
+
+// testRenewJob: renewing extends the lease and changes nothing else, so a
+// heartbeat never undoes a report written beside it; a lost lease is not
+// renewed.
+func testRenewJob(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	must(t, "enqueue", s.EnqueueJob(ctx, job("r", broker.JobExecute, "w", 1, 1)))
+	j, err := s.LeaseJob(ctx, "r1", at(1), time.Minute)
+	must(t, "lease", err)
+	stale := *j
+	j.Phase = "apply"
+	must(t, "to apply", s.UpdateJob(ctx, j, at(1)))
+	renewed, err := s.RenewJob(ctx, "r", stale.Token, at(5), at(1))
+	must(t, "renew", err)
+	if renewed.Phase != "apply" {
+		t.Errorf("renewing set the phase back to %q", renewed.Phase)
+	}
+	checkTime(t, "renewed lease", renewed.LeaseExpires, at(5))
+	_, err = s.RenewJob(ctx, "r", stale.Token+1, at(6), at(2))
+	wantCode(t, "renew with another token", err, broker.ECONFLICT, "")
+	_, err = s.RenewJob(ctx, "r", stale.Token, at(9), at(6))
+	wantCode(t, "renew an expired lease", err, broker.ECONFLICT, "")
+}
+
+// testHeldWorkspaceNotLeased: no execution of a held workspace is leased
+// until it is released; other jobs of it are.
+func testHeldWorkspaceNotLeased(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	must(t, "hold", s.HoldWorkspace(ctx, broker.Hold{Workspace: "w", Execution: "e0", Reason: "interrupted", Since: at(0)}))
+	must(t, "enqueue", s.EnqueueJob(ctx, job("e1", broker.JobExecute, "w", 1, 1)))
+	must(t, "enqueue", s.EnqueueJob(ctx, job("v1", broker.JobVerify, "w", 2, 1)))
+	j, err := s.LeaseJob(ctx, "r", at(3), time.Minute)
+	must(t, "lease", err)
+	if j.ID != "v1" {
+		t.Errorf("leased %s of a held workspace, want only the verification", j.ID)
+	}
+	_, err = s.LeaseJob(ctx, "r", at(3), time.Minute)
+	wantCode(t, "lease an execution of a held workspace", err, broker.ENOTFOUND, "")
+	must(t, "release", s.ReleaseWorkspace(ctx, "w"))
+	if j, err := s.LeaseJob(ctx, "r", at(4), time.Minute); err != nil || j.ID != "e1" {
+		t.Errorf("after release: %+v, %v", j, err)
+	}
+}

@@ -59,6 +59,8 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"JobLogs", testJobLogs},
 		{"WorkspaceHolds", testWorkspaceHolds},
 		{"DeleteAPIToken", testDeleteAPIToken},
+		{"RenewJob", testRenewJob},
+		{"HeldWorkspaceNotLeased", testHeldWorkspaceNotLeased},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })

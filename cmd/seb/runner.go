@@ -118,6 +118,12 @@ func runRunner(ctx context.Context, stdin io.Reader, stderr io.Writer, f runnerF
 	return r.Run(ctx)
 }
 
+// embeddedRunnerName is the name of the token of the runner `seb serve`
+// at url starts: one per broker address.
+func embeddedRunnerName(url string) string {
+	return "embedded-runner@" + strings.NewReplacer(":", "-", "/", "-", "[", "", "]", "").Replace(strings.TrimPrefix(url, "http://"))
+}
+
 // embeddedRunner is the runner `seb serve` starts as its child.
 type embeddedRunner struct {
 	cmd  *exec.Cmd
@@ -131,7 +137,7 @@ type embeddedRunner struct {
 func startEmbeddedRunner(ctx context.Context, store broker.Store, server string, o engineOptions, stderr io.Writer) (*embeddedRunner, error) {
 	// One token per broker address, replaced at every start: the token of
 	// a runner that died with an earlier process no longer works.
-	name := "embedded-runner@" + strings.NewReplacer(":", "-", "/", "-", "[", "", "]", "").Replace(strings.TrimPrefix(server, "http://"))
+	name := embeddedRunnerName(server)
 	if err := store.DeleteAPIToken(ctx, name); err != nil && broker.ErrorCode(err) != broker.ENOTFOUND {
 		return nil, err
 	}

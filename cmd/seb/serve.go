@@ -118,7 +118,7 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 // runners are external. stop stops them.
 func (a *app) start(ctx context.Context, url string, stderr io.Writer) (stop func(), err error) {
 	if !a.cfg.Runner.External {
-		if err := a.svc.RecoverJobs(ctx); err != nil {
+		if err := a.svc.RecoverJobs(ctx, embeddedRunnerName(url)); err != nil {
 			return nil, fmt.Errorf("recover interrupted jobs: %w", err)
 		}
 	}
