@@ -88,6 +88,8 @@ type Token struct {
 	// Key signs instead of the issuer's current key (a forgery), with KeyID.
 	Key   *rsa.PrivateKey
 	KeyID string
+	// NoIssuedAt leaves out the iat claim.
+	NoIssuedAt bool
 }
 
 // Mint returns a signed credential for workspace and phase.
@@ -134,6 +136,9 @@ func (iss *Issuer) MintWith(t testing.TB, workspace, phase string, spec Token) s
 		Phase:         phase,
 		ExecutionID:   "exec-test",
 		CertificateID: "cert-test",
+	}
+	if spec.NoIssuedAt {
+		claims.IssuedAt = nil
 	}
 	token := jwt.NewWithClaims(jwt.SigningMethodRS256, claims)
 	token.Header["kid"] = kid
