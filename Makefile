@@ -54,6 +54,7 @@ fuzz:
 	$(GO) test ./planparse -run '^$$' -fuzz '^FuzzSummaryJSON$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./drift -run '^$$' -fuzz '^FuzzExtractBundle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./drift -run '^$$' -fuzz '^FuzzBundleTar$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./drift -run '^$$' -fuzz '^FuzzCheckConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -1,14 +1,16 @@
 package drift
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/hashicorp/hcl/v2"
@@ -59,6 +61,11 @@ var fileFunctions = map[string]bool{
 	"file": true, "filebase64": true, "fileexists": true, "fileset": true, "templatefile": true,
 	"filemd5": true, "filesha1": true, "filesha256": true, "filesha512": true,
 	"filebase64sha256": true, "filebase64sha512": true,
+}
+
+// refusedFunctions can never be part of a certified diff.
+var refusedFunctions = map[string]string{
+	"plantimestamp": "its value changes at every plan, so the plan seb certifies could never be the one it executes",
 }
 
 // ConfigError reports a configuration seb refuses to run. Like
@@ -129,11 +136,23 @@ func checkNativeFile(root, rel string) error {
 			if err := checkModuleSource(root, moduleDir, source); err != nil {
 				return refuse(attr.SrcRange, "module %q: %v", block.Labels[0], err)
 			}
-		case "resource", "data":
-			if b := findBlock(block.Body, "provisioner"); b != nil {
-				return refuse(b.TypeRange, "%s.%s has a %q provisioner; provisioners run commands on the broker at apply time and are not part of the certified diff",
-					block.Labels[0], block.Labels[1], b.Labels[0])
+		case "data":
+			if len(block.Labels) > 0 && block.Labels[0] == "terraform_remote_state" {
+				return refuse(block.TypeRange, "data %q reads another state through a backend; backends run credential helpers and reach stores seb does not control", block.Labels[0])
 			}
+		}
+		// Provisioners run commands at apply time, outside the certified
+		// diff, wherever they appear (resources, removed blocks…).
+		if b := findBlock(block.Body, "provisioner"); b != nil {
+			what := block.Type
+			if len(block.Labels) > 0 {
+				what += " " + strings.Join(block.Labels, ".")
+			}
+			label := ""
+			if len(b.Labels) > 0 {
+				label = b.Labels[0]
+			}
+			return refuse(b.TypeRange, "%s has a %q provisioner; provisioners run commands at apply time and are not part of the certified diff", what, label)
 		}
 	}
 	var err2 error
@@ -143,6 +162,10 @@ func checkNativeFile(root, rel string) error {
 			return nil
 		}
 		fn := strings.TrimPrefix(call.Name, "core::")
+		if reason, ok := refusedFunctions[fn]; ok {
+			err2 = refuse(call.NameRange, "%s(): %s", fn, reason)
+			return nil
+		}
 		if !fileFunctions[fn] {
 			return nil
 		}
@@ -256,23 +279,41 @@ func checkModuleSource(root, moduleDir, source string) error {
 	return nil
 }
 
-var jsonFileFunction = regexp.MustCompile(`\b(core::)?(file|filebase64|fileexists|fileset|templatefile|filemd5|filesha1|filesha256|filesha512|filebase64sha256|filebase64sha512)\s*\(`)
-
-// checkJSONFile applies the same rules to JSON syntax, more bluntly: no
-// file functions at all.
+// checkJSONFile applies the same rules to JSON syntax, on what the JSON
+// means rather than how it is spelled: keys and strings are decoded first
+// (so \u escapes hide nothing), a key given twice in one object is
+// refused (Go would keep the last, Terraform keeps both), and every string
+// is read as the template Terraform reads it. No file function is
+// allowed in JSON.
 func checkJSONFile(root, rel string) error {
 	src, err := os.ReadFile(filepath.Join(root, rel))
 	if err != nil {
 		return fmt.Errorf("configuration: %w", err)
+	}
+	refuse := func(format string, args ...any) error {
+		return refuseConfig("%s: %s", rel, fmt.Sprintf(format, args...))
+	}
+	if err := scanJSON(src, func(path []string, key string) error {
+		switch {
+		case key == "provisioner":
+			return refuse("%s has a provisioner; provisioners run commands at apply time and are not part of the certified diff", strings.Join(path, "."))
+		case len(path) == 1 && path[0] == "data" && key == "terraform_remote_state":
+			return refuse("data %q reads another state through a backend; backends run credential helpers and reach stores seb does not control", key)
+		}
+		return nil
+	}, func(path []string, value string) error {
+		return checkJSONTemplate(path, value, refuse)
+	}); err != nil {
+		if IsRefusal(err) {
+			return err
+		}
+		return refuse("does not parse: %v", err)
 	}
 	var doc map[string]any
 	if err := json.Unmarshal(src, &doc); err != nil {
 		return refuseConfig("%s does not parse: %v", rel, err)
 	}
 	moduleDir := path.Dir(rel)
-	refuse := func(format string, args ...any) error {
-		return refuseConfig("%s: %s", rel, fmt.Sprintf(format, args...))
-	}
 	if moduleDir == "." {
 		for _, t := range asList(doc["terraform"]) {
 			tm, _ := t.(map[string]any)
@@ -309,11 +350,94 @@ func checkJSONFile(root, rel string) error {
 			}
 		}
 	}
-	if strings.Contains(string(src), `"provisioner"`) {
-		return refuse("has a provisioner; provisioners run commands on the broker at apply time and are not part of the certified diff")
+	return nil
+}
+
+// checkJSONTemplate reads a JSON string as the template Terraform reads
+// it and refuses file functions and refused functions in it.
+func checkJSONTemplate(path []string, value string, refuse func(string, ...any) error) error {
+	if !strings.Contains(value, "${") && !strings.Contains(value, "%{") {
+		return nil
 	}
-	if loc := jsonFileFunction.FindString(string(src)); loc != "" {
-		return refuse("calls %s…); file functions are not allowed in JSON configuration", strings.TrimSpace(loc))
+	expr, diags := hclsyntax.ParseTemplate([]byte(value), strings.Join(path, "."), hcl.InitialPos)
+	if diags.HasErrors() {
+		return refuse("%s: the template does not parse: %s", strings.Join(path, "."), diags.Error())
+	}
+	var err error
+	hclsyntax.VisitAll(expr, func(n hclsyntax.Node) hcl.Diagnostics {
+		call, ok := n.(*hclsyntax.FunctionCallExpr)
+		if !ok || err != nil {
+			return nil
+		}
+		fn := strings.TrimPrefix(call.Name, "core::")
+		if reason, ok := refusedFunctions[fn]; ok {
+			err = refuse("%s: %s(): %s", strings.Join(path, "."), fn, reason)
+		} else if fileFunctions[fn] {
+			err = refuse("%s calls %s(); file functions are not allowed in JSON configuration", strings.Join(path, "."), fn)
+		}
+		return nil
+	})
+	return err
+}
+
+// scanJSON walks a JSON document token by token, calling key for every
+// object key and value for every string value with the path of keys
+// above it, and refuses a key repeated in one object. It bounds nesting.
+func scanJSON(src []byte, key func(path []string, k string) error, value func(path []string, v string) error) error {
+	dec := json.NewDecoder(bytes.NewReader(src))
+	dec.UseNumber()
+	var walk func(path []string, depth int) error
+	walk = func(path []string, depth int) error {
+		if depth > 64 {
+			return errors.New("nested more than 64 levels")
+		}
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				seen := map[string]bool{}
+				for dec.More() {
+					kt, err := dec.Token()
+					if err != nil {
+						return err
+					}
+					k, _ := kt.(string)
+					if seen[k] {
+						return refuseConfig("the key %q appears twice in %s; Terraform would read both, so seb refuses to guess", k, strings.Join(append(path, "{}"), "."))
+					}
+					seen[k] = true
+					if err := key(path, k); err != nil {
+						return err
+					}
+					if err := walk(append(slices.Clip(path), k), depth+1); err != nil {
+						return err
+					}
+				}
+				_, err = dec.Token() // '}'
+				return err
+			case '[':
+				for dec.More() {
+					if err := walk(path, depth+1); err != nil {
+						return err
+					}
+				}
+				_, err = dec.Token() // ']'
+				return err
+			}
+		case string:
+			return value(path, t)
+		}
+		return nil
+	}
+	if err := walk(nil, 0); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the top-level value")
 	}
 	return nil
 }

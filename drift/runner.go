@@ -256,6 +256,10 @@ func checkConfiguration(dir string) error {
 			return refuseConfig("%s: a bundle cannot bring plugins; providers come from the broker's mirror", rel)
 		case !d.IsDir() && (strings.HasSuffix(name, ".tfstate") || strings.Contains(name, ".tfstate.")):
 			return refuseConfig("%s: a bundle cannot bring state; the broker owns each workspace's state", rel)
+		case !d.IsDir() && isVariableFile(name):
+			return refuseConfig("%s: a bundle cannot bring variable files; Terraform would read them without their values being the proposal's variables that reviewers see — send the values with the proposal", rel)
+		case !d.IsDir() && isOverrideFile(name):
+			return refuseConfig("%s: a bundle cannot bring override files; they silently change what the other files say", rel)
 		}
 		return nil
 	})
@@ -263,6 +267,25 @@ func checkConfiguration(dir string) error {
 		return err
 	}
 	return checkHCL(dir)
+}
+
+// isVariableFile reports whether Terraform loads name as variable values
+// by itself (terraform.tfvars, *.auto.tfvars and their JSON forms).
+func isVariableFile(name string) bool {
+	base := strings.TrimSuffix(name, ".json")
+	return base == "terraform.tfvars" || strings.HasSuffix(base, ".auto.tfvars")
+}
+
+// isOverrideFile reports whether Terraform or OpenTofu merges name over
+// the other files (override.tf, *_override.tf, and .tofu and JSON forms).
+func isOverrideFile(name string) bool {
+	base := strings.TrimSuffix(name, ".json")
+	for _, ext := range []string{".tf", ".tofu"} {
+		if stem, ok := strings.CutSuffix(base, ext); ok {
+			return stem == "override" || strings.HasSuffix(stem, "_override")
+		}
+	}
+	return false
 }
 
 // Close removes the workdir and its secrets.
