@@ -51,6 +51,9 @@ func (b *Service) Plan(ctx context.Context, workspace string, bundle []byte, var
 	if err != nil {
 		return nil, Errorf(EINVALID, "seb's plan could not be read: %v", err)
 	}
+	if reason, err := RefusedByTerraformsReading(done.Result); err != nil || reason != "" {
+		return nil, Errorf(EINVALID, "%s", reason)
+	}
 	return &drift.PlanResult{Plan: plan, JSON: done.Result, HasChanges: len(plan.Summary.Resources) > 0 || len(plan.Summary.Outputs) > 0}, nil
 }
 

@@ -246,6 +246,11 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	if err == nil {
 		err = b.checkHold(ctx, e.Workspace)
 	}
+	if err == nil {
+		if reason, rerr := RefusedByTerraformsReading(r.Plan); rerr != nil || reason != "" {
+			err = errors.Join(rerr, Errorf(EINVALID, "%s", reason))
+		}
+	}
 	var decision drift.Decision
 	if err != nil {
 		decision.Reason = ErrorMessage(err)

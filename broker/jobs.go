@@ -321,6 +321,12 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 	if err != nil {
 		return ignoreRefusal(b.refuse(ctx, p, "seb's plan could not be read: "+err.Error()))
 	}
+	if reason, err := RefusedByTerraformsReading(r.Plan); err != nil || reason != "" {
+		if err != nil {
+			reason = err.Error()
+		}
+		return ignoreRefusal(b.refuse(ctx, p, reason))
+	}
 	_, _, err = b.completeVerify(ctx, p, plan, r.Plan)
 	return ignoreRefusal(err)
 }
