@@ -284,18 +284,22 @@ func (b *Service) failJob(ctx context.Context, j *Job, reason string) error {
 	if err := b.opts.Store.EndJob(ctx, j.ID, JobFailed, reason, b.now()); err != nil && ErrorCode(err) != ECONFLICT {
 		return err
 	}
+	return b.jobEnded(ctx, j, fmt.Sprintf("seb could not plan it after %d attempt(s): %s", j.Attempts, reason), reason)
+}
+
+// jobEnded records what the end of a job that produced nothing means for
+// its subject: a verifying proposal is refused with refusal, an execution
+// interrupted with interruption.
+func (b *Service) jobEnded(ctx context.Context, j *Job, refusal, interruption string) error {
 	switch j.Kind {
 	case JobVerify:
 		p, err := b.opts.Store.Proposal(ctx, j.Subject)
 		if err != nil || p.State != ProposalVerifying {
 			return err
 		}
-		msg := fmt.Sprintf("seb could not plan it after %d attempt(s): %s", j.Attempts, reason)
-		if err := b.refuse(ctx, p, msg); ErrorCode(err) != EINVALID {
-			return err
-		}
+		return ignoreRefusal(b.refuse(ctx, p, refusal))
 	case JobExecute:
-		return b.interrupted(ctx, j, reason)
+		return b.interrupted(ctx, j, interruption)
 	}
 	return nil
 }
@@ -375,17 +379,7 @@ func (b *Service) CancelJob(ctx context.Context, id, by string) error {
 	if err := b.audit(ctx, by, "job.cancelled", id, map[string]any{"kind": j.Kind, "subject": j.Subject}); err != nil {
 		return err
 	}
-	switch j.Kind {
-	case JobVerify:
-		p, err := b.opts.Store.Proposal(ctx, j.Subject)
-		if err != nil || p.State != ProposalVerifying {
-			return err
-		}
-		return ignoreRefusal(b.refuse(ctx, p, "its verification was "+reason))
-	case JobExecute:
-		return b.interrupted(ctx, j, "the execution was "+reason)
-	}
-	return nil
+	return b.jobEnded(ctx, j, "its verification was "+reason, "the execution was "+reason)
 }
 
 // SweepJobs ends the jobs whose runner stopped renewing its lease: a

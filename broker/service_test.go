@@ -616,3 +616,57 @@ func TestSpeculativePlanRefused(t *testing.T) {
 		t.Errorf("plan of an invalid configuration: %v", err)
 	}
 }
+
+// TestCancelJobs: an admin cancels a queued verification (the proposal is
+// refused, saying so) and a queued execution (interrupted, never run);
+// both are audited, and a runner's report on a cancelled job is refused.
+func TestCancelJobs(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	cert := w.certified("3")
+	w.stopRunner()
+	p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": "4"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, _, err := w.svc.Begin(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := w.svc.LeaseJob(ctx, "late", time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := w.svc.CancelJob(ctx, "job-"+p.ID, "root"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.svc.CancelJob(ctx, "job-"+e.ID, "root"); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.svc.CancelJob(ctx, "job-"+e.ID, "root"); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("cancelling twice: %v", err)
+	}
+	got, _ := w.store.Proposal(ctx, p.ID)
+	if got.State != broker.ProposalRefused || !strings.Contains(got.Reason, "cancelled by root") {
+		t.Errorf("proposal %s: %s", got.State, got.Reason)
+	}
+	stored, _ := w.store.Execution(ctx, e.ID)
+	if stored.State != broker.ExecutionInterrupted || !strings.Contains(stored.Reason, "cancelled by root") {
+		t.Errorf("execution %s: %s", stored.State, stored.Reason)
+	}
+	if err := w.svc.Heartbeat(ctx, lease.Job, lease.Token); broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("a heartbeat on a cancelled job: %v", err)
+	}
+	if len(w.sb.Services()) != 0 {
+		t.Errorf("%d services; the cancelled execution ran", len(w.sb.Services()))
+	}
+	cancelled := 0
+	for _, a := range auditActions(t, w.store, w.svc.PublicKey()) {
+		if a == "job.cancelled" {
+			cancelled++
+		}
+	}
+	if cancelled != 2 {
+		t.Errorf("%d job.cancelled entries, want 2", cancelled)
+	}
+}
