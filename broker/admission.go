@@ -141,6 +141,14 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	if req.Proposer == "" {
 		return nil, Errorf(EINVALID, "a proposal needs a proposer")
 	}
+	// One agent cannot fill the runners' queue for everyone else.
+	waiting, err := b.opts.Store.ListProposals(ctx, ProposalFilter{State: ProposalVerifying, Proposer: req.Proposer, Limit: b.opts.MaxVerifying})
+	if err != nil {
+		return nil, err
+	}
+	if len(waiting) >= b.opts.MaxVerifying {
+		return nil, Errorf(EBUSY, "%s already has %d proposals waiting for seb's plan, the most one agent may; propose again once they are verified", req.Proposer, len(waiting))
+	}
 	var agent *planparse.Plan
 	if len(req.AgentPlan) > 0 {
 		agent, err = planparse.Parse(bytes.NewReader(req.AgentPlan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})

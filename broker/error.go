@@ -13,6 +13,7 @@ const (
 	EUNAUTHORIZED = "unauthorized" // who the caller is is not established
 	EFORBIDDEN    = "forbidden"    // the caller may not do this
 	EINTERNAL     = "internal"     // the broker's own failure; details only in the log
+	EBUSY         = "busy"         // the caller has too much under way; try again later
 )
 
 // Error is the broker's application error: a code and a message that can

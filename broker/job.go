@@ -49,6 +49,9 @@ type Job struct {
 	Runner       string
 	Token        int64
 	LeaseExpires time.Time
+	// NotBefore keeps a job queued to be tried again from being leased
+	// before then (zero: at once).
+	NotBefore time.Time
 	// Phase is plan until the broker accepts an execution's plan, then
 	// apply.
 	Phase string

@@ -268,7 +268,10 @@ func (b *Service) endJob(ctx context.Context, j *Job, state JobState, reason str
 // proposal refused with the reason); an execution is never retried.
 func (b *Service) retryOrFail(ctx context.Context, j *Job, reason string) error {
 	if j.Kind != JobExecute && j.Attempts < j.MaxAttempts {
+		// Tried again after 5 s, then 20 s, …: a broken runner or a
+		// passing outage does not spin.
 		j.State, j.Error = JobQueued, reason
+		j.NotBefore = b.now().Add(5 * time.Second << (2 * (j.Attempts - 1)))
 		if err := b.opts.Store.UpdateJob(ctx, j, b.now()); err != nil {
 			return err
 		}

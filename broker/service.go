@@ -25,6 +25,9 @@ type Options struct {
 	// BundleLimits bound what a bundle may unpack to; zero means
 	// drift.DefaultBundleLimits.
 	BundleLimits drift.BundleLimits
+	// MaxVerifying is how many of one agent's proposals may wait for
+	// seb's plan at once; more are refused (EBUSY). 0 means 8.
+	MaxVerifying int
 	// Signer signs certificates, logs and the audit log.
 	Signer *Signer
 	// Issuer mints the scoped credentials of each run.
@@ -84,6 +87,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.JobLease == 0 {
 		opts.JobLease = 30 * time.Second
+	}
+	if opts.MaxVerifying == 0 {
+		opts.MaxVerifying = 8
 	}
 	b := &Service{opts: opts, workspaces: map[string]Workspace{}}
 	for _, w := range opts.Workspaces {

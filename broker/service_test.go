@@ -670,3 +670,60 @@ func TestCancelJobs(t *testing.T) {
 		t.Errorf("%d job.cancelled entries, want 2", cancelled)
 	}
 }
+
+// TestVerifyingCapPerAgent: an agent with the most proposals waiting for
+// seb's plan is refused more (EBUSY, 429 over HTTP) while another agent
+// still proposes.
+func TestVerifyingCapPerAgent(t *testing.T) {
+	w := newWorld(t, nil)
+	w.stopRunner()
+	ctx := context.Background()
+	submit := func(agent string, i int) error {
+		_, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: agent, Bundle: bundle(t, "scale"),
+			Vars: map[string]string{"replicas": fmt.Sprint(i)}})
+		return err
+	}
+	for i := range 8 {
+		if err := submit("greedy", i+1); err != nil {
+			t.Fatalf("proposal %d: %v", i+1, err)
+		}
+	}
+	if err := submit("greedy", 9); broker.ErrorCode(err) != broker.EBUSY || !strings.Contains(broker.ErrorMessage(err), "8 proposals waiting") {
+		t.Errorf("a ninth waiting proposal: %v", err)
+	}
+	if err := submit("other", 1); err != nil {
+		t.Errorf("another agent was refused: %v", err)
+	}
+}
+
+// TestRunnerFailureRetriedLater: a verification the runner could not run
+// is tried again, not at once, and after its attempts the proposal is
+// refused with the runner's reason.
+func TestRunnerFailureRetriedLater(t *testing.T) {
+	w := newWorld(t, nil)
+	w.stopRunner()
+	ctx := context.Background()
+	p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": "2"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for attempt := 1; attempt <= 3; attempt++ {
+		lease, err := w.svc.LeaseJob(ctx, "flaky", time.Second)
+		if err != nil {
+			t.Fatalf("attempt %d: %v", attempt, err)
+		}
+		if err := w.svc.ReportFailure(ctx, lease.Job, lease.Token, "disk full"); err != nil {
+			t.Fatal(err)
+		}
+		if attempt < 3 {
+			if _, err := w.svc.LeaseJob(ctx, "flaky", 0); broker.ErrorCode(err) != broker.ENOTFOUND {
+				t.Fatalf("attempt %d was tried again at once: %v", attempt, err)
+			}
+			w.clock.Advance(time.Minute)
+		}
+	}
+	got, _ := w.store.Proposal(ctx, p.ID)
+	if got.State != broker.ProposalRefused || !strings.Contains(got.Reason, "after 3 attempt(s)") || !strings.Contains(got.Reason, "disk full") {
+		t.Errorf("proposal %s: %q", got.State, got.Reason)
+	}
+}

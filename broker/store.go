@@ -101,15 +101,15 @@ type Store interface {
 	// EnqueueJob stores a queued job; ECONFLICT if the id exists.
 	EnqueueJob(ctx context.Context, j *Job) error
 	// LeaseJob leases to runner, until now+ttl, the oldest job it may run:
-	// a queued one, or a verify or plan job whose lease expired with
+	// a queued one whose NotBefore has come, or a verify or plan job whose lease expired with
 	// attempts left. An execute job waits while another execute job of its
 	// workspace is leased (one execution per workspace at a time) and
 	// while its workspace is held. The
 	// lease gets a fencing token greater than any before. ENOTFOUND when
 	// there is nothing to run.
 	LeaseJob(ctx context.Context, runner string, now time.Time, ttl time.Duration) (*Job, error)
-	// UpdateJob stores a leased job's state, phase, result, error and
-	// lease expiry, if j.Token still holds a lease that has not expired at
+	// UpdateJob stores a leased job's state, phase, result, error, lease
+	// expiry and not-before, if j.Token still holds a lease that has not expired at
 	// now; ECONFLICT otherwise (the lease was lost).
 	UpdateJob(ctx context.Context, j *Job, now time.Time) error
 	// RenewJob extends a leased job's lease to expires, if token still

@@ -148,6 +148,7 @@ var statuses = map[string]int{
 	broker.EUNAUTHORIZED: http.StatusUnauthorized,
 	broker.EFORBIDDEN:    http.StatusForbidden,
 	broker.EINTERNAL:     http.StatusInternalServerError,
+	broker.EBUSY:         http.StatusTooManyRequests,
 }
 
 // codes maps statuses echo itself produces back to error codes.

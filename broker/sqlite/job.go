@@ -11,7 +11,7 @@ import (
 )
 
 const jobColumns = `id, kind, workspace, subject, config_digest, vars, state, attempts, max_attempts,
-	runner, token, lease_expires, phase, result, error, created_at, updated_at`
+	runner, token, lease_expires, not_before, phase, result, error, created_at, updated_at`
 
 // EnqueueJob implements broker.Store.
 func (s *Store) EnqueueJob(ctx context.Context, j *broker.Job) error {
@@ -38,11 +38,11 @@ func (s *Store) LeaseJob(ctx context.Context, runner string, now time.Time, ttl 
 	at := formatTime(now)
 	err := s.write(ctx, target{kind: "job"}, func(tx *sql.Tx) error {
 		row := tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs j
-			WHERE (j.state = 'queued' OR (j.state = 'leased' AND j.lease_expires < ? AND j.kind != 'execute' AND j.attempts < j.max_attempts))
+			WHERE ((j.state = 'queued' AND j.not_before <= ?) OR (j.state = 'leased' AND j.lease_expires < ? AND j.kind != 'execute' AND j.attempts < j.max_attempts))
 			AND NOT (j.kind = 'execute' AND EXISTS (SELECT 1 FROM jobs o WHERE o.kind = 'execute' AND o.workspace = j.workspace
 				AND o.state = 'leased' AND o.id != j.id))
 			AND NOT (j.kind = 'execute' AND EXISTS (SELECT 1 FROM workspace_holds h WHERE h.workspace = j.workspace))
-			ORDER BY j.created_at, j.id LIMIT 1`, at)
+			ORDER BY j.created_at, j.id LIMIT 1`, at, at)
 		j, err := scanJob(row)
 		if err != nil {
 			return err
@@ -68,9 +68,13 @@ func (s *Store) LeaseJob(ctx context.Context, runner string, now time.Time, ttl 
 func (s *Store) UpdateJob(ctx context.Context, j *broker.Job, now time.Time) error {
 	t := target{kind: "job", id: j.ID}
 	return s.write(ctx, t, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, phase = ?, result = ?, error = ?, lease_expires = ?, updated_at = ?
+		notBefore := ""
+		if !j.NotBefore.IsZero() {
+			notBefore = formatTime(j.NotBefore)
+		}
+		res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, phase = ?, result = ?, error = ?, lease_expires = ?, not_before = ?, updated_at = ?
 			WHERE id = ? AND state = 'leased' AND token = ? AND lease_expires >= ?`,
-			j.State, j.Phase, j.Result, j.Error, formatTime(j.LeaseExpires), formatTime(now), j.ID, j.Token, formatTime(now))
+			j.State, j.Phase, j.Result, j.Error, formatTime(j.LeaseExpires), notBefore, formatTime(now), j.ID, j.Token, formatTime(now))
 		if err != nil {
 			return err
 		}
@@ -202,10 +206,11 @@ func scanJob(row scanner) (*broker.Job, error) {
 	var (
 		j                                broker.Job
 		vars, leaseExpires, created, upd string
+		notBefore                        string
 		result                           []byte
 	)
 	err := row.Scan(&j.ID, &j.Kind, &j.Workspace, &j.Subject, &j.ConfigDigest, &vars, &j.State, &j.Attempts, &j.MaxAttempts,
-		&j.Runner, &j.Token, &leaseExpires, &j.Phase, &result, &j.Error, &created, &upd)
+		&j.Runner, &j.Token, &leaseExpires, &notBefore, &j.Phase, &result, &j.Error, &created, &upd)
 	if err != nil {
 		return nil, err
 	}
@@ -215,6 +220,11 @@ func scanJob(row scanner) (*broker.Job, error) {
 	}
 	if leaseExpires != "" {
 		if j.LeaseExpires, err = parseTime(leaseExpires); err != nil {
+			return nil, err
+		}
+	}
+	if notBefore != "" {
+		if j.NotBefore, err = parseTime(notBefore); err != nil {
 			return nil, err
 		}
 	}

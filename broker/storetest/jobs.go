@@ -239,3 +239,22 @@ func testHeldWorkspaceNotLeased(t *testing.T, s broker.Store) {
 		t.Errorf("after release: %+v, %v", j, err)
 	}
 }
+
+// testJobNotBefore: a job queued again to be tried later is not leased
+// before its time.
+func testJobNotBefore(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	must(t, "enqueue", s.EnqueueJob(ctx, job("n", broker.JobVerify, "w", 1, 3)))
+	j, err := s.LeaseJob(ctx, "r", at(2), time.Minute)
+	must(t, "lease", err)
+	j.State, j.Error, j.NotBefore = broker.JobQueued, "runner failed", at(20)
+	must(t, "queue again", s.UpdateJob(ctx, j, at(2)))
+	_, err = s.LeaseJob(ctx, "r", at(10), time.Minute)
+	wantCode(t, "lease before its time", err, broker.ENOTFOUND, "")
+	again, err := s.LeaseJob(ctx, "r", at(21), time.Minute)
+	must(t, "lease after its time", err)
+	if again.ID != "n" || again.Attempts != 2 || again.Error != "runner failed" {
+		t.Errorf("leased %+v", again)
+	}
+	checkTime(t, "not before", again.NotBefore, at(20))
+}

@@ -61,6 +61,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"DeleteAPIToken", testDeleteAPIToken},
 		{"RenewJob", testRenewJob},
 		{"HeldWorkspaceNotLeased", testHeldWorkspaceNotLeased},
+		{"JobNotBefore", testJobNotBefore},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })

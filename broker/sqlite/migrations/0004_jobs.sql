@@ -16,6 +16,7 @@ CREATE TABLE jobs (
 	runner        TEXT NOT NULL DEFAULT '',
 	token         INTEGER NOT NULL DEFAULT 0,
 	lease_expires TEXT NOT NULL DEFAULT '',
+	not_before    TEXT NOT NULL DEFAULT '',  -- a job tried again waits until then
 	phase         TEXT NOT NULL DEFAULT 'plan' CHECK (phase IN ('plan', 'apply')),
 	result        BLOB,
 	error         TEXT NOT NULL DEFAULT '',
