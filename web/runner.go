@@ -9,19 +9,12 @@ import (
 	"github.com/labstack/echo/v4"
 
 	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/runner"
 )
 
-// Runners is what the runner endpoints need of the broker: the job queue
-// and the reports of the runners that lease from it.
-type Runners interface {
-	LeaseJob(ctx context.Context, runner string, wait time.Duration) (*broker.Lease, error)
-	Heartbeat(ctx context.Context, id string, token int64) error
-	AppendLog(ctx context.Context, id string, token int64, phase string, data []byte) error
-	ReportPlan(ctx context.Context, id string, token int64, r broker.PlanReport) (*broker.PlanVerdict, error)
-	ReportState(ctx context.Context, id string, token int64, state []byte) error
-	ReportApply(ctx context.Context, id string, token int64, r broker.ApplyReport) error
-	ReportFailure(ctx context.Context, id string, token int64, reason string) error
-}
+// Runners is what the runner endpoints need of the broker: exactly what a
+// runner needs of it, which they serve over HTTP.
+type Runners = runner.Broker
 
 // runnerRoles may use the runner endpoints, and nothing else may.
 var runnerRoles = []broker.Role{broker.RoleRunner}
