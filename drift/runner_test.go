@@ -481,8 +481,12 @@ func (c cancelOnApply) Env(ctx context.Context, phase drift.Phase, dir string) (
 }
 
 // TestCancelMidApply: cancelling during the apply interrupts Terraform
-// cleanly; the state it wrote is stored and matches the sandbox, and the
-// outcome says interrupted.
+// cleanly; the state it wrote is stored, and the outcome says
+// interrupted. The stored state never claims an object that does not
+// exist; it may miss objects whose create was in flight — Terraform
+// cancels its provider's requests, which the API may still complete —
+// which is why the broker holds a workspace whose apply was interrupted
+// for reconciliation (broker and cmd/seb crash tests).
 func TestCancelMidApply(t *testing.T) {
 	e := newEnv(t, sandboxcloud.Options{MutationDelay: 2 * time.Second})
 	certified := e.certify("prod", "platform", nil)
@@ -497,11 +501,12 @@ func TestCancelMidApply(t *testing.T) {
 	if res.StateVersion == nil {
 		t.Fatal("the interrupted apply's state was not stored")
 	}
-	// The stored state knows every object the sandbox has: a plan of the
-	// same configuration only creates what is missing.
+	// Every object the stored state knows exists: a plan of the same
+	// configuration changes and destroys nothing, and creates at least
+	// what is missing.
 	existing := len(e.sb.Services()) + countOthers(e)
 	next := e.certify("prod", "platform", nil)
-	if c := next.Count(); c.Destroy != 0 || c.Change != 0 || c.Add != 7-existing {
+	if c := next.Count(); c.Destroy != 0 || c.Change != 0 || c.Add < 7-existing || c.Add > 7 {
 		t.Errorf("after the interruption %d objects exist, and the next plan is %+v", existing, c)
 	}
 }
