@@ -3,6 +3,7 @@ package sandbox_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,12 +63,19 @@ func TestSandboxSeesOnlyItsInputs(t *testing.T) {
 	if err := os.WriteFile(key, []byte("PRIVATE-KEY-MATERIAL"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	t.Setenv("SEB_TEST_BROKER_SECRET", "ENV-SECRET-MATERIAL")
+	// A host process whose environment holds a secret from its start, as
+	// /proc/<pid>/environ shows it: the broker, say.
+	broker := exec.Command("sleep", "600")
+	broker.Env = append(os.Environ(), "SEB_TEST_BROKER_SECRET=ENV-SECRET-MATERIAL")
+	if err := broker.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { broker.Process.Kill(); broker.Wait() })
 	work := t.TempDir()
 	script := `
 cat ` + key + ` 2>&1
 ls /root /home 2>&1
-cat /proc/1/environ 2>&1 | tr '\0' '\n'
+cat /proc/*/environ ` + fmt.Sprintf("/proc/%d/environ", broker.Process.Pid) + ` 2>&1 | tr '\0' '\n'
 env
 ls /proc | grep -c '^[0-9]'
 id -u
