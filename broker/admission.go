@@ -103,7 +103,7 @@ func (b *Service) PlanCredential(ctx context.Context, workspace, who string) (Cr
 	if err != nil {
 		return Credential{}, err
 	}
-	return cred, b.audit(ctx, who, "credential.plan_issued", ws.Name, map[string]any{"expires_at": cred.ExpiresAt, "jti": cred.Claims.ID})
+	return cred, b.audit(ctx, b.opts.Store, who, "credential.plan_issued", ws.Name, map[string]any{"expires_at": cred.ExpiresAt, "jti": cred.Claims.ID})
 }
 
 // A ProposalRequest is what an agent submits.
@@ -183,19 +183,21 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	if err != nil {
 		return nil, err
 	}
-	// The proposal, its bundle, the agent's claim and the audit entry are
-	// stored together, in one transaction.
-	_, err = b.opts.Store.AdmitProposal(ctx, p, req.Bundle, agentPlan, func(last *AuditEntry) (*AuditEntry, error) {
-		return b.opts.Signer.SealAudit(last, entry)
+	// The proposal, its bundle, the agent's claim, the audit entry and the
+	// verification's job are stored together, in one transaction.
+	err = b.opts.Store.Tx(ctx, func(tx Store) error {
+		_, err := tx.AdmitProposal(ctx, p, req.Bundle, agentPlan, func(last *AuditEntry) (*AuditEntry, error) {
+			return b.opts.Signer.SealAudit(last, entry)
+		})
+		if err != nil {
+			return err
+		}
+		return b.queueVerificationIn(ctx, tx, p)
 	})
 	if err != nil {
 		return nil, err
 	}
-	// A failure here leaves the proposal verifying: the broker's sweep
-	// queues its verification.
-	if err := b.queueVerification(ctx, p); err != nil {
-		b.opts.Logger.Error("queue the verification", "proposal", p.ID, "error", err)
-	}
+	b.queue.signal()
 	return p, nil
 }
 
@@ -218,12 +220,9 @@ func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificat
 		case ProposalRefused:
 			return p, nil, Errorf(EINVALID, "%s", p.Reason)
 		case ProposalCertified:
-			// Certifying is not yet one transaction: the certificate is
-			// stored just after the proposal's state.
+			// Certified with its certificate, in one transaction.
 			cert, err := b.opts.Store.ProposalCertificate(ctx, p.ID)
-			if ErrorCode(err) != ENOTFOUND {
-				return p, cert, err
-			}
+			return p, cert, err
 		default:
 			return p, nil, nil
 		}
@@ -240,22 +239,24 @@ func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificat
 // when it sent one, is compared with it: a mismatch marks the proposal
 // diverged, and it can never be approved. A plan that changes nothing is
 // refused. With no approvals required and no protected action in the
-// diff, the proposal is certified at once.
-func (b *Service) completeVerify(ctx context.Context, p *Proposal, plan *planparse.Plan, planJSON []byte) (*Proposal, *Certificate, error) {
+// diff, the proposal is certified at once. Everything it records goes
+// through st, which must be a transaction (Store.Tx): the outcome, its
+// audit entry and the certificate commit together.
+func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, plan *planparse.Plan, planJSON []byte) (*Proposal, *Certificate, error) {
 	ws, err := b.Workspace(p.Workspace)
 	if err != nil {
-		return nil, nil, b.refuse(ctx, p, err.Error())
+		return nil, nil, b.refuse(ctx, st, p, err.Error())
 	}
 	summary := plan.Summary
 	if len(summary.Resources) == 0 && len(summary.Outputs) == 0 {
-		return p, nil, b.refuse(ctx, p, "the proposal changes nothing: seb's plan of it against live state has no changes")
+		return p, nil, b.refuse(ctx, st, p, "the proposal changes nothing: seb's plan of it against live state has no changes")
 	}
 	planDigest := sha256.Sum256(planJSON)
 	p.Summary, p.Digest, p.Drift = summary, plan.Digest, plan.Drift
 	p.PlanDigest = "sha256:" + hex.EncodeToString(planDigest[:])
 	p.State, p.UpdatedAt = ProposalPending, b.now()
 	if p.AgentDigest != "" {
-		a, err := b.opts.Store.Artifact(ctx, agentPlanArtifact(p.ID))
+		a, err := st.Artifact(ctx, agentPlanArtifact(p.ID))
 		if err != nil {
 			return nil, nil, err
 		}
@@ -271,14 +272,14 @@ func (b *Service) completeVerify(ctx context.Context, p *Proposal, plan *planpar
 	if p.State == ProposalDiverged {
 		action, details = "proposal.diverged", map[string]any{"seb_digest": p.Digest, "agent_digest": p.AgentDigest}
 	}
-	if err := b.completeVerification(ctx, p, action, details); err != nil {
+	if err := b.completeVerification(ctx, st, p, action, details); err != nil {
 		return nil, nil, err
 	}
 	if p.State == ProposalDiverged {
 		return p, nil, nil
 	}
 	if ws.ApprovalsRequired == 0 && len(protectedIn(ws, summary)) == 0 {
-		cert, err := b.certify(ctx, p, ws, nil, 0)
+		cert, err := b.certify(ctx, st, p, ws, nil, 0)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -288,11 +289,11 @@ func (b *Service) completeVerify(ctx context.Context, p *Proposal, plan *planpar
 	return p, nil, nil
 }
 
-// refuse records that seb's verification refused a proposal, and returns
-// the refusal as an EINVALID error.
-func (b *Service) refuse(ctx context.Context, p *Proposal, reason string) error {
+// refuse records through st that seb's verification refused a proposal,
+// and returns the refusal as an EINVALID error.
+func (b *Service) refuse(ctx context.Context, st Store, p *Proposal, reason string) error {
 	p.State, p.Reason, p.UpdatedAt = ProposalRefused, reason, b.now()
-	if err := b.completeVerification(ctx, p, "proposal.refused", map[string]any{"reason": reason}); err != nil {
+	if err := b.completeVerification(ctx, st, p, "proposal.refused", map[string]any{"reason": reason}); err != nil {
 		return err
 	}
 	return Errorf(EINVALID, "%s", reason)
@@ -300,12 +301,12 @@ func (b *Service) refuse(ctx context.Context, p *Proposal, reason string) error 
 
 // completeVerification stores the outcome of seb's plan of p together with
 // its audit entry: a reader never sees the one without the other.
-func (b *Service) completeVerification(ctx context.Context, p *Proposal, action string, details any) error {
+func (b *Service) completeVerification(ctx context.Context, st Store, p *Proposal, action string, details any) error {
 	entry, err := b.auditEntry("seb", action, p.ID, details)
 	if err != nil {
 		return err
 	}
-	return b.opts.Store.CompleteVerification(ctx, p, func(last *AuditEntry) (*AuditEntry, error) {
+	return st.CompleteVerification(ctx, p, func(last *AuditEntry) (*AuditEntry, error) {
 		return b.opts.Signer.SealAudit(last, entry)
 	})
 }
@@ -356,15 +357,29 @@ type ReviewRequest struct {
 // Review records a reviewer's verdict. A proposer can never review their
 // own proposal (EFORBIDDEN), nor anyone review twice (ECONFLICT), nor a
 // diverged or decided proposal be reviewed (ECONFLICT). On the final
-// approval the proposal is certified and the certificate returned.
-func (b *Service) Review(ctx context.Context, req ReviewRequest) (*Proposal, *Certificate, error) {
+// approval the proposal is certified and the certificate returned. The
+// review, its audit entry and the certificate commit together or not at
+// all: a reviewer who loses a race records nothing.
+func (b *Service) Review(ctx context.Context, req ReviewRequest) (p *Proposal, cert *Certificate, err error) {
 	if req.Decision != Approve && req.Decision != Reject {
 		return nil, nil, Errorf(EINVALID, "decision %q is neither approve nor reject", req.Decision)
 	}
 	if req.Validity < 0 {
 		return nil, nil, Errorf(EINVALID, "validity must not be negative")
 	}
-	p, err := b.opts.Store.Proposal(ctx, req.ProposalID)
+	err = b.opts.Store.Tx(ctx, func(tx Store) error {
+		p, cert, err = b.review(ctx, tx, req)
+		return err
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	return p, cert, nil
+}
+
+// review is Review inside its transaction.
+func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest) (*Proposal, *Certificate, error) {
+	p, err := tx.Proposal(ctx, req.ProposalID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -383,21 +398,21 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (*Proposal, *Ce
 		return nil, nil, Errorf(ECONFLICT, "proposal %s is already %s", p.ID, p.State)
 	}
 	now := b.now()
-	err = b.opts.Store.AddReview(ctx, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: req.Decision, Comment: req.Comment, At: now})
+	err = tx.AddReview(ctx, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: req.Decision, Comment: req.Comment, At: now})
 	if err != nil {
 		return nil, nil, err
 	}
 	if req.Decision == Reject {
-		if err := b.opts.Store.SetProposalState(ctx, p.ID, ProposalPending, ProposalRejected, now); err != nil {
+		if err := tx.SetProposalState(ctx, p.ID, ProposalPending, ProposalRejected, now); err != nil {
 			return nil, nil, err
 		}
 		p.State = ProposalRejected
-		return p, nil, b.audit(ctx, req.Reviewer, "proposal.rejected", p.ID, map[string]any{"comment": req.Comment})
+		return p, nil, b.audit(ctx, tx, req.Reviewer, "proposal.rejected", p.ID, map[string]any{"comment": req.Comment})
 	}
-	if err := b.audit(ctx, req.Reviewer, "proposal.approved", p.ID, map[string]any{"comment": req.Comment, "diff_digest": p.Digest}); err != nil {
+	if err := b.audit(ctx, tx, req.Reviewer, "proposal.approved", p.ID, map[string]any{"comment": req.Comment, "diff_digest": p.Digest}); err != nil {
 		return nil, nil, err
 	}
-	reviews, err := b.opts.Store.Reviews(ctx, p.ID)
+	reviews, err := tx.Reviews(ctx, p.ID)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -410,7 +425,7 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (*Proposal, *Ce
 	if len(approvals) < approvalsNeeded(ws, p.Summary) {
 		return p, nil, nil
 	}
-	cert, err := b.certify(ctx, p, ws, approvals, req.Validity)
+	cert, err := b.certify(ctx, tx, p, ws, approvals, req.Validity)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -420,13 +435,14 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (*Proposal, *Ce
 
 // certify issues the certificate of a proposal: the exact diff digest, the
 // configuration digest, a validity window, the current epochs and the
-// approvals, signed in a DSSE envelope.
-func (b *Service) certify(ctx context.Context, p *Proposal, ws Workspace, approvals []Approval, validity time.Duration) (*Certificate, error) {
-	policy, err := b.opts.Store.PolicyEpoch(ctx)
+// approvals, signed in a DSSE envelope; stored, with the proposal's new
+// state and the audit entry, through st, the caller's transaction.
+func (b *Service) certify(ctx context.Context, st Store, p *Proposal, ws Workspace, approvals []Approval, validity time.Duration) (*Certificate, error) {
+	policy, err := st.PolicyEpoch(ctx)
 	if err != nil {
 		return nil, err
 	}
-	revocation, err := b.opts.Store.RevocationEpoch(ctx, ws.Name)
+	revocation, err := st.RevocationEpoch(ctx, ws.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -460,13 +476,13 @@ func (b *Service) certify(ctx context.Context, p *Proposal, ws Workspace, approv
 	if err != nil {
 		return nil, fmt.Errorf("sign certificate: %w", err)
 	}
-	if err := b.opts.Store.SetProposalState(ctx, p.ID, ProposalPending, ProposalCertified, now); err != nil {
+	if err := st.SetProposalState(ctx, p.ID, ProposalPending, ProposalCertified, now); err != nil {
 		return nil, err
 	}
-	if err := b.opts.Store.CreateCertificate(ctx, c); err != nil {
+	if err := st.CreateCertificate(ctx, c); err != nil {
 		return nil, err
 	}
-	return c, b.audit(ctx, "seb", "certificate.issued", c.ID, map[string]any{
+	return c, b.audit(ctx, st, "seb", "certificate.issued", c.ID, map[string]any{
 		"proposal": p.ID, "workspace": ws.Name, "diff_digest": c.DiffDigest, "config_digest": c.ConfigDigest,
 		"not_before": c.NotBefore, "not_after": c.NotAfter, "policy_epoch": policy, "revocation_epoch": revocation,
 	})
@@ -474,10 +490,12 @@ func (b *Service) certify(ctx context.Context, p *Proposal, ws Workspace, approv
 
 // Revoke revokes one certificate.
 func (b *Service) Revoke(ctx context.Context, certificateID, by string) error {
-	if err := b.opts.Store.RevokeCertificate(ctx, certificateID, by, b.now()); err != nil {
-		return err
-	}
-	return b.audit(ctx, by, "certificate.revoked", certificateID, map[string]any{})
+	return b.opts.Store.Tx(ctx, func(tx Store) error {
+		if err := tx.RevokeCertificate(ctx, certificateID, by, b.now()); err != nil {
+			return err
+		}
+		return b.audit(ctx, tx, by, "certificate.revoked", certificateID, map[string]any{})
+	})
 }
 
 // RevokeAll bumps a workspace's revocation epoch: every certificate issued
@@ -486,27 +504,37 @@ func (b *Service) RevokeAll(ctx context.Context, workspace, by string) (int64, e
 	if _, err := b.Workspace(workspace); err != nil {
 		return 0, err
 	}
-	epoch, err := b.opts.Store.BumpRevocationEpoch(ctx, workspace)
+	var epoch int64
+	err := b.opts.Store.Tx(ctx, func(tx Store) error {
+		var err error
+		if epoch, err = tx.BumpRevocationEpoch(ctx, workspace); err != nil {
+			return err
+		}
+		return b.audit(ctx, tx, by, "workspace.revoked_all", workspace, map[string]any{"revocation_epoch": epoch})
+	})
 	if err != nil {
 		return 0, err
 	}
-	return epoch, b.audit(ctx, by, "workspace.revoked_all", workspace, map[string]any{"revocation_epoch": epoch})
+	return epoch, nil
 }
 
 // LoadPolicy records the digest of the configuration that governs
 // admission; a new digest bumps the policy epoch, and certificates from
 // the old epoch are dead.
 func (b *Service) LoadPolicy(ctx context.Context, configDigest string) (int64, error) {
-	before, err := b.opts.Store.PolicyEpoch(ctx)
+	var epoch int64
+	err := b.opts.Store.Tx(ctx, func(tx Store) error {
+		before, err := tx.PolicyEpoch(ctx)
+		if err != nil {
+			return err
+		}
+		if epoch, err = tx.SetPolicyEpoch(ctx, configDigest); err != nil || epoch == before {
+			return err
+		}
+		return b.audit(ctx, tx, "seb", "policy.loaded", configDigest, map[string]any{"policy_epoch": epoch})
+	})
 	if err != nil {
 		return 0, err
-	}
-	epoch, err := b.opts.Store.SetPolicyEpoch(ctx, configDigest)
-	if err != nil {
-		return 0, err
-	}
-	if epoch != before {
-		return epoch, b.audit(ctx, "seb", "policy.loaded", configDigest, map[string]any{"policy_epoch": epoch})
 	}
 	return epoch, nil
 }

@@ -30,11 +30,16 @@ type ExecuteRequest struct {
 // Each failure is an *Error with its own reason. Single use is checked when
 // the certificate is consumed.
 func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Certificate, error) {
+	return b.verifyCertificate(ctx, b.opts.Store, envelope)
+}
+
+// verifyCertificate is VerifyCertificate reading through st.
+func (b *Service) verifyCertificate(ctx context.Context, st Store, envelope []byte) (*Certificate, error) {
 	payload, err := VerifyCertificate(envelope, b.opts.Signer.PublicKey())
 	if err != nil {
 		return nil, err
 	}
-	stored, err := b.opts.Store.Certificate(ctx, payload.ID)
+	stored, err := st.Certificate(ctx, payload.ID)
 	if ErrorCode(err) == ENOTFOUND {
 		return nil, Errorf(EINVALID, "certificate %s was not issued by this broker", payload.ID)
 	}
@@ -48,9 +53,12 @@ func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Cert
 	if err != nil {
 		return nil, Errorf(EINVALID, "certificate %s is for workspace %q, which is not configured", payload.ID, payload.Workspace)
 	}
-	proposal, err := b.opts.Store.Proposal(ctx, payload.ProposalID)
-	if err != nil {
+	proposal, err := st.Proposal(ctx, payload.ProposalID)
+	if ErrorCode(err) == ENOTFOUND {
 		return nil, Errorf(EINVALID, "certificate %s names proposal %s, which does not exist", payload.ID, payload.ProposalID)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if proposal.Workspace != ws.Name {
 		return nil, Errorf(EINVALID, "certificate %s is for workspace %s, but its proposal is for %s", payload.ID, ws.Name, proposal.Workspace)
@@ -61,10 +69,12 @@ func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Cert
 	if proposal.ConfigDigest != payload.ConfigDigest {
 		return nil, Errorf(EINVALID, "certificate %s binds configuration %s, but its proposal's is %s", payload.ID, payload.ConfigDigest, proposal.ConfigDigest)
 	}
-	if _, err := b.opts.Store.Bundle(ctx, payload.ConfigDigest); err != nil {
+	if _, err := st.Bundle(ctx, payload.ConfigDigest); ErrorCode(err) == ENOTFOUND {
 		return nil, Errorf(EINVALID, "certificate %s binds configuration %s, which the broker does not hold", payload.ID, payload.ConfigDigest)
+	} else if err != nil {
+		return nil, err
 	}
-	if err := b.checkStanding(ctx, stored, payload); err != nil {
+	if err := b.checkStanding(ctx, st, stored, payload); err != nil {
 		return nil, err
 	}
 	// What runs is what the verified envelope says, not the stored copy.
@@ -76,13 +86,13 @@ func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Cert
 // far as time, epochs and revocation go (nil), or why not (EINVALID): the
 // very check an execution makes, for pages that show a certificate.
 func (b *Service) Standing(ctx context.Context, cert *Certificate) error {
-	return b.checkStanding(ctx, cert, &cert.CertificatePayload)
+	return b.checkStanding(ctx, b.opts.Store, cert, &cert.CertificatePayload)
 }
 
 // checkStanding checks what can change after a certificate was issued:
 // its validity window (with the clock-skew allowance), the policy epoch,
 // the workspace's revocation epoch and its own revocation.
-func (b *Service) checkStanding(ctx context.Context, stored *Certificate, payload *CertificatePayload) error {
+func (b *Service) checkStanding(ctx context.Context, st Store, stored *Certificate, payload *CertificatePayload) error {
 	ws := payload.Workspace
 	now, skew := b.now(), b.opts.ClockSkew
 	switch {
@@ -91,14 +101,14 @@ func (b *Service) checkStanding(ctx context.Context, stored *Certificate, payloa
 	case now.Add(-skew).After(payload.NotAfter):
 		return Errorf(EINVALID, "certificate %s expired at %s", payload.ID, payload.NotAfter.Format("2006-01-02T15:04:05Z07:00"))
 	}
-	policy, err := b.opts.Store.PolicyEpoch(ctx)
+	policy, err := st.PolicyEpoch(ctx)
 	if err != nil {
 		return err
 	}
 	if payload.PolicyEpoch != policy {
 		return Errorf(EINVALID, "certificate %s is from policy epoch %d, and the policy is now at epoch %d", payload.ID, payload.PolicyEpoch, policy)
 	}
-	revocation, err := b.opts.Store.RevocationEpoch(ctx, ws)
+	revocation, err := st.RevocationEpoch(ctx, ws)
 	if err != nil {
 		return err
 	}
@@ -154,7 +164,10 @@ func (b *Service) WaitExecution(ctx context.Context, id string) (*Execution, err
 }
 
 // Begin verifies and consumes the certificate, records the execution and
-// queues it for a runner. A workspace held for reconciliation refuses it.
+// queues it for a runner, all in one transaction with the audit entry. A
+// workspace held for reconciliation refuses it. A refusal (EINVALID, or
+// ECONFLICT for a used or revoked certificate) is audited as
+// execution.refused before it is returned.
 func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *Certificate, error) {
 	envelope := req.Envelope
 	if len(envelope) == 0 {
@@ -164,42 +177,65 @@ func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *C
 		}
 		envelope = stored.Envelope
 	}
-	cert, err := b.VerifyCertificate(ctx, envelope)
-	if err == nil {
-		err = b.checkHold(ctx, cert.Workspace)
-	}
+	var (
+		e    *Execution
+		cert *Certificate
+	)
+	err := b.opts.Store.Tx(ctx, func(tx Store) error {
+		var err error
+		if cert, err = b.verifyCertificate(ctx, tx, envelope); err != nil {
+			return err
+		}
+		if err := b.checkHold(ctx, tx, cert.Workspace); err != nil {
+			return err
+		}
+		proposal, err := tx.Proposal(ctx, cert.ProposalID)
+		if err != nil {
+			return err
+		}
+		now := b.now()
+		e = &Execution{ID: newID("exec"), CertificateID: cert.ID, Workspace: cert.Workspace, State: ExecutionQueued, StartedAt: now, UpdatedAt: now}
+		if err := tx.ConsumeCertificate(ctx, cert.ID, e); err != nil {
+			return err
+		}
+		if err := b.audit(ctx, tx, req.Actor, "execution.started", e.ID, map[string]any{"certificate": cert.ID, "workspace": cert.Workspace}); err != nil {
+			return err
+		}
+		return b.enqueueIn(ctx, tx, &Job{ID: jobIDFor(e.ID), Kind: JobExecute, Workspace: e.Workspace, Subject: e.ID,
+			ConfigDigest: cert.ConfigDigest, Vars: proposal.Vars, MaxAttempts: executeAttempts})
+	})
 	if err != nil {
-		subject := req.CertificateID
-		b.audit(ctx, req.Actor, "execution.refused", subject, map[string]any{"reason": ErrorMessage(err)})
-		return nil, nil, err
-	}
-	proposal, err := b.opts.Store.Proposal(ctx, cert.ProposalID)
-	if err != nil {
-		return nil, nil, err
-	}
-	now := b.now()
-	e := &Execution{ID: newID("exec"), CertificateID: cert.ID, Workspace: cert.Workspace, State: ExecutionQueued, StartedAt: now, UpdatedAt: now}
-	if err := b.opts.Store.ConsumeCertificate(ctx, cert.ID, e); err != nil {
-		if ErrorCode(err) == ECONFLICT {
-			b.audit(ctx, req.Actor, "execution.refused", cert.ID, map[string]any{"reason": ErrorMessage(err)})
+		if code := ErrorCode(err); code == EINVALID || code == ECONFLICT {
+			return nil, nil, b.refuseExecution(ctx, req.Actor, envelope, err)
 		}
 		return nil, nil, err
 	}
-	if err := b.audit(ctx, req.Actor, "execution.started", e.ID, map[string]any{"certificate": cert.ID, "workspace": cert.Workspace}); err != nil {
-		return e, nil, err
-	}
-	err = b.enqueue(ctx, &Job{ID: jobIDFor(e.ID), Kind: JobExecute, Workspace: e.Workspace, Subject: e.ID,
-		ConfigDigest: cert.ConfigDigest, Vars: proposal.Vars, MaxAttempts: executeAttempts})
-	if err != nil {
-		return e, nil, errors.Join(err, b.finish(ctx, e, ExecutionFailed, "seb could not queue the execution", err))
-	}
+	b.queue.signal()
 	return e, cert, nil
 }
 
+// refuseExecution audits a refused request to execute and returns why it
+// was refused. The entry names the certificate when the envelope carries
+// this broker's signature, else the envelope's digest: a forged envelope
+// cannot put a name of its choosing in the log. If the entry cannot be
+// written, the caller learns that too.
+func (b *Service) refuseExecution(ctx context.Context, actor string, envelope []byte, refusal error) error {
+	subject := sha256DigestOf(envelope)
+	if payload, err := VerifyCertificate(envelope, b.opts.Signer.PublicKey()); err == nil {
+		subject = payload.ID
+	}
+	err := b.audit(context.WithoutCancel(ctx), b.opts.Store, actor, "execution.refused", subject,
+		map[string]any{"reason": ErrorMessage(refusal), "envelope_digest": sha256DigestOf(envelope)})
+	if err != nil {
+		return fmt.Errorf("%w (and the refusal could not be audited: %v)", refusal, err)
+	}
+	return refusal
+}
+
 // checkHold refuses a workspace held for reconciliation (EINVALID, with
-// why).
-func (b *Service) checkHold(ctx context.Context, workspace string) error {
-	h, err := b.opts.Store.WorkspaceHold(ctx, workspace)
+// why), reading through st.
+func (b *Service) checkHold(ctx context.Context, st Store, workspace string) error {
+	h, err := st.WorkspaceHold(ctx, workspace)
 	if ErrorCode(err) == ENOTFOUND {
 		return nil
 	}
@@ -220,7 +256,7 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 		return nil, err
 	}
 	if r.Error != "" {
-		return &PlanVerdict{Reason: r.Error}, b.endExecution(ctx, j, e, ExecutionFailed, "the live plan failed: "+r.Error, nil)
+		return &PlanVerdict{Reason: r.Error}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionFailed, "the live plan failed: "+r.Error, nil)
 	}
 	stored, err := b.opts.Store.Certificate(ctx, e.CertificateID)
 	if err != nil {
@@ -230,13 +266,9 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	if err != nil {
 		return nil, err
 	}
-	e.State, e.UpdatedAt = ExecutionComparing, b.now()
-	if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
-		return nil, err
-	}
 	live, err := planparse.Parse(bytes.NewReader(r.Plan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
 	if err != nil {
-		return &PlanVerdict{Reason: "unreadable plan"}, b.endExecution(ctx, j, e, ExecutionFailed, "the live plan could not be read: "+err.Error(), nil)
+		return &PlanVerdict{Reason: "unreadable plan"}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionFailed, "the live plan could not be read: "+err.Error(), nil)
 	}
 	// What is compared is what the signed envelope says. The run may have
 	// waited in the queue: the certificate must still stand (window,
@@ -244,7 +276,12 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	// workspace must not be held.
 	cert, err := b.VerifyCertificate(ctx, stored.Envelope)
 	if err == nil {
-		err = b.checkHold(ctx, e.Workspace)
+		err = b.checkHold(ctx, b.opts.Store, e.Workspace)
+	}
+	if err != nil && ErrorCode(err) != EINVALID {
+		// Not a refusal: the broker could not check. The runner reports
+		// again.
+		return nil, err
 	}
 	if err == nil {
 		if reason, rerr := RefusedByTerraformsReading(r.Plan); rerr != nil || reason != "" {
@@ -259,22 +296,28 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	}
 	if !decision.Accepted {
 		e.Divergence, _ = json.Marshal(decision)
-		return &PlanVerdict{Reason: decision.Reason}, b.endExecution(ctx, j, e, ExecutionRejected, decision.Reason, nil)
+		return &PlanVerdict{Reason: decision.Reason}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionRejected, decision.Reason, nil)
 	}
 	grant, err := RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name,
 		ExecutionID: e.ID, CertificateID: cert.ID}.Grant(drift.PhaseApply)
 	if err != nil {
 		return nil, err
 	}
-	j.Phase = string(drift.PhaseApply)
-	if err := b.opts.Store.UpdateJob(ctx, j, b.now()); err != nil {
-		return nil, err
-	}
-	e.State, e.UpdatedAt = ExecutionApplying, b.now()
-	if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
-		return nil, err
-	}
-	if err := b.audit(ctx, "seb", "credential.apply_issued", e.ID, map[string]any{"jti": grant.TokenID, "expires_at": grant.ExpiresAt}); err != nil {
+	// The credential is handed out only once the job's phase, the
+	// execution's state and the audit entry naming it are committed.
+	err = b.opts.Store.Tx(ctx, func(tx Store) error {
+		j.Phase = string(drift.PhaseApply)
+		if err := tx.UpdateJob(ctx, j, b.now()); err != nil {
+			return err
+		}
+		e.State, e.UpdatedAt = ExecutionApplying, b.now()
+		if err := tx.UpdateExecution(ctx, e, ExecutionPlanning); err != nil {
+			return err
+		}
+		return b.audit(ctx, tx, "seb", "credential.apply_issued", e.ID, map[string]any{"jti": grant.TokenID, "expires_at": grant.ExpiresAt})
+	})
+	if err != nil {
+		j.Phase = string(drift.PhasePlan)
 		return nil, err
 	}
 	return &PlanVerdict{Apply: true, Credentials: grant}, nil
@@ -336,12 +379,12 @@ func (b *Service) ReportApply(ctx context.Context, id string, token int64, r App
 	}
 	switch r.Outcome {
 	case drift.Succeeded:
-		return b.endExecution(ctx, j, e, ExecutionSucceeded, "", nil)
+		return b.endExecution(ctx, b.opts.Store, j, e, ExecutionSucceeded, "", nil)
 	case drift.Interrupted:
-		return b.endExecution(ctx, j, e, ExecutionInterrupted, "the apply was interrupted: "+r.Error, &Hold{
+		return b.endExecution(ctx, b.opts.Store, j, e, ExecutionInterrupted, "the apply was interrupted: "+r.Error, &Hold{
 			Reason: fmt.Sprintf("execution %s was interrupted during its apply; resources changed after Terraform last wrote its state may be missing from it", e.ID)})
 	default:
-		return b.endExecution(ctx, j, e, ExecutionFailed, "the apply failed: "+r.Error, nil)
+		return b.endExecution(ctx, b.opts.Store, j, e, ExecutionFailed, "the apply failed: "+r.Error, nil)
 	}
 }
 
@@ -358,8 +401,8 @@ func (b *Service) ReportFailure(ctx context.Context, id string, token int64, rea
 
 // interrupted ends an execution whose runner stopped, or was stopped,
 // while it ran: never retried; held for reconciliation if it was applying.
-func (b *Service) interrupted(ctx context.Context, j *Job, reason string) error {
-	e, err := b.opts.Store.Execution(ctx, j.Subject)
+func (b *Service) interrupted(ctx context.Context, st Store, j *Job, reason string) error {
+	e, err := st.Execution(ctx, j.Subject)
 	if err != nil || e.State.Final() {
 		return err
 	}
@@ -367,87 +410,73 @@ func (b *Service) interrupted(ctx context.Context, j *Job, reason string) error 
 	if e.State == ExecutionApplying {
 		hold = &Hold{Reason: fmt.Sprintf("execution %s stopped during its apply (%s); resources changed after the runner last sent the state may be missing from it", e.ID, reason)}
 	}
-	return b.endExecution(ctx, nil, e, ExecutionInterrupted, reason+"; it is not retried", hold)
+	return b.endExecution(ctx, st, nil, e, ExecutionInterrupted, reason+"; it is not retried", hold)
 }
 
-// endExecution ends an execution and, when j is set, its job: the logs the
-// runner sent are signed and stored, the final state recorded and
-// audited, and the workspace held when hold is set.
-func (b *Service) endExecution(ctx context.Context, j *Job, e *Execution, state ExecutionState, reason string, hold *Hold) error {
+// endExecution ends an execution and, when j is set, its job, in one
+// transaction, even when ctx was the cancellation that ended the run: the
+// logs the runner sent are signed and stored, the workspace held when hold
+// is set, and the final state recorded and audited. The execution must
+// still be in the state e says (ECONFLICT otherwise): a final state is
+// never overwritten. A failure records nothing, and the runner's report
+// (or the sweep) tries again.
+func (b *Service) endExecution(ctx context.Context, st Store, j *Job, e *Execution, state ExecutionState, reason string, hold *Hold) error {
 	ctx = context.WithoutCancel(ctx)
-	var err error
-	jobID := jobIDFor(e.ID)
-	for phase, id := range map[string]*string{string(drift.PhasePlan): &e.PlanLogID, string(drift.PhaseApply): &e.ApplyLogID} {
-		log, lerr := b.opts.Store.JobLog(ctx, jobID, phase)
-		if lerr != nil {
-			err = errors.Join(err, lerr)
-			continue
+	ended := *e
+	err := st.Tx(ctx, func(tx Store) error {
+		jobID := jobIDFor(e.ID)
+		for _, phase := range []drift.Phase{drift.PhasePlan, drift.PhaseApply} {
+			log, err := tx.JobLog(ctx, jobID, string(phase))
+			if err != nil {
+				return err
+			}
+			if len(log) == 0 {
+				continue
+			}
+			a := &Artifact{ID: newID("art"), Kind: string(phase) + "-log", Data: log, CreatedAt: b.now()}
+			b.opts.Signer.SignArtifact(a)
+			if err := tx.PutArtifact(ctx, a); err != nil {
+				return err
+			}
+			if phase == drift.PhasePlan {
+				ended.PlanLogID = a.ID
+			} else {
+				ended.ApplyLogID = a.ID
+			}
 		}
-		if len(log) > 0 {
-			var serr error
-			*id, serr = b.storeLog(ctx, phase+"-log", log)
-			err = errors.Join(err, serr)
+		if hold != nil {
+			h := *hold
+			h.Workspace, h.Execution, h.Since = e.Workspace, e.ID, b.now()
+			if err := tx.HoldWorkspace(ctx, h); err != nil {
+				return err
+			}
+			if err := b.audit(ctx, tx, "seb", "workspace.held", e.Workspace, map[string]any{"execution": e.ID, "reason": h.Reason}); err != nil {
+				return err
+			}
 		}
-	}
-	if hold != nil {
-		hold.Workspace, hold.Execution, hold.Since = e.Workspace, e.ID, b.now()
-		if herr := b.opts.Store.HoldWorkspace(ctx, *hold); herr != nil {
-			err = errors.Join(err, herr)
-		} else {
-			err = errors.Join(err, b.audit(ctx, "seb", "workspace.held", e.Workspace, map[string]any{"execution": e.ID, "reason": hold.Reason}))
+		if j != nil {
+			jobState := JobDone
+			if state == ExecutionFailed || state == ExecutionInterrupted {
+				jobState = JobFailed
+			}
+			done := *j
+			// A job that already ended (cancelled) keeps its end.
+			if err := b.endJob(ctx, tx, &done, jobState, reason); err != nil && ErrorCode(err) != ECONFLICT {
+				return err
+			}
 		}
-	}
-	if j != nil {
-		jobState := JobDone
-		if state == ExecutionFailed || state == ExecutionInterrupted {
-			jobState = JobFailed
+		ended.State, ended.Reason, ended.UpdatedAt = state, reason, b.now()
+		if err := tx.UpdateExecution(ctx, &ended, e.State); err != nil {
+			return err
 		}
-		if jerr := b.endJob(ctx, j, jobState, reason); jerr != nil && ErrorCode(jerr) != ECONFLICT {
-			err = errors.Join(err, jerr)
-		}
-	}
-	// The outcome is the execution's, not an error of the report.
-	return errors.Join(err, b.record(ctx, e, state, reason))
-}
-
-// storeLog stores a log as a signed artifact and returns its id.
-func (b *Service) storeLog(ctx context.Context, kind string, data []byte) (string, error) {
-	a := &Artifact{ID: newID("art"), Kind: kind, Data: data, CreatedAt: b.now()}
-	b.opts.Signer.SignArtifact(a)
-	if err := b.opts.Store.PutArtifact(context.WithoutCancel(ctx), a); err != nil {
-		return "", err
-	}
-	return a.ID, nil
-}
-
-// finish records an execution's final state and audits it. It returns
-// cause: nil for success, else the error the caller sees.
-func (b *Service) finish(ctx context.Context, e *Execution, state ExecutionState, reason string, cause error) error {
-	if err := b.record(ctx, e, state, reason); err != nil {
-		return errors.Join(cause, err)
-	}
-	if state == ExecutionSucceeded {
-		return nil
-	}
-	if state == ExecutionRejected {
-		return Errorf(ECONFLICT, "execution %s rejected: %s", e.ID, reason)
-	}
-	if cause == nil {
-		cause = errors.New(reason)
-	}
-	return fmt.Errorf("execution %s %s: %w", e.ID, state, cause)
-}
-
-// record stores an execution's final state and audits it, even when ctx
-// was the cancellation that ended the run.
-func (b *Service) record(ctx context.Context, e *Execution, state ExecutionState, reason string) error {
-	ctx = context.WithoutCancel(ctx)
-	e.State, e.Reason, e.UpdatedAt = state, reason, b.now()
-	if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
+		details := map[string]any{"certificate": e.CertificateID, "reason": reason, "plan_log": ended.PlanLogID, "apply_log": ended.ApplyLogID}
+		return b.audit(ctx, tx, "seb", "execution."+string(state), e.ID, details)
+	})
+	if err != nil {
 		return err
 	}
-	details := map[string]any{"certificate": e.CertificateID, "reason": reason, "plan_log": e.PlanLogID, "apply_log": e.ApplyLogID}
-	return b.audit(ctx, "seb", "execution."+string(state), e.ID, details)
+	*e = ended
+	return nil
 }
 
 // Reconcile releases a workspace held for reconciliation, once an admin
@@ -458,14 +487,16 @@ func (b *Service) Reconcile(ctx context.Context, workspace, by, note string) err
 	if _, err := b.Workspace(workspace); err != nil {
 		return err
 	}
-	h, err := b.opts.Store.WorkspaceHold(ctx, workspace)
-	if err != nil {
-		return err
-	}
-	if err := b.opts.Store.ReleaseWorkspace(ctx, workspace); err != nil {
-		return err
-	}
-	return b.audit(ctx, by, "workspace.reconciled", workspace, map[string]any{"execution": h.Execution, "hold": h.Reason, "note": note})
+	return b.opts.Store.Tx(ctx, func(tx Store) error {
+		h, err := tx.WorkspaceHold(ctx, workspace)
+		if err != nil {
+			return err
+		}
+		if err := tx.ReleaseWorkspace(ctx, workspace); err != nil {
+			return err
+		}
+		return b.audit(ctx, tx, by, "workspace.reconciled", workspace, map[string]any{"execution": h.Execution, "hold": h.Reason, "note": note})
+	})
 }
 
 // Hold returns a workspace's hold, or ENOTFOUND when it is not held.

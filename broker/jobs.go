@@ -102,12 +102,18 @@ func jobIDFor(subject string) string { return "job-" + subject }
 
 // enqueue queues a job now and wakes the runners.
 func (b *Service) enqueue(ctx context.Context, j *Job) error {
-	j.State, j.CreatedAt, j.UpdatedAt = JobQueued, b.now(), b.now()
-	if err := b.opts.Store.EnqueueJob(ctx, j); err != nil {
+	if err := b.enqueueIn(ctx, b.opts.Store, j); err != nil {
 		return err
 	}
 	b.queue.signal()
 	return nil
+}
+
+// enqueueIn queues a job through st; the caller wakes the runners once
+// st's transaction commits.
+func (b *Service) enqueueIn(ctx context.Context, st Store, j *Job) error {
+	j.State, j.CreatedAt, j.UpdatedAt = JobQueued, b.now(), b.now()
+	return st.EnqueueJob(ctx, j)
 }
 
 // LeaseJob leases the next job to the runner, waiting up to wait for one
@@ -168,7 +174,7 @@ func (b *Service) leaseOf(ctx context.Context, j *Job) (*Lease, error) {
 		}
 		creds.ExecutionID, creds.CertificateID = e.ID, e.CertificateID
 		e.State, e.UpdatedAt = ExecutionPlanning, b.now()
-		if err := b.opts.Store.UpdateExecution(ctx, e); err != nil {
+		if err := b.opts.Store.UpdateExecution(ctx, e, ExecutionQueued); err != nil {
 			return nil, err
 		}
 	}
@@ -245,7 +251,7 @@ func (b *Service) ReportPlan(ctx context.Context, id string, token int64, r Plan
 	case JobPlan:
 		if r.Error != "" {
 			// Done: the configuration, not the runner, failed.
-			return &PlanVerdict{}, b.endJob(ctx, j, JobDone, r.Error)
+			return &PlanVerdict{}, b.endJob(ctx, b.opts.Store, j, JobDone, r.Error)
 		}
 		j.Result, j.State = r.Plan, JobDone
 		return &PlanVerdict{}, b.opts.Store.UpdateJob(ctx, j, b.now())
@@ -257,10 +263,10 @@ func (b *Service) ReportPlan(ctx context.Context, id string, token int64, r Plan
 	}
 }
 
-// endJob ends a leased job.
-func (b *Service) endJob(ctx context.Context, j *Job, state JobState, reason string) error {
+// endJob ends a leased job, through st.
+func (b *Service) endJob(ctx context.Context, st Store, j *Job, state JobState, reason string) error {
 	j.State, j.Error = state, reason
-	return b.opts.Store.UpdateJob(ctx, j, b.now())
+	return st.UpdateJob(ctx, j, b.now())
 }
 
 // retryOrFail handles a job that failed for the runner's reasons: queued
@@ -284,25 +290,27 @@ func (b *Service) retryOrFail(ctx context.Context, j *Job, reason string) error 
 // failJob fails a job for good and records what that means for its
 // subject.
 func (b *Service) failJob(ctx context.Context, j *Job, reason string) error {
-	if err := b.opts.Store.EndJob(ctx, j.ID, JobFailed, reason, b.now()); err != nil && ErrorCode(err) != ECONFLICT {
-		return err
-	}
-	return b.jobEnded(ctx, j, fmt.Sprintf("seb could not plan it after %d attempt(s): %s", j.Attempts, reason), reason)
+	return b.opts.Store.Tx(ctx, func(tx Store) error {
+		if err := tx.EndJob(ctx, j.ID, JobFailed, reason, b.now()); err != nil && ErrorCode(err) != ECONFLICT {
+			return err
+		}
+		return b.jobEnded(ctx, tx, j, fmt.Sprintf("seb could not plan it after %d attempt(s): %s", j.Attempts, reason), reason)
+	})
 }
 
 // jobEnded records what the end of a job that produced nothing means for
 // its subject: a verifying proposal is refused with refusal, an execution
-// interrupted with interruption.
-func (b *Service) jobEnded(ctx context.Context, j *Job, refusal, interruption string) error {
+// interrupted with interruption. It records through st.
+func (b *Service) jobEnded(ctx context.Context, st Store, j *Job, refusal, interruption string) error {
 	switch j.Kind {
 	case JobVerify:
-		p, err := b.opts.Store.Proposal(ctx, j.Subject)
+		p, err := st.Proposal(ctx, j.Subject)
 		if err != nil || p.State != ProposalVerifying {
 			return err
 		}
-		return ignoreRefusal(b.refuse(ctx, p, refusal))
+		return ignoreRefusal(b.refuse(ctx, st, p, refusal))
 	case JobExecute:
-		return b.interrupted(ctx, j, interruption)
+		return b.interrupted(ctx, st, j, interruption)
 	}
 	return nil
 }
@@ -310,32 +318,44 @@ func (b *Service) jobEnded(ctx context.Context, j *Job, refusal, interruption st
 // verified completes a proposal with seb's plan of it: refused when the
 // plan failed or changes nothing, diverged when the agent's plan differs,
 // else pending — and certified at once when no approval is needed.
+//
+// The job's end, the proposal's outcome, its audit entry and any
+// certificate commit in one transaction: a failure leaves the job leased
+// and the proposal verifying, and the runner's report is tried again.
 func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
-	p, err := b.opts.Store.Proposal(ctx, j.Subject)
-	if err != nil {
-		return err
-	}
-	if err := b.endJob(ctx, j, JobDone, r.Error); err != nil {
-		return err
-	}
-	if p.State != ProposalVerifying {
-		return nil
-	}
+	// The plan is read before the transaction, which must stay short.
+	var (
+		plan    *planparse.Plan
+		refusal string
+	)
 	if r.Error != "" {
-		return ignoreRefusal(b.refuse(ctx, p, "seb's plan failed: "+r.Error))
+		refusal = "seb's plan failed: " + r.Error
+	} else if parsed, err := planparse.Parse(bytes.NewReader(r.Plan), planparse.Options{SensitiveKey: b.opts.SensitiveKey}); err != nil {
+		refusal = "seb's plan could not be read: " + err.Error()
+	} else if reason, err := RefusedByTerraformsReading(r.Plan); err != nil {
+		refusal = err.Error()
+	} else if reason != "" {
+		refusal = reason
+	} else {
+		plan = parsed
 	}
-	plan, err := planparse.Parse(bytes.NewReader(r.Plan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
-	if err != nil {
-		return ignoreRefusal(b.refuse(ctx, p, "seb's plan could not be read: "+err.Error()))
-	}
-	if reason, err := RefusedByTerraformsReading(r.Plan); err != nil || reason != "" {
+	return b.opts.Store.Tx(ctx, func(tx Store) error {
+		p, err := tx.Proposal(ctx, j.Subject)
 		if err != nil {
-			reason = err.Error()
+			return err
 		}
-		return ignoreRefusal(b.refuse(ctx, p, reason))
-	}
-	_, _, err = b.completeVerify(ctx, p, plan, r.Plan)
-	return ignoreRefusal(err)
+		if err := b.endJob(ctx, tx, j, JobDone, r.Error); err != nil {
+			return err
+		}
+		switch {
+		case p.State != ProposalVerifying:
+			return nil
+		case refusal != "":
+			return ignoreRefusal(b.refuse(ctx, tx, p, refusal))
+		}
+		_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan)
+		return ignoreRefusal(err)
+	})
 }
 
 // ignoreRefusal drops the EINVALID error refuse returns: for a runner's
@@ -376,13 +396,15 @@ func (b *Service) CancelJob(ctx context.Context, id, by string) error {
 		return err
 	}
 	reason := "cancelled by " + by
-	if err := b.opts.Store.EndJob(ctx, id, JobCancelled, reason, b.now()); err != nil {
-		return err
-	}
-	if err := b.audit(ctx, by, "job.cancelled", id, map[string]any{"kind": j.Kind, "subject": j.Subject}); err != nil {
-		return err
-	}
-	return b.jobEnded(ctx, j, "its verification was "+reason, "the execution was "+reason)
+	return b.opts.Store.Tx(ctx, func(tx Store) error {
+		if err := tx.EndJob(ctx, id, JobCancelled, reason, b.now()); err != nil {
+			return err
+		}
+		if err := b.audit(ctx, tx, by, "job.cancelled", id, map[string]any{"kind": j.Kind, "subject": j.Subject}); err != nil {
+			return err
+		}
+		return b.jobEnded(ctx, tx, j, "its verification was "+reason, "the execution was "+reason)
+	})
 }
 
 // SweepJobs ends the jobs whose runner stopped renewing its lease: a
@@ -418,7 +440,7 @@ func (b *Service) SweepJobs(ctx context.Context) error {
 		case j.State.Final():
 			// The job ended but recording its outcome failed: the
 			// proposal must not wait for ever.
-			errs = append(errs, ignoreRefusal(b.refuse(ctx, p, "its verification ended without an outcome: "+j.Error)))
+			errs = append(errs, ignoreRefusal(b.refuse(ctx, b.opts.Store, p, "its verification ended without an outcome: "+j.Error)))
 		}
 	}
 	return errors.Join(errs...)
@@ -426,7 +448,17 @@ func (b *Service) SweepJobs(ctx context.Context) error {
 
 // queueVerification queues seb's plan of a proposal.
 func (b *Service) queueVerification(ctx context.Context, p *Proposal) error {
-	err := b.enqueue(ctx, &Job{ID: jobIDFor(p.ID), Kind: JobVerify, Workspace: p.Workspace, Subject: p.ID,
+	if err := b.queueVerificationIn(ctx, b.opts.Store, p); err != nil {
+		return err
+	}
+	b.queue.signal()
+	return nil
+}
+
+// queueVerificationIn queues it through st; queued already is not an
+// error.
+func (b *Service) queueVerificationIn(ctx context.Context, st Store, p *Proposal) error {
+	err := b.enqueueIn(ctx, st, &Job{ID: jobIDFor(p.ID), Kind: JobVerify, Workspace: p.Workspace, Subject: p.ID,
 		ConfigDigest: p.ConfigDigest, Vars: p.Vars, MaxAttempts: verifyAttempts})
 	if ErrorCode(err) == ECONFLICT {
 		return nil

@@ -136,12 +136,12 @@ func (b *Service) auditEntry(actor, action, subject string, details any) (AuditE
 }
 
 // audit appends a decision to the signed, hash-chained audit log.
-func (b *Service) audit(ctx context.Context, actor, action, subject string, details any) error {
+func (b *Service) audit(ctx context.Context, st Store, actor, action, subject string, details any) error {
 	entry, err := b.auditEntry(actor, action, subject, details)
 	if err != nil {
 		return err
 	}
-	_, err = b.opts.Store.AppendAudit(ctx, func(last *AuditEntry) (*AuditEntry, error) {
+	_, err = st.AppendAudit(ctx, func(last *AuditEntry) (*AuditEntry, error) {
 		return b.opts.Signer.SealAudit(last, entry)
 	})
 	if err != nil {

@@ -67,6 +67,15 @@ func (c *testClock) Advance(d time.Duration) {
 
 func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 	t.Helper()
+	return newWorldWith(t, configure, nil, nil)
+}
+
+// newWorldWith builds a world whose broker uses the store wrapStore
+// returns, and whose runner reaches the broker through what wrapBroker
+// returns (nil: as they are).
+func newWorldWith(t *testing.T, configure func(*broker.Workspace), wrapStore func(broker.Store) broker.Store,
+	wrapBroker func(runner.Broker) runner.Broker) *world {
+	t.Helper()
 	issuer := sandboxtest.StartIssuer(t)
 	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")})
 	store, err := sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{})
@@ -94,14 +103,22 @@ func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 		configure(&ws)
 	}
 	clock := &testClock{}
+	var serviceStore broker.Store = store
+	if wrapStore != nil {
+		serviceStore = wrapStore(store)
+	}
 	svc, err := broker.New(broker.Options{
-		Store: store, State: state, Signer: signer, Issuer: issuer,
+		Store: serviceStore, State: state, Signer: signer, Issuer: issuer,
 		Workspaces: []broker.Workspace{ws}, SensitiveKey: sensitiveKey, ClockSkew: 30 * time.Second, Now: clock.Now,
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	stop := runnertest.Start(t, svc, "test-runner")
+	var runnerBroker runner.Broker = svc
+	if wrapBroker != nil {
+		runnerBroker = wrapBroker(svc)
+	}
+	stop := runnertest.Start(t, runnerBroker, "test-runner")
 	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, state: state, stopRunner: stop}
 }
 

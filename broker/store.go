@@ -59,8 +59,9 @@ type Store interface {
 	ConsumeCertificate(ctx context.Context, certificateID string, e *Execution) error
 
 	// UpdateExecution stores an execution's new state, reason, divergence,
-	// log ids and update time.
-	UpdateExecution(ctx context.Context, e *Execution) error
+	// log ids and update time if it is in state from (ECONFLICT if not):
+	// a final state is never overwritten.
+	UpdateExecution(ctx context.Context, e *Execution, from ExecutionState) error
 	// Execution returns an execution, or ENOTFOUND.
 	Execution(ctx context.Context, id string) (*Execution, error)
 	// ListExecutions returns executions matching the filter, newest first.
@@ -136,6 +137,15 @@ type Store interface {
 	WorkspaceHold(ctx context.Context, workspace string) (*Hold, error)
 	// ReleaseWorkspace ends a hold; ENOTFOUND if there is none.
 	ReleaseWorkspace(ctx context.Context, workspace string) error
+
+	// Tx runs fn with a Store bound to one transaction and commits what fn
+	// wrote through it if fn returns nil; an error of fn rolls it all back
+	// and is returned as it is. Each method called inside fn is atomic on
+	// its own (a failed one undoes only itself), a Tx inside fn joins the
+	// outer one, and fn must use no other Store. A use case runs in one Tx
+	// so that its decision and its audit entry commit together or not at
+	// all.
+	Tx(ctx context.Context, fn func(tx Store) error) error
 
 	Close() error
 }

@@ -14,7 +14,7 @@ import (
 // PutArtifact stores a signed artifact; ECONFLICT if the id exists,
 // EINVALID for an empty id.
 func (s *Store) PutArtifact(ctx context.Context, a *broker.Artifact) error {
-	return insertArtifact(ctx, s.writer, a)
+	return insertArtifact(ctx, s.wr(), a)
 }
 
 func insertArtifact(ctx context.Context, x execer, a *broker.Artifact) error {
@@ -33,7 +33,7 @@ func (s *Store) Artifact(ctx context.Context, id string) (*broker.Artifact, erro
 		a         broker.Artifact
 		createdAt string
 	)
-	err := s.reader.QueryRowContext(ctx, "SELECT id, kind, digest, data, signature, key_id, created_at FROM artifacts WHERE id = ?", id).
+	err := s.rd().QueryRowContext(ctx, "SELECT id, kind, digest, data, signature, key_id, created_at FROM artifacts WHERE id = ?", id).
 		Scan(&a.ID, &a.Kind, &a.Digest, &a.Data, &a.Signature, &a.KeyID, &createdAt)
 	if err == nil {
 		a.CreatedAt, err = parseTime(createdAt)
@@ -142,7 +142,7 @@ func (s *Store) AuditEntries(ctx context.Context, after int64, limit int) ([]*br
 		return nil, broker.Errorf(broker.EINVALID, "limit %d is not positive", limit)
 	}
 	t := target{kind: "audit entries"}
-	rows, err := s.reader.QueryContext(ctx, "SELECT "+auditColumns+" FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
+	rows, err := s.rd().QueryContext(ctx, "SELECT "+auditColumns+" FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
 	if err != nil {
 		return nil, formatError(err, t)
 	}

@@ -40,7 +40,7 @@ func (s *Store) CreateCertificate(ctx context.Context, c *broker.Certificate) er
 	if c.RevokedAt != nil {
 		revokedAt = sql.NullString{String: formatTime(*c.RevokedAt), Valid: true}
 	}
-	_, err = s.writer.ExecContext(ctx, `INSERT INTO certificates (id, workspace, proposal_id, config_digest, diff_digest,
+	_, err = s.wr().ExecContext(ctx, `INSERT INTO certificates (id, workspace, proposal_id, config_digest, diff_digest,
 		plan_digest, summary, not_before, not_after, policy_epoch, revocation_epoch, approvals, issuer_key_id,
 		single_use, envelope, revoked_at, revoked_by)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
@@ -52,7 +52,7 @@ func (s *Store) CreateCertificate(ctx context.Context, c *broker.Certificate) er
 
 // Certificate returns a certificate, or ENOTFOUND.
 func (s *Store) Certificate(ctx context.Context, id string) (*broker.Certificate, error) {
-	c, err := s.certificate(ctx, s.reader, id)
+	c, err := s.certificate(ctx, s.rd(), id)
 	if err != nil {
 		return nil, formatError(err, target{kind: "certificate", id: id})
 	}
@@ -63,7 +63,7 @@ func (s *Store) Certificate(ctx context.Context, id string) (*broker.Certificate
 // ENOTFOUND.
 func (s *Store) ProposalCertificate(ctx context.Context, proposalID string) (*broker.Certificate, error) {
 	var id string
-	err := s.reader.QueryRowContext(ctx, "SELECT id FROM certificates WHERE proposal_id = ? ORDER BY not_before DESC LIMIT 1", proposalID).Scan(&id)
+	err := s.rd().QueryRowContext(ctx, "SELECT id FROM certificates WHERE proposal_id = ? ORDER BY not_before DESC LIMIT 1", proposalID).Scan(&id)
 	if err != nil {
 		return nil, formatError(err, target{kind: "certificate of proposal", id: proposalID})
 	}
@@ -230,10 +230,11 @@ func insertExecution(ctx context.Context, tx *sql.Tx, e *broker.Execution) error
 }
 
 // UpdateExecution stores an execution's new state, reason, divergence,
-// log ids and update time; ENOTFOUND if it does not exist, EINVALID for an
-// unknown state or a divergence that is not JSON. Its other fields are
-// not changed.
-func (s *Store) UpdateExecution(ctx context.Context, e *broker.Execution) error {
+// log ids and update time if it is in state from; ENOTFOUND if it does not
+// exist, ECONFLICT if it is in another state, EINVALID for an unknown
+// state or a divergence that is not JSON. Its other fields are not
+// changed.
+func (s *Store) UpdateExecution(ctx context.Context, e *broker.Execution, from broker.ExecutionState) error {
 	if err := validExecutionState(e.State); err != nil {
 		return err
 	}
@@ -242,15 +243,19 @@ func (s *Store) UpdateExecution(ctx context.Context, e *broker.Execution) error 
 	}
 	return s.write(ctx, target{kind: "execution", id: e.ID}, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE executions SET state = ?, reason = ?, divergence = ?, plan_log_id = ?,
-			apply_log_id = ?, updated_at = ? WHERE id = ?`,
-			string(e.State), e.Reason, nullText(e.Divergence), e.PlanLogID, e.ApplyLogID, formatTime(e.UpdatedAt), e.ID)
+			apply_log_id = ?, updated_at = ? WHERE id = ? AND state = ?`,
+			string(e.State), e.Reason, nullText(e.Divergence), e.PlanLogID, e.ApplyLogID, formatTime(e.UpdatedAt), e.ID, string(from))
 		if err != nil {
 			return err
 		}
 		if n, err := res.RowsAffected(); err != nil || n == 1 {
 			return err
 		}
-		return sql.ErrNoRows
+		var state string
+		if err := tx.QueryRowContext(ctx, "SELECT state FROM executions WHERE id = ?", e.ID).Scan(&state); err != nil {
+			return err
+		}
+		return broker.Errorf(broker.ECONFLICT, "execution %s is %s, not %s", e.ID, state, from)
 	})
 }
 
@@ -283,7 +288,7 @@ func scanExecution(row scanner) (*broker.Execution, error) {
 
 // Execution returns an execution, or ENOTFOUND.
 func (s *Store) Execution(ctx context.Context, id string) (*broker.Execution, error) {
-	e, err := scanExecution(s.reader.QueryRowContext(ctx, "SELECT "+executionColumns+" FROM executions WHERE id = ?", id))
+	e, err := scanExecution(s.rd().QueryRowContext(ctx, "SELECT "+executionColumns+" FROM executions WHERE id = ?", id))
 	if err != nil {
 		return nil, formatError(err, target{kind: "execution", id: id})
 	}
@@ -324,7 +329,7 @@ func (s *Store) ListExecutions(ctx context.Context, f broker.ExecutionFilter) ([
 		return nil, err
 	}
 	query := "SELECT " + executionColumns + " FROM executions" + whereClause(where) + " ORDER BY started_at DESC, rowid DESC" + limit
-	rows, err := s.reader.QueryContext(ctx, query, args...)
+	rows, err := s.rd().QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, formatError(err, t)
 	}

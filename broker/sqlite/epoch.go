@@ -11,7 +11,7 @@ import (
 // PolicyEpoch returns the current policy epoch (0 before any).
 func (s *Store) PolicyEpoch(ctx context.Context) (int64, error) {
 	var epoch int64
-	err := s.reader.QueryRowContext(ctx, "SELECT coalesce(max(epoch), 0) FROM policy_epochs").Scan(&epoch)
+	err := s.rd().QueryRowContext(ctx, "SELECT coalesce(max(epoch), 0) FROM policy_epochs").Scan(&epoch)
 	return epoch, formatError(err, target{kind: "policy epoch"})
 }
 
@@ -48,7 +48,7 @@ func (s *Store) SetPolicyEpoch(ctx context.Context, configDigest string) (int64,
 // RevocationEpoch returns a workspace's revocation epoch (0 before any).
 func (s *Store) RevocationEpoch(ctx context.Context, workspace string) (int64, error) {
 	var epoch int64
-	err := s.reader.QueryRowContext(ctx, "SELECT coalesce(max(epoch), 0) FROM revocation_epochs WHERE workspace = ?", workspace).Scan(&epoch)
+	err := s.rd().QueryRowContext(ctx, "SELECT coalesce(max(epoch), 0) FROM revocation_epochs WHERE workspace = ?", workspace).Scan(&epoch)
 	return epoch, formatError(err, target{kind: "revocation epoch of workspace", id: workspace})
 }
 
@@ -56,7 +56,7 @@ func (s *Store) RevocationEpoch(ctx context.Context, workspace string) (int64, e
 // every certificate issued before) and returns the new one.
 func (s *Store) BumpRevocationEpoch(ctx context.Context, workspace string) (int64, error) {
 	var epoch int64
-	err := s.writer.QueryRowContext(ctx, `INSERT INTO revocation_epochs (workspace, epoch, updated_at) VALUES (?, 1, ?)
+	err := s.wr().QueryRowContext(ctx, `INSERT INTO revocation_epochs (workspace, epoch, updated_at) VALUES (?, 1, ?)
 		ON CONFLICT (workspace) DO UPDATE SET epoch = epoch + 1, updated_at = excluded.updated_at
 		RETURNING epoch`, workspace, formatTime(s.now())).Scan(&epoch)
 	if err != nil {

@@ -141,7 +141,7 @@ func (s *Store) EndJob(ctx context.Context, id string, state broker.JobState, re
 
 // Job implements broker.Store.
 func (s *Store) Job(ctx context.Context, id string) (*broker.Job, error) {
-	j, err := scanJob(s.reader.QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
+	j, err := scanJob(s.rd().QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
 	if err != nil {
 		return nil, formatError(err, target{kind: "job", id: id})
 	}
@@ -150,7 +150,7 @@ func (s *Store) Job(ctx context.Context, id string) (*broker.Job, error) {
 
 // StaleJobs implements broker.Store.
 func (s *Store) StaleJobs(ctx context.Context, now time.Time) ([]*broker.Job, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE state = 'leased' AND lease_expires < ? ORDER BY created_at",
+	rows, err := s.rd().QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE state = 'leased' AND lease_expires < ? ORDER BY created_at",
 		formatTime(now))
 	if err != nil {
 		return nil, formatError(err, target{kind: "job"})
@@ -186,7 +186,7 @@ func (s *Store) AppendJobLog(ctx context.Context, id string, token int64, phase 
 
 // JobLog implements broker.Store.
 func (s *Store) JobLog(ctx context.Context, id, phase string) ([]byte, error) {
-	rows, err := s.reader.QueryContext(ctx, "SELECT data FROM job_logs WHERE job_id = ? AND phase = ? ORDER BY seq", id, phase)
+	rows, err := s.rd().QueryContext(ctx, "SELECT data FROM job_logs WHERE job_id = ? AND phase = ? ORDER BY seq", id, phase)
 	if err != nil {
 		return nil, formatError(err, target{kind: "job", id: id})
 	}
@@ -250,7 +250,7 @@ func (s *Store) HoldWorkspace(ctx context.Context, h broker.Hold) error {
 func (s *Store) WorkspaceHold(ctx context.Context, workspace string) (*broker.Hold, error) {
 	h := broker.Hold{Workspace: workspace}
 	var since string
-	err := s.reader.QueryRowContext(ctx, "SELECT execution, reason, since FROM workspace_holds WHERE workspace = ?", workspace).
+	err := s.rd().QueryRowContext(ctx, "SELECT execution, reason, since FROM workspace_holds WHERE workspace = ?", workspace).
 		Scan(&h.Execution, &h.Reason, &since)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, broker.Errorf(broker.ENOTFOUND, "workspace %s is not held", workspace)

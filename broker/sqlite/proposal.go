@@ -17,7 +17,7 @@ import (
 // digest again is not an error and keeps the first bytes: the digest
 // names the content.
 func (s *Store) PutBundle(ctx context.Context, digest string, data []byte) error {
-	return insertBundle(ctx, s.writer, digest, data)
+	return insertBundle(ctx, s.wr(), digest, data)
 }
 
 func insertBundle(ctx context.Context, x execer, digest string, data []byte) error {
@@ -32,7 +32,7 @@ func insertBundle(ctx context.Context, x execer, digest string, data []byte) err
 // Bundle returns a stored bundle, or ENOTFOUND.
 func (s *Store) Bundle(ctx context.Context, digest string) ([]byte, error) {
 	var data []byte
-	err := s.reader.QueryRowContext(ctx, "SELECT data FROM bundles WHERE digest = ?", digest).Scan(&data)
+	err := s.rd().QueryRowContext(ctx, "SELECT data FROM bundles WHERE digest = ?", digest).Scan(&data)
 	if err != nil {
 		return nil, formatError(err, target{kind: "bundle", id: digest})
 	}
@@ -75,7 +75,7 @@ func decodeSummaryColumn(col sql.NullString) (*planparse.Summary, error) {
 // EINVALID for an empty id, an unknown state or a summary that does not
 // validate.
 func (s *Store) CreateProposal(ctx context.Context, p *broker.Proposal) error {
-	return insertProposal(ctx, s.writer, p)
+	return insertProposal(ctx, s.wr(), p)
 }
 
 // execer is a *sql.DB or *sql.Tx.
@@ -156,7 +156,7 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 
 // Proposal returns a proposal, or ENOTFOUND.
 func (s *Store) Proposal(ctx context.Context, id string) (*broker.Proposal, error) {
-	p, err := scanProposal(s.reader.QueryRowContext(ctx, "SELECT "+proposalColumns+" FROM proposals WHERE id = ?", id))
+	p, err := scanProposal(s.rd().QueryRowContext(ctx, "SELECT "+proposalColumns+" FROM proposals WHERE id = ?", id))
 	if err != nil {
 		return nil, formatError(err, target{kind: "proposal", id: id})
 	}
@@ -193,7 +193,7 @@ func (s *Store) ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*
 		order = " ORDER BY created_at ASC, rowid ASC"
 	}
 	query := "SELECT " + proposalColumns + " FROM proposals" + whereClause(where) + order + limit
-	rows, err := s.reader.QueryContext(ctx, query, args...)
+	rows, err := s.rd().QueryContext(ctx, query, args...)
 	if err != nil {
 		return nil, formatError(err, t)
 	}
@@ -353,7 +353,7 @@ func (s *Store) AddReview(ctx context.Context, r broker.Review) error {
 		refKind: "proposal", refID: r.ProposalID,
 		conflict: r.Reviewer + " already reviewed proposal " + r.ProposalID,
 	}
-	_, err := s.writer.ExecContext(ctx, "INSERT INTO reviews (proposal_id, reviewer, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
+	_, err := s.wr().ExecContext(ctx, "INSERT INTO reviews (proposal_id, reviewer, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
 		r.ProposalID, r.Reviewer, string(r.Decision), r.Comment, formatTime(r.At))
 	return formatError(err, t)
 }
@@ -362,7 +362,7 @@ func (s *Store) AddReview(ctx context.Context, r broker.Review) error {
 // for a proposal that does not exist.
 func (s *Store) Reviews(ctx context.Context, proposalID string) ([]broker.Review, error) {
 	t := target{kind: "reviews of proposal", id: proposalID}
-	rows, err := s.reader.QueryContext(ctx, "SELECT reviewer, decision, comment, at FROM reviews WHERE proposal_id = ? ORDER BY at, rowid", proposalID)
+	rows, err := s.rd().QueryContext(ctx, "SELECT reviewer, decision, comment, at FROM reviews WHERE proposal_id = ? ORDER BY at, rowid", proposalID)
 	if err != nil {
 		return nil, formatError(err, t)
 	}

@@ -70,10 +70,16 @@ func (o Options) withDefaults() Options {
 // upgrade a read lock. Reads go through reader, a pool of query-only
 // connections that WAL lets run beside the writer on the last committed
 // snapshot.
+//
+// Tx hands its function a Store bound to one write transaction: every
+// read and write of that Store goes through it, so the function sees its
+// own writes and commits them all or none.
 type Store struct {
 	writer *sql.DB
 	reader *sql.DB
 	now    func() time.Time
+	// tx is set in the Store a Tx hands to its function.
+	tx *sql.Tx
 }
 
 var _ broker.Store = (*Store)(nil)
@@ -164,8 +170,59 @@ func (s *Store) init(path string, migrations []migration) error {
 	return s.migrate(ctx, path, migrations)
 }
 
+// conn is a *sql.DB or *sql.Tx.
+type conn interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// rd is what reads go through: the transaction inside a Tx, else the pool
+// of readers.
+func (s *Store) rd() conn {
+	if s.tx != nil {
+		return s.tx
+	}
+	return s.reader
+}
+
+// wr is what single-statement writes go through: the transaction inside a
+// Tx, else the writer connection.
+func (s *Store) wr() conn {
+	if s.tx != nil {
+		return s.tx
+	}
+	return s.writer
+}
+
+// Tx runs fn with a Store bound to one write transaction (BEGIN IMMEDIATE
+// on the writer connection) and commits it if fn returns nil; an error of
+// fn rolls everything back and is returned as it is. Inside fn, every
+// method of that Store is atomic on its own as well (a failed one undoes
+// only itself, so fn may go on after an expected ECONFLICT), and a nested
+// Tx joins the outer one. While fn runs, other writers wait: fn must do
+// no slow work and must not use any other Store.
+func (s *Store) Tx(ctx context.Context, fn func(broker.Store) error) error {
+	if s.tx != nil {
+		return fn(s)
+	}
+	t := target{kind: "transaction"}
+	tx, err := s.writer.BeginTx(ctx, nil)
+	if err != nil {
+		return formatError(err, t)
+	}
+	defer tx.Rollback() // a no-op after Commit
+	if err := fn(&Store{writer: s.writer, reader: s.reader, now: s.now, tx: tx}); err != nil {
+		return err
+	}
+	return formatError(tx.Commit(), t)
+}
+
 // Close closes the database.
 func (s *Store) Close() error {
+	if s.tx != nil {
+		return errors.New("sqlite: Close inside a transaction")
+	}
 	var errs []error
 	if s.reader != nil {
 		errs = append(errs, s.reader.Close())
@@ -263,8 +320,11 @@ func (s *Store) migrate(ctx context.Context, path string, migrations []migration
 
 // write runs fn in a write transaction (BEGIN IMMEDIATE on the writer
 // connection) and commits it; fn's error rolls it back and is returned
-// formatted for t.
+// formatted for t. Inside a Tx, fn runs in a savepoint of it instead.
 func (s *Store) write(ctx context.Context, t target, fn func(tx *sql.Tx) error) error {
+	if s.tx != nil {
+		return s.savepoint(ctx, t, fn)
+	}
 	tx, err := s.writer.BeginTx(ctx, nil)
 	if err != nil {
 		return formatError(err, t)
@@ -274,6 +334,23 @@ func (s *Store) write(ctx context.Context, t target, fn func(tx *sql.Tx) error) 
 		return formatError(err, t)
 	}
 	return formatError(tx.Commit(), t)
+}
+
+// savepoint runs fn inside the Store's transaction, in a savepoint that
+// its error rolls back: one failed method undoes only what it wrote.
+func (s *Store) savepoint(ctx context.Context, t target, fn func(tx *sql.Tx) error) error {
+	if _, err := s.tx.ExecContext(ctx, "SAVEPOINT write"); err != nil {
+		return formatError(err, t)
+	}
+	if err := fn(s.tx); err != nil {
+		if _, rerr := s.tx.ExecContext(ctx, "ROLLBACK TO write"); rerr != nil {
+			return errors.Join(formatError(err, t), formatError(rerr, t))
+		}
+		s.tx.ExecContext(ctx, "RELEASE write")
+		return formatError(err, t)
+	}
+	_, err := s.tx.ExecContext(ctx, "RELEASE write")
+	return formatError(err, t)
 }
 
 // timeLayout is how times are stored: UTC, fixed width, to the nanosecond,

@@ -13,7 +13,7 @@ func (s *Store) CreateAPIToken(ctx context.Context, t *broker.APIToken) error {
 	if err := t.Role.Valid(); err != nil {
 		return err
 	}
-	_, err := s.writer.ExecContext(ctx, "INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)",
+	_, err := s.wr().ExecContext(ctx, "INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)",
 		t.ID, t.Name, string(t.Role), t.Hash, formatTime(t.CreatedAt))
 	return formatError(err, target)
 }
@@ -24,7 +24,7 @@ func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APITok
 		t        broker.APIToken
 		role, at string
 	)
-	err := s.reader.QueryRowContext(ctx, "SELECT id, name, role, hash, created_at FROM api_tokens WHERE hash = ?", hash).
+	err := s.rd().QueryRowContext(ctx, "SELECT id, name, role, hash, created_at FROM api_tokens WHERE hash = ?", hash).
 		Scan(&t.ID, &t.Name, &role, &t.Hash, &at)
 	if err != nil {
 		return nil, formatError(err, target{kind: "API token", id: "with that hash"})

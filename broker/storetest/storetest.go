@@ -62,6 +62,7 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"RenewJob", testRenewJob},
 		{"HeldWorkspaceNotLeased", testHeldWorkspaceNotLeased},
 		{"JobNotBefore", testJobNotBefore},
+		{"Tx", testTx},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })
@@ -595,7 +596,7 @@ func testExecutions(t *testing.T, s broker.Store) {
 	updated.PlanLogID = "art-plan"
 	updated.ApplyLogID = "art-apply"
 	updated.UpdatedAt = at(45)
-	must(t, "UpdateExecution", s.UpdateExecution(ctx, &updated))
+	must(t, "UpdateExecution", s.UpdateExecution(ctx, &updated, e.State))
 	got, err := s.Execution(ctx, "exec-1")
 	must(t, "Execution", err)
 	checkExecution(t, got, &updated)
@@ -603,12 +604,21 @@ func testExecutions(t *testing.T, s broker.Store) {
 	// Clearing fields clears them.
 	cleared := updated
 	cleared.State, cleared.Reason, cleared.Divergence, cleared.UpdatedAt = broker.ExecutionFailed, "", nil, at(46)
-	must(t, "UpdateExecution", s.UpdateExecution(ctx, &cleared))
+	must(t, "UpdateExecution", s.UpdateExecution(ctx, &cleared, broker.ExecutionRejected))
 	got, err = s.Execution(ctx, "exec-1")
 	must(t, "Execution", err)
 	checkExecution(t, got, &cleared)
 
-	err = s.UpdateExecution(ctx, execution("exec-missing", "cert-1", 0))
+	// The state it moves from is guarded: a stale writer changes nothing.
+	stale := cleared
+	stale.State, stale.Reason, stale.UpdatedAt = broker.ExecutionSucceeded, "late", at(47)
+	err = s.UpdateExecution(ctx, &stale, broker.ExecutionApplying)
+	wantCode(t, "UpdateExecution from a state it is not in", err, broker.ECONFLICT, "exec-1")
+	got, err = s.Execution(ctx, "exec-1")
+	must(t, "Execution", err)
+	checkExecution(t, got, &cleared)
+
+	err = s.UpdateExecution(ctx, execution("exec-missing", "cert-1", 0), broker.ExecutionQueued)
 	wantCode(t, "UpdateExecution of a missing execution", err, broker.ENOTFOUND, "exec-missing")
 	_, err = s.Execution(ctx, "exec-missing")
 	wantCode(t, "Execution of a missing id", err, broker.ENOTFOUND, "exec-missing")
@@ -635,8 +645,9 @@ func testListExecutions(t *testing.T, s broker.Store) {
 		ex.Workspace = e.workspace
 		must(t, "ConsumeCertificate", s.ConsumeCertificate(ctx, e.cert, ex))
 		if e.state != ex.State {
+			from := ex.State
 			ex.State = e.state
-			must(t, "UpdateExecution", s.UpdateExecution(ctx, ex))
+			must(t, "UpdateExecution", s.UpdateExecution(ctx, ex, from))
 		}
 	}
 	tests := []struct {
