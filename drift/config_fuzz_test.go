@@ -19,6 +19,10 @@ func FuzzCheckConfig(f *testing.F) {
 		"output \"t\" { value = plantimestamp() }\n",
 		"removed {\n from = x.y\n provisioner \"local-exec\" { command = \"id\" }\n}\n",
 		"data \"terraform_remote_state\" \"k\" {}\n",
+		"output \"k\" {\n  value = templatefile(\"main.tf\", {})\n}\n",
+		"check \"c\" {\n  data \"x\" \"y\" {}\n  assert {\n    condition = true\n    error_message = \"m\"\n  }\n}\n",
+		"variable \"v\" {\n  type = map(object({ a = optional(string) }))\n}\n",
+		`{"locals": {"${file(\"x\")}": 1}, "module": {"m": {"source": "./m", "version": "1"}}}`,
 	} {
 		f.Add([]byte(seed))
 	}

@@ -361,7 +361,7 @@ func TestRefusedConfigurations(t *testing.T) {
 	}{
 		{"backend", map[string]string{"main.tf": main, "backend.tf": "terraform {\n  backend \"s3\" {}\n}\n"}, `declares backend "s3"`},
 		{"cloud", map[string]string{"main.tf": main, "cloud.tf": "terraform {\n  cloud {}\n}\n"}, "declares a cloud block"},
-		{"backend in JSON", map[string]string{"main.tf": main, "b.tf.json": `{"terraform":{"backend":{"http":{}}}}`}, "declares a backend"},
+		{"backend in JSON", map[string]string{"main.tf": main, "b.tf.json": `{"terraform":{"backend":{"http":{}}}}`}, `declares backend "http"`},
 		{"provisioner in a module", map[string]string{"main.tf": main, "modules/x/main.tf": "resource \"sandbox_bucket\" \"b\" {\n  name = \"bb-b\"\n  provisioner \"local-exec\" {\n    command = \"curl evil\"\n  }\n}\n"}, `"local-exec" provisioner`},
 		{"backend in an OpenTofu file", map[string]string{"main.tf": main, "evil.tofu": "terraform {\n  backend \"s3\" {}\n}\n"}, `declares backend "s3"`},
 		{"file that does not parse", map[string]string{"main.tf": main, "broken.tf": "resource \"x\" {"}, "does not parse"},
