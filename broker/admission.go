@@ -242,7 +242,13 @@ func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificat
 // diff, the proposal is certified at once. Everything it records goes
 // through st, which must be a transaction (Store.Tx): the outcome, its
 // audit entry and the certificate commit together.
-func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, plan *planparse.Plan, planJSON []byte) (*Proposal, *Certificate, error) {
+//
+// What reviewers cannot read is disclosed with it: hidden values, and
+// whether the provider or the configuration hid them (schemas, from the
+// runner), and values known only after apply, with the references of
+// their expressions. A resource value the configuration hid is refused
+// unless the workspace allows hidden values.
+func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, plan *planparse.Plan, planJSON []byte, schemas planparse.Schemas) (*Proposal, *Certificate, error) {
 	ws, err := b.Workspace(p.Workspace)
 	if err != nil {
 		return nil, nil, b.refuse(ctx, st, p, err.Error())
@@ -250,6 +256,15 @@ func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, pla
 	summary := plan.Summary
 	if len(summary.Resources) == 0 && len(summary.Outputs) == 0 {
 		return p, nil, b.refuse(ctx, st, p, "the proposal changes nothing: seb's plan of it against live state has no changes")
+	}
+	if p.Disclosure, err = planparse.Disclose(planJSON, summary, schemas); err != nil {
+		return p, nil, b.refuse(ctx, st, p, "seb's plan could not be read: "+err.Error())
+	}
+	if hidden := p.Disclosure.HiddenByConfig(); len(hidden) > 0 && !ws.AllowHiddenValues {
+		p.Summary, p.Digest, p.Drift = summary, plan.Digest, plan.Drift
+		return p, nil, b.refuse(ctx, st, p, fmt.Sprintf("%s %s is hidden by the configuration (sensitive() or a sensitive variable), "+
+			"and its provider does not consider it sensitive: reviewers would certify a value they cannot see "+
+			"(%d such value(s); workspace %s does not set allow_hidden_values)", hidden[0].Address, hidden[0].Path, len(hidden), ws.Name))
 	}
 	planDigest := sha256.Sum256(planJSON)
 	p.Summary, p.Digest, p.Drift = summary, plan.Digest, plan.Drift

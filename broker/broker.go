@@ -23,6 +23,11 @@ type Workspace struct {
 	ApprovalsRequired int
 	// ProtectedActions always need a human (e.g. delete, replace).
 	ProtectedActions []planparse.Action
+	// AllowHiddenValues admits proposals whose configuration hides a
+	// resource value the provider does not consider sensitive
+	// (sensitive(), a sensitive variable). By default they are refused:
+	// reviewers would certify a value they cannot see.
+	AllowHiddenValues bool
 }
 
 // ProposalState is where a proposal stands.
@@ -64,7 +69,11 @@ type Proposal struct {
 	// Divergence how it differs from seb's (nil when it matches).
 	AgentDigest string
 	Divergence  *planparse.Divergence
-	State       ProposalState
+	// Disclosure lists what reviewers cannot read in the diff: hidden
+	// values and who hid them, values known only after apply and what
+	// they come from (nil before verification).
+	Disclosure *planparse.Disclosure
+	State      ProposalState
 	// Reason says why a proposal was refused.
 	Reason    string
 	CreatedAt time.Time

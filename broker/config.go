@@ -238,6 +238,7 @@ type configWorkspace struct {
 	ApprovalsRequiredRange   hcl.Range         `hcl:"approvals_required,attr_value_range"`
 	ProtectedActions         *[]string         `hcl:"protected_actions,optional"`
 	ProtectedActionsRange    hcl.Range         `hcl:"protected_actions,attr_value_range"`
+	AllowHiddenValues        *bool             `hcl:"allow_hidden_values,optional"`
 	Credentials              configCredentials `hcl:"credentials,block"`
 }
 
@@ -347,6 +348,9 @@ func (raw *configWorkspace) workspace() (Workspace, hcl.Diagnostics) {
 		w.CertificateLifetime, ddiags = parseConfigDuration("certificate_lifetime", *raw.CertificateLifetime,
 			raw.CertificateLifetimeRange, configMinCertificateLifetime, configMaxCertificateLifetime)
 		diags = append(diags, ddiags...)
+	}
+	if raw.AllowHiddenValues != nil {
+		w.AllowHiddenValues = *raw.AllowHiddenValues
 	}
 	if raw.ApprovalsRequired != nil {
 		w.ApprovalsRequired = *raw.ApprovalsRequired
@@ -504,12 +508,14 @@ func digestConfig(c *Config) string {
 		Lifetime     int64             `json:"lifetime_ns"`
 	}
 	type workspace struct {
-		Name                string      `json:"name"`
-		DriftMode           string      `json:"drift_mode"`
-		CertificateLifetime int64       `json:"certificate_lifetime_ns"`
-		ApprovalsRequired   int         `json:"approvals_required"`
-		ProtectedActions    []string    `json:"protected_actions"`
-		Credentials         credentials `json:"credentials"`
+		Name                string   `json:"name"`
+		DriftMode           string   `json:"drift_mode"`
+		CertificateLifetime int64    `json:"certificate_lifetime_ns"`
+		ApprovalsRequired   int      `json:"approvals_required"`
+		ProtectedActions    []string `json:"protected_actions"`
+		// Only when set, so that digests from before it stay the same.
+		AllowHiddenValues bool        `json:"allow_hidden_values,omitempty"`
+		Credentials       credentials `json:"credentials"`
 	}
 	type config struct {
 		DataDir    string      `json:"data_dir"`
@@ -546,6 +552,7 @@ func digestConfig(c *Config) string {
 			CertificateLifetime: int64(w.CertificateLifetime),
 			ApprovalsRequired:   w.ApprovalsRequired,
 			ProtectedActions:    append([]string{}, set(actions)...),
+			AllowHiddenValues:   w.AllowHiddenValues,
 			Credentials: credentials{
 				Audience:     p.Audience,
 				TokenFileEnv: append([]string{}, set(p.TokenFileEnv)...),

@@ -231,6 +231,8 @@ workspace "legacy" {`},
 		{"the issuer", `"https://seb.example.com/"`, `"https://seb.example.org/"`},
 		{"the data directory", `"/var/lib/seb"`, `"/var/lib/seb2"`},
 		{"the terraform binary", `"bin/tofu"`, `"bin/terraform"`},
+		{"hidden values allowed", `approvals_required   = 2`, `approvals_required   = 2
+  allow_hidden_values  = true`},
 	}
 
 	digest := func(t *testing.T, src, filename string) string {

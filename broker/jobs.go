@@ -57,6 +57,9 @@ type PlanReport struct {
 	HasChanges bool   `json:"has_changes"`
 	Error      string `json:"error,omitempty"`
 	Refused    bool   `json:"refused,omitempty"`
+	// Schemas are the provider schemas of a verification's changed
+	// resource types: which values are sensitive by nature.
+	Schemas planparse.Schemas `json:"schemas,omitempty"`
 }
 
 // A PlanVerdict is the broker's answer to an execution's plan: apply it,
@@ -353,7 +356,7 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 		case refusal != "":
 			return ignoreRefusal(b.refuse(ctx, tx, p, refusal))
 		}
-		_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan)
+		_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan, r.Schemas)
 		return ignoreRefusal(err)
 	})
 }

@@ -449,6 +449,10 @@ type PlanRequest struct {
 	State []byte
 	// Credentials supply the plan-phase credential.
 	Credentials Credentials
+	// Schemas asks for the provider schemas of the changed resource
+	// types (`terraform providers schema -json`), which say which values
+	// are sensitive by nature.
+	Schemas bool
 }
 
 // A PlanResult is a plan made against live state and saved.
@@ -464,6 +468,9 @@ type PlanResult struct {
 	// RefreshedAt is when the plan, and with it the refresh of live state,
 	// ended; ShownAt when its JSON had been read.
 	RefreshedAt, ShownAt time.Time
+	// Schemas are the schemas of the changed resource types, when the
+	// request asked for them.
+	Schemas planparse.Schemas
 }
 
 const (
@@ -519,6 +526,16 @@ func (w *Workdir) Plan(ctx context.Context, req PlanRequest) (*PlanResult, error
 		return nil, fmt.Errorf("summarize the plan: %w", err)
 	}
 	res.ShownAt = w.r.opts.Now()
+	if req.Schemas {
+		err = w.step(ctx, "schema", nil, func(ctx context.Context, tf *tfexec.Terraform) error {
+			ps, err := tf.ProvidersSchema(ctx)
+			res.Schemas = planparse.SchemasFor(ps, res.Plan.Summary)
+			return err
+		})
+		if err != nil {
+			return nil, err
+		}
+	}
 	return res, nil
 }
 

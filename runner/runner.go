@@ -228,7 +228,10 @@ func (j *job) execute() error {
 	defer w.Close()
 	w.Follow(j.log)
 	creds := broker.GrantCredentials{Plan: j.lease.Credentials}
-	plan, err := w.Plan(j.ctx, drift.PlanRequest{Vars: j.lease.Vars, State: j.lease.State, Credentials: creds})
+	// A verification's plan is what reviewers see: the schemas say which
+	// of its hidden values the provider hides by nature.
+	plan, err := w.Plan(j.ctx, drift.PlanRequest{Vars: j.lease.Vars, State: j.lease.State, Credentials: creds,
+		Schemas: j.lease.Kind == broker.JobVerify})
 	j.log.flush()
 	var stepErr *drift.StepError
 	switch {
@@ -239,7 +242,7 @@ func (j *job) execute() error {
 	case err != nil:
 		return err
 	}
-	verdict, err := j.reportPlan(broker.PlanReport{Plan: plan.JSON, HasChanges: plan.HasChanges})
+	verdict, err := j.reportPlan(broker.PlanReport{Plan: plan.JSON, HasChanges: plan.HasChanges, Schemas: plan.Schemas})
 	if err != nil || j.lease.Kind != broker.JobExecute || !verdict.Apply {
 		return err
 	}

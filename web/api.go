@@ -443,25 +443,29 @@ func (s *Server) createProposal(c echo.Context) error {
 }
 
 type proposalJSON struct {
-	ID            string                     `json:"id"`
-	Workspace     string                     `json:"workspace"`
-	State         broker.ProposalState       `json:"state"`
-	Reason        string                     `json:"reason,omitempty"`
-	Proposer      string                     `json:"proposer"`
-	Rationale     string                     `json:"rationale"`
-	ConfigDigest  string                     `json:"config_digest"`
-	Vars          map[string]string          `json:"vars"`
-	Digest        string                     `json:"digest"`
-	PlanDigest    string                     `json:"plan_digest"`
-	AgentDigest   string                     `json:"agent_digest,omitempty"`
-	Summary       *planparse.Summary         `json:"summary"`
-	Rendered      string                     `json:"rendered"`
-	Drift         []planparse.ResourceChange `json:"drift"`
-	Divergence    *planparse.Divergence      `json:"divergence,omitempty"`
-	Reviews       []reviewJSON               `json:"reviews"`
-	CertificateID string                     `json:"certificate_id,omitempty"`
-	CreatedAt     time.Time                  `json:"created_at"`
-	UpdatedAt     time.Time                  `json:"updated_at"`
+	ID           string                     `json:"id"`
+	Workspace    string                     `json:"workspace"`
+	State        broker.ProposalState       `json:"state"`
+	Reason       string                     `json:"reason,omitempty"`
+	Proposer     string                     `json:"proposer"`
+	Rationale    string                     `json:"rationale"`
+	ConfigDigest string                     `json:"config_digest"`
+	Vars         map[string]string          `json:"vars"`
+	Digest       string                     `json:"digest"`
+	PlanDigest   string                     `json:"plan_digest"`
+	AgentDigest  string                     `json:"agent_digest,omitempty"`
+	Summary      *planparse.Summary         `json:"summary"`
+	Rendered     string                     `json:"rendered"`
+	Drift        []planparse.ResourceChange `json:"drift"`
+	Divergence   *planparse.Divergence      `json:"divergence,omitempty"`
+	// Disclosure is what reviewers cannot read in the diff: hidden
+	// values (by the provider's schema or by the configuration) and
+	// values known only after apply, with their expressions' references.
+	Disclosure    *planparse.Disclosure `json:"disclosure,omitempty"`
+	Reviews       []reviewJSON          `json:"reviews"`
+	CertificateID string                `json:"certificate_id,omitempty"`
+	CreatedAt     time.Time             `json:"created_at"`
+	UpdatedAt     time.Time             `json:"updated_at"`
 }
 
 type reviewJSON struct {
@@ -482,7 +486,7 @@ func (s *Server) proposalJSON(ctx context.Context, p *broker.Proposal) (*proposa
 	}
 	out := &proposalJSON{ID: p.ID, Workspace: p.Workspace, State: p.State, Proposer: p.Proposer, Rationale: p.Rationale,
 		Reason: p.Reason, ConfigDigest: p.ConfigDigest, Vars: p.Vars, Digest: p.Digest, PlanDigest: p.PlanDigest, AgentDigest: p.AgentDigest,
-		Summary: p.Summary, Rendered: rendered.String(), Drift: p.Drift, Divergence: p.Divergence,
+		Summary: p.Summary, Rendered: rendered.String(), Drift: p.Drift, Divergence: p.Divergence, Disclosure: p.Disclosure,
 		Reviews: []reviewJSON{}, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if out.Drift == nil {
 		out.Drift = []planparse.ResourceChange{}

@@ -1,7 +1,9 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"net/http"
 	"os"
 	"os/exec"
@@ -12,6 +14,7 @@ import (
 
 	"github.com/chromedp/chromedp"
 
+	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/fixtures/sandboxcloud"
 )
 
@@ -241,4 +244,61 @@ func TestBrowserLiveLog(t *testing.T) {
 	if page := b.text(); !strings.Contains(page, "Apply complete!") {
 		t.Errorf("execution page after the run:\n%s", page)
 	}
+}
+
+// TestBrowserHiddenValues: an agent hides the image behind sensitive()
+// and makes another value unknown until apply. The proposal is refused,
+// and its page shows the reviewer what they could not have seen: the
+// image, hidden by the configuration, and what the unknown values come
+// from.
+func TestBrowserHiddenValues(t *testing.T) {
+	s := newSite(t)
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../fixtures/terraform/scale")); err != nil {
+		t.Fatal(err)
+	}
+	main, err := os.ReadFile(filepath.Join(dir, "main.tf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	main = bytes.Replace(main, []byte("image    = var.image"), []byte(`image    = sensitive("evil/cryptominer:latest")`), 1)
+	main = append(main, []byte("\nresource \"terraform_data\" \"seed\" {\n  input = \"x\"\n}\n\nresource \"sandbox_bucket\" \"logs\" {\n  name = \"logs-${terraform_data.seed.id}\"\n}\n")...)
+	if err := os.WriteFile(filepath.Join(dir, "main.tf"), main, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var buf bytes.Buffer
+	if _, err := drift.BundleDirectory(dir, &buf); err != nil {
+		t.Fatal(err)
+	}
+	var p proposal
+	status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals",
+		map[string]any{"bundle": base64.StdEncoding.EncodeToString(buf.Bytes()), "rationale": "logs"}, &p)
+	if status != http.StatusAccepted {
+		t.Fatalf("propose: %d %s", status, body)
+	}
+	if p = s.verified(p.ID); p.State != "refused" {
+		t.Fatalf("a hidden image was not refused: %+v", p)
+	}
+
+	b := newTab(t, s)
+	b.signIn("alice")
+	b.run("open the proposal", chromedp.Navigate(s.url+"/proposals/"+p.ID), chromedp.WaitVisible("#unseen", chromedp.ByID))
+	page := b.text()
+	if !strings.Contains(page, "seb refused this proposal: sandbox_service.web image is hidden by the configuration") {
+		t.Errorf("the refusal is not shown:\n%s", page)
+	}
+	var hidden, unknown string
+	b.run("read what cannot be seen",
+		chromedp.Text("table.hidden-values tr.by-configuration", &hidden, chromedp.ByQuery),
+		chromedp.Text("table.unknown-values", &unknown, chromedp.ByQuery))
+	if !strings.Contains(hidden, "sandbox_service.web") || !strings.Contains(hidden, "image") || !strings.Contains(hidden, "the configuration") {
+		t.Errorf("hidden values: %q", hidden)
+	}
+	if !strings.Contains(unknown, "sandbox_bucket.logs") || !strings.Contains(unknown, "terraform_data.seed.id") {
+		t.Errorf("unknown values: %q", unknown)
+	}
+	if !strings.Contains(unknown, "computed by the provider") {
+		t.Errorf("unknown values lack the provider-computed ones: %q", unknown)
+	}
+	b.screenshot("hidden-values", true)
 }

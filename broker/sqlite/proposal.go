@@ -96,21 +96,21 @@ func insertProposal(ctx context.Context, x execer, p *broker.Proposal) error {
 	if err != nil {
 		return formatError(err, t)
 	}
-	sum, divergence, driftJSON, err := encodeVerification(p)
+	sum, divergence, driftJSON, disclosure, err := encodeVerification(p)
 	if err != nil {
 		return err
 	}
 	_, err = x.ExecContext(ctx, `INSERT INTO proposals (id, workspace, config_digest, vars, rationale, proposer,
-		summary, digest, plan_digest, agent_digest, divergence, drift, state, reason, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		summary, digest, plan_digest, agent_digest, divergence, drift, disclosure, state, reason, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.Workspace, p.ConfigDigest, string(vars), p.Rationale, p.Proposer,
-		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), string(p.State), p.Reason,
+		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), disclosure, string(p.State), p.Reason,
 		formatTime(p.CreatedAt), formatTime(p.UpdatedAt))
 	return formatError(err, t)
 }
 
 const proposalColumns = `id, workspace, config_digest, vars, rationale, proposer, summary, digest,
-	plan_digest, agent_digest, divergence, drift, state, reason, created_at, updated_at`
+	plan_digest, agent_digest, divergence, drift, disclosure, state, reason, created_at, updated_at`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -120,10 +120,11 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 		p                    broker.Proposal
 		vars, state, drift   string
 		sum, divergence      sql.NullString
+		disclosure           sql.NullString
 		createdAt, updatedAt string
 	)
 	err := row.Scan(&p.ID, &p.Workspace, &p.ConfigDigest, &vars, &p.Rationale, &p.Proposer, &sum, &p.Digest,
-		&p.PlanDigest, &p.AgentDigest, &divergence, &drift, &state, &p.Reason, &createdAt, &updatedAt)
+		&p.PlanDigest, &p.AgentDigest, &divergence, &drift, &disclosure, &state, &p.Reason, &createdAt, &updatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +144,12 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 	if divergence.Valid {
 		if p.Divergence, err = decodeDivergence([]byte(divergence.String)); err != nil {
 			return nil, fmt.Errorf("stored %v", err)
+		}
+	}
+	if disclosure.Valid {
+		p.Disclosure = &planparse.Disclosure{}
+		if err := json.Unmarshal([]byte(disclosure.String), p.Disclosure); err != nil {
+			return nil, fmt.Errorf("stored disclosure: %v", err)
 		}
 	}
 	if p.CreatedAt, err = parseTime(createdAt); err != nil {
@@ -247,15 +254,16 @@ func (s *Store) SetProposalState(ctx context.Context, id string, from, to broker
 }
 
 // encodeVerification encodes what seb's plan of a proposal found: its
-// summary, the divergence from the agent's plan, and the drift.
-func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, drift []byte, err error) {
+// summary, the divergence from the agent's plan, the drift, and what
+// reviewers cannot read.
+func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, drift []byte, disclosure sql.NullString, err error) {
 	if sum, err = encodeSummary(p.Summary); err != nil {
-		return sum, divergence, nil, err
+		return sum, divergence, nil, disclosure, err
 	}
 	if p.Divergence != nil {
 		data, err := encodeDivergence(p.Divergence)
 		if err != nil {
-			return sum, divergence, nil, broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
+			return sum, divergence, nil, disclosure, broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
 		}
 		divergence = sql.NullString{String: string(data), Valid: true}
 	}
@@ -264,9 +272,16 @@ func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, dri
 		changes = []planparse.ResourceChange{}
 	}
 	if drift, err = json.Marshal(changes); err != nil {
-		return sum, divergence, nil, formatError(err, target{kind: "proposal", id: p.ID})
+		return sum, divergence, nil, disclosure, formatError(err, target{kind: "proposal", id: p.ID})
 	}
-	return sum, divergence, drift, nil
+	if p.Disclosure != nil {
+		data, err := json.Marshal(p.Disclosure)
+		if err != nil {
+			return sum, divergence, nil, disclosure, formatError(err, target{kind: "proposal", id: p.ID})
+		}
+		disclosure = sql.NullString{String: string(data), Valid: true}
+	}
+	return sum, divergence, drift, disclosure, nil
 }
 
 // CompleteVerification records the outcome of seb's plan of a verifying
@@ -277,14 +292,14 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal, se
 	if err := validProposalState(p.State); err != nil {
 		return err
 	}
-	sum, divergence, driftJSON, err := encodeVerification(p)
+	sum, divergence, driftJSON, disclosure, err := encodeVerification(p)
 	if err != nil {
 		return err
 	}
 	err = s.write(ctx, t, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE proposals SET summary = ?, digest = ?, plan_digest = ?, divergence = ?, drift = ?,
-			state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
-			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
+			disclosure = ?, state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
+			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), disclosure, string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
 		if err != nil {
 			return err
 		}

@@ -156,9 +156,13 @@ func proposal(t *testing.T, id string, minute int) *broker.Proposal {
 		AgentDigest:  live.Digest(),
 		Divergence:   planparse.Compare(certified, live),
 		Drift:        drift,
-		State:        broker.ProposalPending,
-		CreatedAt:    at(minute),
-		UpdatedAt:    at(minute + 1),
+		Disclosure: &planparse.Disclosure{
+			Hidden:  []planparse.HiddenValue{{Address: "aws_db.main", Path: "password", By: planparse.HiddenByProvider}},
+			Unknown: []planparse.UnknownValue{{Address: "aws_db.main", Path: "endpoint", References: []string{"aws_vpc.main.id"}}},
+		},
+		State:     broker.ProposalPending,
+		CreatedAt: at(minute),
+		UpdatedAt: at(minute + 1),
 	}
 }
 
@@ -195,6 +199,7 @@ func checkProposal(t *testing.T, got, want *broker.Proposal) {
 	}
 	checkJSON(t, "Divergence", got.Divergence, want.Divergence)
 	checkJSON(t, "Drift", got.Drift, want.Drift)
+	checkJSON(t, "Disclosure", got.Disclosure, want.Disclosure)
 	checkTime(t, "CreatedAt", got.CreatedAt, want.CreatedAt)
 	checkTime(t, "UpdatedAt", got.UpdatedAt, want.UpdatedAt)
 }
