@@ -55,6 +55,7 @@ fuzz:
 	$(GO) test ./drift -run '^$$' -fuzz '^FuzzExtractBundle$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./drift -run '^$$' -fuzz '^FuzzBundleTar$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 	$(GO) test ./drift -run '^$$' -fuzz '^FuzzCheckConfig$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
+	$(GO) test ./web -run '^$$' -fuzz '^FuzzUnknownMember$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

@@ -19,7 +19,7 @@ import (
 // own: a runner plans it, and Plan waits for it. Nothing but the bundle
 // is kept; the plan is a preview, not a proposal. A refused bundle or a
 // failing plan is EINVALID.
-func (b *Service) Plan(ctx context.Context, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error) {
+func (b *Service) Plan(ctx context.Context, agent, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error) {
 	ws, err := b.Workspace(workspace)
 	if err != nil {
 		return nil, err
@@ -31,7 +31,7 @@ func (b *Service) Plan(ctx context.Context, workspace string, bundle []byte, var
 	if err := b.opts.Store.PutBundle(ctx, digest, bundle); err != nil {
 		return nil, err
 	}
-	j := &Job{ID: newID("job-plan"), Kind: JobPlan, Workspace: ws.Name, ConfigDigest: digest, Vars: vars, MaxAttempts: planAttempts}
+	j := &Job{ID: newID("job-plan"), Kind: JobPlan, Workspace: ws.Name, Owner: agent, ConfigDigest: digest, Vars: vars, MaxAttempts: planAttempts}
 	if err := b.enqueue(ctx, j); err != nil {
 		return nil, err
 	}
@@ -119,6 +119,9 @@ type ProposalRequest struct {
 	AgentPlan []byte
 }
 
+// agentBundleWindow is the period MaxAgentBundleBytes counts.
+const agentBundleWindow = 24 * time.Hour
+
 // Propose admits a proposal and verifies it at once: Submit, then Verify.
 func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, *Certificate, error) {
 	p, err := b.Submit(ctx, req)
@@ -148,6 +151,15 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	}
 	if len(waiting) >= b.opts.MaxVerifying {
 		return nil, Errorf(EBUSY, "%s already has %d proposals waiting for seb's plan, the most one agent may; propose again once they are verified", req.Proposer, len(waiting))
+	}
+	// Nor fill the broker's store: bundles are kept as evidence.
+	stored, err := b.opts.Store.ProposerBundleBytes(ctx, req.Proposer, b.now().Add(-agentBundleWindow))
+	if err != nil {
+		return nil, err
+	}
+	if stored+int64(len(req.Bundle)) > b.opts.MaxAgentBundleBytes {
+		return nil, Errorf(EBUSY, "%s stored %d MiB of bundles in the last 24 hours; this %d KiB bundle would pass the %d MiB one agent may store in a day",
+			req.Proposer, stored>>20, len(req.Bundle)>>10, b.opts.MaxAgentBundleBytes>>20)
 	}
 	var agent *planparse.Plan
 	if len(req.AgentPlan) > 0 {

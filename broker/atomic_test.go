@@ -463,6 +463,13 @@ func TestReviewsAtomic(t *testing.T) {
 
 // Every other call of the Store can fail too.
 
+func (s *faultStore) ProposerBundleBytes(ctx context.Context, proposer string, since time.Time) (int64, error) {
+	if err := hit(ctx, "ProposerBundleBytes"); err != nil {
+		return 0, err
+	}
+	return s.Store.ProposerBundleBytes(ctx, proposer, since)
+}
+
 func (s *faultStore) PutBundle(ctx context.Context, digest string, data []byte) error {
 	if err := hit(ctx, "PutBundle"); err != nil {
 		return err

@@ -37,6 +37,11 @@ type Job struct {
 	// Subject is what the job is for: the proposal of a verify job, the
 	// execution of an execute job; "" for a speculative plan.
 	Subject string
+	// Owner is who asked: the proposer of a verification, the agent of a
+	// speculative plan; "" for an execution. A verify or plan job is
+	// leased only while its owner holds no other lease: one agent's slow
+	// plans take at most one runner slot.
+	Owner string
 	// ConfigDigest names the bundle, Vars the variables it is planned with.
 	ConfigDigest string
 	Vars         map[string]string

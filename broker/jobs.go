@@ -461,7 +461,7 @@ func (b *Service) queueVerification(ctx context.Context, p *Proposal) error {
 // queueVerificationIn queues it through st; queued already is not an
 // error.
 func (b *Service) queueVerificationIn(ctx context.Context, st Store, p *Proposal) error {
-	err := b.enqueueIn(ctx, st, &Job{ID: jobIDFor(p.ID), Kind: JobVerify, Workspace: p.Workspace, Subject: p.ID,
+	err := b.enqueueIn(ctx, st, &Job{ID: jobIDFor(p.ID), Kind: JobVerify, Workspace: p.Workspace, Subject: p.ID, Owner: p.Proposer,
 		ConfigDigest: p.ConfigDigest, Vars: p.Vars, MaxAttempts: verifyAttempts})
 	if ErrorCode(err) == ECONFLICT {
 		return nil

@@ -28,6 +28,9 @@ type Options struct {
 	// MaxVerifying is how many of one agent's proposals may wait for
 	// seb's plan at once; more are refused (EBUSY). 0 means 8.
 	MaxVerifying int
+	// MaxAgentBundleBytes is how many bytes of bundles one agent may
+	// store in 24 hours; more is refused (EBUSY). 0 means 1 GiB.
+	MaxAgentBundleBytes int64
 	// Signer signs certificates, logs and the audit log.
 	Signer *Signer
 	// Issuer mints the scoped credentials of each run.
@@ -87,6 +90,9 @@ func New(opts Options) (*Service, error) {
 	}
 	if opts.JobLease == 0 {
 		opts.JobLease = 30 * time.Second
+	}
+	if opts.MaxAgentBundleBytes == 0 {
+		opts.MaxAgentBundleBytes = 1 << 30
 	}
 	if opts.MaxVerifying == 0 {
 		opts.MaxVerifying = 8

@@ -512,8 +512,9 @@ func TestRunnersDrainTogether(t *testing.T) {
 	}
 	ctx := context.Background()
 	var ids []string
+	// Two agents: one agent's verifications run one at a time.
 	for i := range 6 {
-		p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1",
+		p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: fmt.Sprintf("agent-%d", i%2+1),
 			Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": fmt.Sprint(i + 1)}})
 		if err != nil {
 			t.Fatal(err)
@@ -628,7 +629,7 @@ func TestSpeculativePlanRefused(t *testing.T) {
 	if _, err := drift.BundleDirectory(dir, &buf); err != nil {
 		t.Fatal(err)
 	}
-	_, err := w.svc.Plan(context.Background(), "sandbox", buf.Bytes(), nil)
+	_, err := w.svc.Plan(context.Background(), "agent-1", "sandbox", buf.Bytes(), nil)
 	if broker.ErrorCode(err) != broker.EINVALID || !strings.Contains(broker.ErrorMessage(err), "seb's plan failed") || !strings.Contains(broker.ErrorMessage(err), "missing") {
 		t.Errorf("plan of an invalid configuration: %v", err)
 	}
@@ -742,5 +743,92 @@ func TestRunnerFailureRetriedLater(t *testing.T) {
 	got, _ := w.store.Proposal(ctx, p.ID)
 	if got.State != broker.ProposalRefused || !strings.Contains(got.Reason, "after 3 attempt(s)") || !strings.Contains(got.Reason, "disk full") {
 		t.Errorf("proposal %s: %q", got.State, got.Reason)
+	}
+}
+
+// TestBundleBytesCapPerAgent: one agent cannot fill the broker's store
+// with bundles; the cap counts the distinct bundles it stored in a day.
+func TestBundleBytesCapPerAgent(t *testing.T) {
+	ctx := context.Background()
+	issuer := sandboxtest.StartIssuer(t)
+	store, err := sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	signer, err := broker.OpenSigner(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	state, err := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	one := bundle(t, "scale")
+	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: sensitiveKey,
+		MaxAgentBundleBytes: int64(len(one))*2 + 100,
+		Workspaces: []broker.Workspace{{Name: "sandbox", Credentials: broker.CredentialProfile{PlanSecrets: map[string]string{"T": "x"}, ApplySecrets: map[string]string{"T": "y"}},
+			DriftMode: drift.ModeDefault, CertificateLifetime: time.Hour}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	submit := func(agent string, b []byte) error {
+		_, err := svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: agent, Bundle: b})
+		return err
+	}
+	// A bundle that differs by one file's content is another bundle.
+	other := func(n int) []byte {
+		dir := t.TempDir()
+		os.CopyFS(dir, os.DirFS("../fixtures/terraform/scale"))
+		os.WriteFile(filepath.Join(dir, "note.tf"), []byte(fmt.Sprintf("# %d\n", n)), 0o644)
+		var buf bytes.Buffer
+		if _, err := drift.BundleDirectory(dir, &buf); err != nil {
+			t.Fatal(err)
+		}
+		return buf.Bytes()
+	}
+	if err := submit("greedy", one); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit("greedy", other(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := submit("greedy", other(2)); broker.ErrorCode(err) != broker.EBUSY || !strings.Contains(broker.ErrorMessage(err), "one agent may store in a day") {
+		t.Errorf("a third bundle: %v", err)
+	}
+	if err := submit("other", other(3)); err != nil {
+		t.Errorf("another agent was refused: %v", err)
+	}
+}
+
+// TestSlowAgentHoldsOneSlot: one agent's plans take one runner slot at a
+// time, so its hung plans (a data source waiting on a silent server) can
+// never hold all of them: with one of its jobs leased and never reported,
+// the next lease goes to another agent's proposal, and its second job
+// waits.
+func TestSlowAgentHoldsOneSlot(t *testing.T) {
+	w := newWorld(t, nil)
+	w.stopRunner()
+	ctx := context.Background()
+	submit := func(agent string, replicas int) string {
+		p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: agent, Bundle: bundle(t, "scale"),
+			Vars: map[string]string{"replicas": fmt.Sprint(replicas)}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return "job-" + p.ID
+	}
+	slow1, slow2 := submit("slow-agent", 1), submit("slow-agent", 2)
+	other := submit("agent-1", 3)
+	first, err := w.svc.LeaseJob(ctx, "r1", time.Second)
+	if err != nil || first.Job != slow1 {
+		t.Fatalf("first lease: %+v, %v; want %s", first, err, slow1)
+	}
+	second, err := w.svc.LeaseJob(ctx, "r2", time.Second)
+	if err != nil || second.Job != other {
+		t.Fatalf("second lease: %+v, %v; want %s, not %s", second, err, other, slow2)
+	}
+	if third, err := w.svc.LeaseJob(ctx, "r3", 200*time.Millisecond); broker.ErrorCode(err) != broker.ENOTFOUND {
+		t.Errorf("a third lease while slow-agent holds one: %+v, %v", third, err)
 	}
 }

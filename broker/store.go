@@ -25,6 +25,9 @@ type Store interface {
 		seal func(last *AuditEntry) (*AuditEntry, error)) (*AuditEntry, error)
 	// Proposal returns a proposal, or ENOTFOUND.
 	Proposal(ctx context.Context, id string) (*Proposal, error)
+	// ProposerBundleBytes returns the total size of the distinct bundles
+	// of proposer's proposals created at or after since.
+	ProposerBundleBytes(ctx context.Context, proposer string, since time.Time) (int64, error)
 	// ListProposals returns proposals matching the filter, newest first.
 	ListProposals(ctx context.Context, f ProposalFilter) ([]*Proposal, error)
 	// CompleteVerification records, atomically with the audit entry seal
@@ -105,7 +108,8 @@ type Store interface {
 	// a queued one whose NotBefore has come, or a verify or plan job whose lease expired with
 	// attempts left. An execute job waits while another execute job of its
 	// workspace is leased (one execution per workspace at a time) and
-	// while its workspace is held. The
+	// while its workspace is held; a verify or plan job waits while
+	// another of its Owner's holds an unexpired lease. The
 	// lease gets a fencing token greater than any before. ENOTFOUND when
 	// there is nothing to run.
 	LeaseJob(ctx context.Context, runner string, now time.Time, ttl time.Duration) (*Job, error)

@@ -2,15 +2,16 @@ package web
 
 import (
 	"context"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -145,10 +146,60 @@ func (s *Server) routes() {
 	api := e.Group("/api/v1", s.authenticate)
 	for _, r := range s.allRoutes() {
 		limit := "1M"
+		middlewares := []echo.MiddlewareFunc{middleware.BodyLimit(limit), allow(r.roles...)}
 		if r.bodyLimit == "bundle" {
 			limit = strconv.FormatInt(s.opts.MaxBundleBytes, 10) + "B"
+			middlewares = []echo.MiddlewareFunc{middleware.BodyLimit(limit), allow(r.roles...), s.roomToRead}
 		}
-		api.Add(r.method, r.path, r.handler, middleware.BodyLimit(limit), allow(r.roles...))
+		api.Add(r.method, r.path, r.handler, middlewares...)
+	}
+}
+
+// roomToRead lets a large body be read only when there is room for it in
+// MaxReadingBytes: what many large uploads at once can take in memory is
+// bounded. A body waits up to ReadingWait, then is refused with 429. The
+// room a body takes is its declared length, or the most a body may be
+// when it declares none.
+func (s *Server) roomToRead(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		n := c.Request().ContentLength
+		if n < 0 || n > s.opts.MaxBundleBytes {
+			n = s.opts.MaxBundleBytes
+		}
+		n = max(n, 1)
+		ctx, cancel := context.WithTimeout(c.Request().Context(), s.opts.ReadingWait)
+		defer cancel()
+		if err := s.reading.Acquire(ctx, n); err != nil {
+			c.Response().Header().Set("Retry-After", "10")
+			return broker.Errorf(broker.EBUSY, "seb is reading other large proposals (up to %d MiB at once) and found no room for this %d KiB body in %s; send it again shortly",
+				s.opts.MaxReadingBytes>>20, n>>10, s.opts.ReadingWait)
+		}
+		release := sync.OnceFunc(func() {
+			s.reading.Release(n)
+			// A large body's memory goes back to the system once it is
+			// read, rather than staying with the process.
+			if n >= 16<<20 && s.freeing.CompareAndSwap(false, true) {
+				go func() {
+					defer s.freeing.Store(false)
+					debug.FreeOSMemory()
+				}()
+			}
+		})
+		defer release()
+		c.Set(roomKey, release)
+		return next(c)
+	}
+}
+
+// roomKey names, in an echo.Context, the function that gives back the
+// room a body took once the handler no longer holds it.
+const roomKey = "seb.room"
+
+// bodyDone gives back the room of a body the handler has decoded and
+// dropped, before it goes on with slow work.
+func bodyDone(c echo.Context) {
+	if release, ok := c.Get(roomKey).(func()); ok {
+		release()
 	}
 }
 
@@ -272,7 +323,9 @@ func (s *Server) getWorkspace(c echo.Context) error {
 
 // planRequest is the JSON body of a speculative plan.
 type planRequest struct {
-	Bundle string            `json:"bundle"`
+	// Bundle is base64 in the JSON; encoding/json decodes it into its
+	// bytes directly.
+	Bundle []byte            `json:"bundle"`
 	Vars   map[string]string `json:"vars"`
 }
 
@@ -288,14 +341,16 @@ func (s *Server) speculativePlan(c echo.Context) error {
 		return echo.NewHTTPError(http.StatusTooManyRequests, "seb is running as many speculative plans as it will; try again shortly")
 	}
 	var req planRequest
-	if err := bind(c, &req); err != nil {
-		return err
+	if err := bindLarge(c, &req); err != nil {
+		return bundleError(err)
 	}
-	bundle, err := base64.StdEncoding.DecodeString(req.Bundle)
-	if err != nil || len(bundle) == 0 {
+	bundle := req.Bundle
+	if len(bundle) == 0 {
 		return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
 	}
-	plan, err := s.opts.Broker.Plan(c.Request().Context(), c.Param("workspace"), bundle, req.Vars)
+	// The plan may take minutes: the body's room is not held meanwhile.
+	bodyDone(c)
+	plan, err := s.opts.Broker.Plan(c.Request().Context(), principalName(c), c.Param("workspace"), bundle, req.Vars)
 	if err != nil {
 		return err
 	}
@@ -398,10 +453,19 @@ func multipartProposal(c echo.Context) (proposalRequest, []byte, error) {
 	return req, bundle, nil
 }
 
+// bundleError words a body whose bundle is not base64 as before: the
+// JSON decoder's message names a Go type.
+func bundleError(err error) error {
+	if strings.Contains(err.Error(), "illegal base64") {
+		return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
+	}
+	return err
+}
+
 // proposalRequest is the JSON body of a proposal: the bundle base64
 // encoded, and the agent's plan JSON as a JSON value if it made one.
 type proposalRequest struct {
-	Bundle    string            `json:"bundle"`
+	Bundle    []byte            `json:"bundle"`
 	Vars      map[string]string `json:"vars"`
 	Rationale string            `json:"rationale"`
 	Plan      json.RawMessage   `json:"plan,omitempty"`
@@ -419,11 +483,10 @@ func (s *Server) createProposal(c echo.Context) error {
 			return err
 		}
 	} else {
-		if err := bind(c, &req); err != nil {
-			return err
+		if err := bindLarge(c, &req); err != nil {
+			return bundleError(err)
 		}
-		bundle, err = base64.StdEncoding.DecodeString(req.Bundle)
-		if err != nil || len(bundle) == 0 {
+		if bundle = req.Bundle; len(bundle) == 0 {
 			return broker.Errorf(broker.EINVALID, "bundle: a base64-encoded gzip'd tar of the configuration is required")
 		}
 	}

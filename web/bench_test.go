@@ -2,17 +2,23 @@ package web_test
 
 import (
 	"bytes"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/seb-broker/seb/internal/tftest"
+	"github.com/seb-broker/seb/web"
 )
 
 // benchPlan50 returns the plan JSON of 50 resources made by the real
@@ -89,4 +95,77 @@ func BenchmarkProposalIntake(b *testing.B) {
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "proposals/s")
 	b.ReportMetric(float64(latencies[b.N/2].Microseconds())/1000, "p50-ms")
 	b.ReportMetric(float64(latencies[b.N*99/100].Microseconds())/1000, "p99-ms")
+}
+
+// BenchmarkLargeBodiesAtOnce sends four 95 MiB proposal bodies at once,
+// the most a body may be by default, and reports the peak of the
+// server's heap while they are read and how much the process keeps from
+// the system once they are done: what many large uploads at once cost.
+func BenchmarkLargeBodiesAtOnce(b *testing.B) {
+	s := newSite(b)
+	server, err := web.New(web.Options{Broker: s.svc, Records: s.store})
+	if err != nil {
+		b.Fatal(err)
+	}
+	hs := httptest.NewServer(server)
+	b.Cleanup(hs.Close)
+	// 95 MiB of JSON: a base64 "bundle" that is not a gzip'd tar, so
+	// the whole body is read and decoded before it is refused.
+	raw := bytes.Repeat([]byte{0xA5}, 95<<20/4*3-64)
+	body, err := json.Marshal(map[string]any{"bundle": base64.StdEncoding.EncodeToString(raw), "rationale": "large"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	raw = nil
+	var peak, kept uint64
+	b.ResetTimer()
+	for range b.N {
+		runtime.GC()
+		debug.FreeOSMemory()
+		stop := make(chan struct{})
+		sampled := make(chan uint64)
+		go func() {
+			var top uint64
+			var m runtime.MemStats
+			for {
+				runtime.ReadMemStats(&m)
+				top = max(top, m.HeapInuse)
+				select {
+				case <-stop:
+					sampled <- top
+					return
+				case <-time.After(5 * time.Millisecond):
+				}
+			}
+		}()
+		var wg sync.WaitGroup
+		for range 4 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				req, _ := http.NewRequest("POST", hs.URL+"/api/v1/workspaces/sandbox/proposals", bytes.NewReader(body))
+				req.Header.Set("Authorization", "Bearer "+s.tokens["agent-1"])
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					b.Error(err)
+					return
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusBadRequest && resp.StatusCode != http.StatusUnprocessableEntity {
+					b.Errorf("status %d", resp.StatusCode)
+				}
+			}()
+		}
+		wg.Wait()
+		close(stop)
+		peak = max(peak, <-sampled)
+		time.Sleep(200 * time.Millisecond) // the server returns a large body's memory
+		var m runtime.MemStats
+		runtime.ReadMemStats(&m)
+		kept = m.HeapSys - m.HeapReleased
+	}
+	b.ReportMetric(float64(peak)/(1<<20), "peak-heap-MiB")
+	b.ReportMetric(float64(kept)/(1<<20), "kept-MiB")
 }

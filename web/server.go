@@ -13,10 +13,12 @@ import (
 	"log/slog"
 	"net/http"
 	"runtime"
+	"sync/atomic"
 	"time"
 
 	"github.com/labstack/echo/v4"
 	"github.com/labstack/echo/v4/middleware"
+	"golang.org/x/sync/semaphore"
 
 	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/drift"
@@ -26,7 +28,7 @@ import (
 type Broker interface {
 	Workspaces() []broker.Workspace
 	Workspace(name string) (broker.Workspace, error)
-	Plan(ctx context.Context, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error)
+	Plan(ctx context.Context, agent, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error)
 	Submit(ctx context.Context, req broker.ProposalRequest) (*broker.Proposal, error)
 	Review(ctx context.Context, req broker.ReviewRequest) (*broker.Proposal, *broker.Certificate, error)
 	Revoke(ctx context.Context, certificateID, by string) error
@@ -68,6 +70,14 @@ type Options struct {
 	Logger *slog.Logger
 	// MaxBundleBytes bounds a proposal's request body; 0 means 96 MiB.
 	MaxBundleBytes int64
+	// MaxReadingBytes bounds the bytes of proposal and plan bodies read
+	// at once; a body waits for room up to ReadingWait, then is refused
+	// (429). Reading and decoding a body takes about three times its size
+	// in memory, so this bounds the memory uploads take whatever arrives
+	// at once. 0 means 2 × MaxBundleBytes; it is at least MaxBundleBytes.
+	MaxReadingBytes int64
+	// ReadingWait is how long a body waits for room; 0 means 30s.
+	ReadingWait time.Duration
 }
 
 // A Server serves the API.
@@ -78,6 +88,10 @@ type Server struct {
 
 	// planSlots bounds the speculative plans waiting at once.
 	planSlots chan struct{}
+	// reading holds the room of the bodies being read (MaxReadingBytes).
+	reading *semaphore.Weighted
+	// freeing is set while memory freed by a large body is returned.
+	freeing atomic.Bool
 
 	// ui holds the UI's sessions; pages its parsed templates.
 	ui      *sessions
@@ -96,9 +110,17 @@ func New(opts Options) (*Server, error) {
 	if opts.MaxBundleBytes == 0 {
 		opts.MaxBundleBytes = 96 << 20
 	}
+	if opts.MaxReadingBytes == 0 {
+		opts.MaxReadingBytes = 2 * opts.MaxBundleBytes
+	}
+	opts.MaxReadingBytes = max(opts.MaxReadingBytes, opts.MaxBundleBytes)
+	if opts.ReadingWait == 0 {
+		opts.ReadingWait = 30 * time.Second
+	}
 	s := &Server{
 		opts: opts, echo: echo.New(), metrics: newMetrics(),
 		planSlots: make(chan struct{}, max(2, runtime.GOMAXPROCS(0))),
+		reading:   semaphore.NewWeighted(opts.MaxReadingBytes),
 	}
 	var err error
 	if s.pages, err = parsePages(); err != nil {

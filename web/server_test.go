@@ -39,6 +39,7 @@ type site struct {
 	sb     *sandboxtest.Sandbox
 	store  *sqlite.Store
 	server *web.Server
+	svc    *broker.Service
 	tokens map[string]string // name → token
 }
 
@@ -75,7 +76,7 @@ func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	}
 	hs := httptest.NewServer(server)
 	t.Cleanup(hs.Close)
-	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, tokens: map[string]string{}}
+	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, svc: svc, tokens: map[string]string{}}
 	startRunner(t, hs.URL, store)
 	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent,
 		"runner-1": broker.RoleRunner} {
@@ -574,5 +575,64 @@ func TestMultipartProposalAndAuditEndpoints(t *testing.T) {
 	}
 	if status, answer := s.call("root", "GET", "/api/v1/audit/verify", "", nil, &verdict); status != 200 || !verdict.Verified || verdict.Entries != int64(bytes.Count(export, []byte("\n"))) {
 		t.Errorf("verify: %d %s", status, answer)
+	}
+}
+
+// TestLargeBodiesWaitForRoom: what large uploads take at once is bounded.
+// A body that finds no room within the wait is refused with 429 and a
+// clear message, and is accepted once the room is given back.
+func TestLargeBodiesWaitForRoom(t *testing.T) {
+	s := newSite(t)
+	server, err := web.New(web.Options{Broker: s.svc, Records: s.store, MaxBundleBytes: 1 << 20, MaxReadingBytes: 1 << 20, ReadingWait: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs := httptest.NewServer(server)
+	t.Cleanup(hs.Close)
+
+	// A slow upload of a maximal body holds all the room while it is read.
+	pr, pw := io.Pipe()
+	slow, err := http.NewRequest("POST", hs.URL+"/api/v1/workspaces/sandbox/proposals", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	slow.ContentLength = 1 << 20
+	slow.Header.Set("Authorization", "Bearer "+s.tokens["agent-1"])
+	slow.Header.Set("Content-Type", "application/json")
+	slowDone := make(chan int, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(slow)
+		if err != nil {
+			slowDone <- 0
+			return
+		}
+		resp.Body.Close()
+		slowDone <- resp.StatusCode
+	}()
+	pw.Write([]byte(`{"rationale": "`))
+	time.Sleep(100 * time.Millisecond) // the slow body is being read
+
+	propose := func() (int, string) {
+		body, _ := json.Marshal(map[string]any{"bundle": bundle(t, "scale"), "vars": map[string]string{"replicas": "4"}})
+		req, _ := http.NewRequest("POST", hs.URL+"/api/v1/workspaces/sandbox/proposals", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+s.tokens["agent-2"])
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		out, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(out)
+	}
+	if status, body := propose(); status != http.StatusTooManyRequests || !strings.Contains(body, "reading other large proposals") {
+		t.Errorf("a proposal while the room is taken: %d %s", status, body)
+	}
+	pw.CloseWithError(io.ErrUnexpectedEOF) // the slow upload gives up
+	if status := <-slowDone; status == http.StatusAccepted {
+		t.Errorf("the cut upload was accepted")
+	}
+	if status, body := propose(); status != http.StatusAccepted {
+		t.Errorf("a proposal once the room is back: %d %s", status, body)
 	}
 }

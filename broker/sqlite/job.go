@@ -10,7 +10,7 @@ import (
 	"github.com/seb-broker/seb/broker"
 )
 
-const jobColumns = `id, kind, workspace, subject, config_digest, vars, state, attempts, max_attempts,
+const jobColumns = `id, kind, workspace, subject, owner, config_digest, vars, state, attempts, max_attempts,
 	runner, token, lease_expires, not_before, phase, result, error, created_at, updated_at`
 
 // EnqueueJob implements broker.Store.
@@ -24,9 +24,9 @@ func (s *Store) EnqueueJob(ctx context.Context, j *broker.Job) error {
 	}
 	t := target{kind: "job", id: j.ID}
 	return s.write(ctx, t, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, kind, workspace, subject, config_digest, vars, state, attempts,
-			max_attempts, phase, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)`,
-			j.ID, j.Kind, j.Workspace, j.Subject, j.ConfigDigest, string(vars), broker.JobQueued, j.MaxAttempts, j.Phase,
+		_, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, kind, workspace, subject, owner, config_digest, vars, state, attempts,
+			max_attempts, phase, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)`,
+			j.ID, j.Kind, j.Workspace, j.Subject, j.Owner, j.ConfigDigest, string(vars), broker.JobQueued, j.MaxAttempts, j.Phase,
 			formatTime(j.CreatedAt), formatTime(j.CreatedAt))
 		return err
 	})
@@ -42,7 +42,9 @@ func (s *Store) LeaseJob(ctx context.Context, runner string, now time.Time, ttl 
 			AND NOT (j.kind = 'execute' AND EXISTS (SELECT 1 FROM jobs o WHERE o.kind = 'execute' AND o.workspace = j.workspace
 				AND o.state = 'leased' AND o.id != j.id))
 			AND NOT (j.kind = 'execute' AND EXISTS (SELECT 1 FROM workspace_holds h WHERE h.workspace = j.workspace))
-			ORDER BY j.created_at, j.id LIMIT 1`, at, at)
+			AND NOT (j.kind != 'execute' AND j.owner != '' AND EXISTS (SELECT 1 FROM jobs o WHERE o.owner = j.owner
+				AND o.kind != 'execute' AND o.state = 'leased' AND o.lease_expires >= ? AND o.id != j.id))
+			ORDER BY j.created_at, j.id LIMIT 1`, at, at, at)
 		j, err := scanJob(row)
 		if err != nil {
 			return err
@@ -209,7 +211,7 @@ func scanJob(row scanner) (*broker.Job, error) {
 		notBefore                        string
 		result                           []byte
 	)
-	err := row.Scan(&j.ID, &j.Kind, &j.Workspace, &j.Subject, &j.ConfigDigest, &vars, &j.State, &j.Attempts, &j.MaxAttempts,
+	err := row.Scan(&j.ID, &j.Kind, &j.Workspace, &j.Subject, &j.Owner, &j.ConfigDigest, &vars, &j.State, &j.Attempts, &j.MaxAttempts,
 		&j.Runner, &j.Token, &leaseExpires, &notBefore, &j.Phase, &result, &j.Error, &created, &upd)
 	if err != nil {
 		return nil, err

@@ -161,6 +161,18 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 	return &p, nil
 }
 
+// ProposerBundleBytes implements broker.Store.
+func (s *Store) ProposerBundleBytes(ctx context.Context, proposer string, since time.Time) (int64, error) {
+	var n int64
+	err := s.rd().QueryRowContext(ctx, `SELECT coalesce(sum(length(b.data)), 0) FROM bundles b
+		WHERE b.digest IN (SELECT config_digest FROM proposals WHERE proposer = ? AND created_at >= ?)`,
+		proposer, formatTime(since)).Scan(&n)
+	if err != nil {
+		return 0, formatError(err, target{kind: "bundles of", id: proposer})
+	}
+	return n, nil
+}
+
 // Proposal returns a proposal, or ENOTFOUND.
 func (s *Store) Proposal(ctx context.Context, id string) (*broker.Proposal, error) {
 	p, err := scanProposal(s.rd().QueryRowContext(ctx, "SELECT "+proposalColumns+" FROM proposals WHERE id = ?", id))

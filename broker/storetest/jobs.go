@@ -2,6 +2,7 @@ package storetest
 
 import (
 	"context"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -257,4 +258,41 @@ func testJobNotBefore(t *testing.T, s broker.Store) {
 		t.Errorf("leased %+v", again)
 	}
 	checkTime(t, "not before", again.NotBefore, at(20))
+}
+
+// testJobOwnersShareSlots: a verify or plan job waits while another job
+// of its owner holds a live lease — one agent's slow plans hold at most
+// one runner slot — but never an execution, nor a job behind an expired
+// lease.
+func testJobOwnersShareSlots(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	owned := func(id string, kind broker.JobKind, owner string, minute int) *broker.Job {
+		j := job(id, kind, "w-"+id, minute, 3)
+		j.Owner = owner
+		return j
+	}
+	must(t, "enqueue", s.EnqueueJob(ctx, owned("a1", broker.JobVerify, "agent-a", 1)))
+	must(t, "enqueue", s.EnqueueJob(ctx, owned("a2", broker.JobPlan, "agent-a", 2)))
+	must(t, "enqueue", s.EnqueueJob(ctx, owned("b1", broker.JobVerify, "agent-b", 3)))
+	must(t, "enqueue", s.EnqueueJob(ctx, owned("e1", broker.JobExecute, "", 4)))
+	var got []string
+	for range 3 {
+		j, err := s.LeaseJob(ctx, "r", at(10), time.Minute)
+		must(t, "lease", err)
+		got = append(got, j.ID)
+		if j.Owner == "" && j.Kind != broker.JobExecute {
+			t.Errorf("job %s lost its owner", j.ID)
+		}
+	}
+	if want := []string{"a1", "b1", "e1"}; !slices.Equal(got, want) {
+		t.Fatalf("leased %v, want %v: agent-a's second job must wait", got, want)
+	}
+	_, err := s.LeaseJob(ctx, "r", at(10), time.Minute)
+	wantCode(t, "lease while the owner holds one", err, broker.ENOTFOUND, "")
+	// Once agent-a's lease expires, its next job may run.
+	j, err := s.LeaseJob(ctx, "r", at(12), time.Minute)
+	must(t, "lease after the owner's lease expired", err)
+	if j.ID != "a1" && j.ID != "a2" {
+		t.Errorf("leased %s after agent-a's lease expired", j.ID)
+	}
 }

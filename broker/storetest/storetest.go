@@ -63,6 +63,8 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"HeldWorkspaceNotLeased", testHeldWorkspaceNotLeased},
 		{"JobNotBefore", testJobNotBefore},
 		{"Tx", testTx},
+		{"JobOwnersShareSlots", testJobOwnersShareSlots},
+		{"ProposerBundleBytes", testProposerBundleBytes},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })
@@ -1003,5 +1005,39 @@ func testCompleteVerification(t *testing.T, s broker.Store) {
 	}
 	if got, _ := s.Proposal(ctx, "prop-f"); got.State != broker.ProposalVerifying {
 		t.Errorf("after a failing seal the proposal is %s, want verifying", got.State)
+	}
+}
+
+// testProposerBundleBytes: the bytes of the distinct bundles of one
+// proposer's proposals since a time.
+func testProposerBundleBytes(t *testing.T, s broker.Store) {
+	ctx := context.Background()
+	must(t, "PutBundle", s.PutBundle(ctx, "sha256:small", make([]byte, 10)))
+	must(t, "PutBundle", s.PutBundle(ctx, "sha256:large", make([]byte, 20)))
+	for _, p := range []struct {
+		id, bundle, proposer string
+		minute               int
+	}{
+		{"p1", "sha256:small", "agent-7", 0},
+		{"p2", "sha256:small", "agent-7", 5}, // the same bundle again
+		{"p3", "sha256:large", "agent-7", 10},
+		{"p4", "sha256:large", "agent-8", 10},
+	} {
+		prop := proposal(t, p.id, p.minute)
+		prop.ConfigDigest, prop.Proposer = p.bundle, p.proposer
+		must(t, "CreateProposal", s.CreateProposal(ctx, prop))
+	}
+	for _, tt := range []struct {
+		proposer string
+		since    int
+		want     int64
+	}{
+		{"agent-7", 0, 30}, {"agent-7", 5, 30}, {"agent-7", 6, 20}, {"agent-7", 11, 0}, {"agent-8", 0, 20}, {"nobody", 0, 0},
+	} {
+		got, err := s.ProposerBundleBytes(ctx, tt.proposer, at(tt.since))
+		must(t, "ProposerBundleBytes", err)
+		if got != tt.want {
+			t.Errorf("ProposerBundleBytes(%s, minute %d) = %d, want %d", tt.proposer, tt.since, got, tt.want)
+		}
 	}
 }
