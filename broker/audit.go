@@ -130,8 +130,8 @@ func (b *AuditBreak) Error() string {
 // VerifyAudit reads an audit log with next, in order, until next returns
 // io.EOF, and returns how many entries verified. Each entry must have the
 // next sequence number (from 1), link to the previous entry's hash (the
-// first to AuditGenesisHash), have details matching their digest (when
-// the details are present), a hash matching its contents, and pub's
+// first to AuditGenesisHash), have details (every sealed entry has them)
+// matching their digest, a hash matching its contents, and pub's
 // signature of that hash. Any change, deletion, insertion or reordering of
 // entries breaks one of these at the first entry affected.
 //
@@ -178,14 +178,17 @@ func auditEntryProblem(e *AuditEntry, seq int64, prevHash, keyID string, pub ed2
 		}
 		return fmt.Sprintf("previous hash does not match the hash of entry %d", seq-1)
 	}
-	if len(e.Details) > 0 {
-		details, err := canonicalizeJSON(e.Details)
-		if err != nil {
-			return "details are not valid JSON"
-		}
-		if sha256DigestOf(details) != e.DetailsDigest {
-			return "details do not match their digest"
-		}
+	// Every sealed entry has details ("{}" at least): missing details are
+	// erased details, never an option.
+	if len(bytes.TrimSpace(e.Details)) == 0 || string(bytes.TrimSpace(e.Details)) == "null" {
+		return "details are missing: they were erased"
+	}
+	details, err := canonicalizeJSON(e.Details)
+	if err != nil {
+		return "details are not valid JSON"
+	}
+	if sha256DigestOf(details) != e.DetailsDigest {
+		return "details do not match their digest"
 	}
 	hash, err := auditHash(e)
 	if err != nil || hash != e.Hash {

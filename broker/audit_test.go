@@ -197,13 +197,18 @@ func TestVerifyAuditChain(t *testing.T) {
 	if n, err := broker.VerifyAudit(auditEntriesOf(nil), pub); n != 0 || err != nil {
 		t.Errorf("VerifyAudit(empty log) = %d, %v; want 0, nil", n, err)
 	}
-	// Details are optional: the digest alone keeps the chain.
-	withoutDetails := cloneAuditChain(chain)
-	for _, e := range withoutDetails {
-		e.Details = nil
-	}
-	if n, err := broker.VerifyAudit(auditEntriesOf(withoutDetails), pub); n != auditTestLength || err != nil {
-		t.Errorf("VerifyAudit(without details) = %d, %v; want %d, nil", n, err, auditTestLength)
+	// Details erased from any entry (NULL in the database, removed from
+	// an export) break the log at that entry, naming it.
+	for k := 1; k <= auditTestLength; k++ {
+		for _, erased := range []json.RawMessage{nil, json.RawMessage("null"), json.RawMessage(" ")} {
+			withoutDetails := cloneAuditChain(chain)
+			withoutDetails[k-1].Details = erased
+			n, err := broker.VerifyAudit(auditEntriesOf(withoutDetails), pub)
+			var brk *broker.AuditBreak
+			if n != int64(k-1) || !errors.As(err, &brk) || brk.Seq != int64(k) || !strings.Contains(brk.Reason, "details are missing") {
+				t.Errorf("details of entry %d erased (%q): VerifyAudit = %d, %v", k, erased, n, err)
+			}
+		}
 	}
 	readErr := errors.New("disk on fire")
 	failing := func() (*broker.AuditEntry, error) { return nil, readErr }
@@ -265,7 +270,7 @@ func TestVerifyAuditDetectsTampering(t *testing.T) {
 		{"details digest without details", func(t *testing.T, e *broker.AuditEntry) {
 			e.Details = nil
 			e.DetailsDigest = "sha256:" + strings.Repeat("1", 64)
-		}, "hash does not match its contents"},
+		}, "details are missing"},
 		{"time by a microsecond", func(t *testing.T, e *broker.AuditEntry) { e.Time = e.Time.Add(time.Microsecond) }, "hash does not match its contents"},
 		{"time by a nanosecond", func(t *testing.T, e *broker.AuditEntry) { e.Time = e.Time.Add(time.Nanosecond) }, "hash does not match its contents"},
 		{"hash", func(t *testing.T, e *broker.AuditEntry) { e.Hash = "sha256:" + strings.Repeat("2", 64) }, "hash does not match its contents"},

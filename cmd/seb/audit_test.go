@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -70,9 +71,19 @@ func TestAuditVerify(t *testing.T) {
 	reordered[3], reordered[4] = reordered[4], reordered[3]
 	otherDB, otherPub := auditFixture(t, 1)
 	_ = otherDB
+	var entry map[string]any
+	json.Unmarshal([]byte(lines[1]), &entry)
+	delete(entry, "details")
+	erased, _ := json.Marshal(entry)
+	withoutDetails := append([]string{}, lines...)
+	withoutDetails[1] = string(erased)
+	otherDetails := append([]string{}, lines...)
+	otherDetails[3] = strings.Replace(otherDetails[3], `"comment":"ok"`, `"comment":"no"`, 1)
 	tests := []struct {
 		name, file, key, want string
 	}{
+		{"details erased", write(withoutDetails), pub, "audit entry 2: details are missing"},
+		{"details changed", write(otherDetails), pub, "audit entry 4: details do not match"},
 		{"changed", write(changed), pub, "audit entry 3"},
 		{"deleted", write(deleted), pub, "audit entry 2"},
 		{"reordered", write(reordered), pub, "audit entry 4"},
@@ -85,6 +96,20 @@ func TestAuditVerify(t *testing.T) {
 				t.Errorf("exit %d, %q %q; want exit 1 naming %q", r.code, r.stdout, r.stderr, tt.want)
 			}
 		})
+	}
+	// Details set to NULL in the database itself, by someone who can
+	// drop its append-only trigger.
+	erasedDB, erasedPub := auditFixture(t, 5)
+	raw, err := sql.Open("sqlite", erasedDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec("DROP TRIGGER audit_log_no_update; UPDATE audit_log SET details = NULL WHERE seq >= 3"); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if r := seb(t, "", "audit", "verify", "--public-key", erasedPub, erasedDB); r.code != exitDiverged || !strings.Contains(r.stdout, "audit entry 3: details are missing") {
+		t.Errorf("details erased in the database: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 	if r := seb(t, "", "audit", "verify", db); r.code != exitError || !strings.Contains(r.stderr, "--public-key is required") {
 		t.Errorf("no key: exit %d, %q", r.code, r.stderr)
