@@ -38,9 +38,21 @@ terraform:
 bubblewrap:
 	@./scripts/bubblewrap.sh
 
+# The packages with concurrency (the broker and its store, the server, the
+# runner, Terraform's workdirs and sandbox) run under the race detector,
+# which needs cgo and a C compiler; SEB_REQUIRE_RACE=1 (CI) fails without.
+RACE_PKGS := ./broker/... ./web/... ./runner/... ./drift/... ./sandbox/...
+RACE      := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null 2>&1 && echo -race)
+
 test: build provider
+	@if [ -z "$(RACE)" ]; then \
+	  if [ -n "$$SEB_REQUIRE_RACE" ]; then echo "test: the race detector needs cgo and a C compiler" >&2; exit 1; fi; \
+	  echo "test: no C compiler: running without the race detector" >&2; \
+	fi
 	@tf=$$(./scripts/terraform.sh) && echo "terraform: $$tf" && \
-	SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" SEB_SANDBOX_SHIM="$(CURDIR)/bin/seb-sandbox" $(GO) test -count=1 ./...
+	export SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" SEB_SANDBOX_SHIM="$(CURDIR)/bin/seb-sandbox" && \
+	$(GO) test -count=1 $(RACE) $(RACE_PKGS) && \
+	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/broker' -e '/web' -e '/runner' -e '/drift' -e '/sandbox$$')
 
 bench: build provider
 	@tf=$$(./scripts/terraform.sh) && \

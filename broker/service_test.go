@@ -512,9 +512,9 @@ func TestRunnersDrainTogether(t *testing.T) {
 	}
 	ctx := context.Background()
 	var ids []string
-	// Two agents: one agent's verifications run one at a time.
+	// Six agents: one agent's verifications would run one at a time.
 	for i := range 6 {
-		p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: fmt.Sprintf("agent-%d", i%2+1),
+		p, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: fmt.Sprintf("agent-%d", i+1),
 			Bundle: bundle(t, "scale"), Vars: map[string]string{"replicas": fmt.Sprint(i + 1)}})
 		if err != nil {
 			t.Fatal(err)

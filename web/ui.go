@@ -71,6 +71,8 @@ func (ss *sessions) create(tok *broker.APIToken, now time.Time) (string, *sessio
 	return id, s
 }
 
+// get returns a copy of the session: a request may change its copy (the
+// token read again) while others read theirs.
 func (ss *sessions) get(id string, now time.Time) *session {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
@@ -79,7 +81,8 @@ func (ss *sessions) get(id string, now time.Time) *session {
 		delete(ss.byID, id)
 		return nil
 	}
-	return s
+	own := *s
+	return &own
 }
 
 func (ss *sessions) end(id string) {
