@@ -188,9 +188,10 @@ type Execution struct {
 // An Artifact is a stored, signed blob: an execution's plan or apply log.
 type Artifact struct {
 	ID   string
-	Kind string // "plan-log", "apply-log", "plan-json"
-	// Digest is sha256:<hex> of Data; Signature signs the digest (ed25519,
-	// base64) with the key KeyID.
+	Kind string // "plan-log", "apply-log", "plan-json", "agent-plan"
+	// Digest is sha256:<hex> of Data; Signature is the DSSE signature
+	// (ed25519, base64) of Kind's payload type and Data with the key
+	// KeyID: Envelope is the artifact as a DSSE envelope.
 	Digest    string
 	Data      []byte
 	Signature string

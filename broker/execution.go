@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/seb-broker/seb/drift"
@@ -232,6 +233,10 @@ func (b *Service) refuseExecution(ctx context.Context, actor string, envelope []
 	return refusal
 }
 
+// PlanJSONArtifact is the id of the signed artifact holding the JSON of an
+// execution's live plan, the one its decision was made on.
+func PlanJSONArtifact(executionID string) string { return "plan-json-" + executionID }
+
 // checkHold refuses a workspace held for reconciliation (EINVALID, with
 // why), reading through st.
 func (b *Service) checkHold(ctx context.Context, st Store, workspace string) error {
@@ -266,9 +271,12 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	if err != nil {
 		return nil, err
 	}
+	// The live plan is evidence of the decision, whichever it is.
+	planJSON := &Artifact{ID: PlanJSONArtifact(e.ID), Kind: "plan-json", Data: r.Plan, CreatedAt: b.now()}
+	b.opts.Signer.SignArtifact(planJSON)
 	live, err := planparse.Parse(bytes.NewReader(r.Plan), planparse.Options{SensitiveKey: b.opts.SensitiveKey})
 	if err != nil {
-		return &PlanVerdict{Reason: "unreadable plan"}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionFailed, "the live plan could not be read: "+err.Error(), nil)
+		return &PlanVerdict{Reason: "unreadable plan"}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionFailed, "the live plan could not be read: "+err.Error(), nil, planJSON)
 	}
 	// What is compared is what the signed envelope says. The run may have
 	// waited in the queue: the certificate must still stand (window,
@@ -296,7 +304,7 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	}
 	if !decision.Accepted {
 		e.Divergence, _ = json.Marshal(decision)
-		return &PlanVerdict{Reason: decision.Reason}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionRejected, decision.Reason, nil)
+		return &PlanVerdict{Reason: decision.Reason}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionRejected, decision.Reason, nil, planJSON)
 	}
 	grant, err := RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name,
 		ExecutionID: e.ID, CertificateID: cert.ID}.Grant(drift.PhaseApply)
@@ -314,7 +322,11 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 		if err := tx.UpdateExecution(ctx, e, ExecutionPlanning); err != nil {
 			return err
 		}
-		return b.audit(ctx, tx, "seb", "credential.apply_issued", e.ID, map[string]any{"jti": grant.TokenID, "expires_at": grant.ExpiresAt})
+		if err := tx.PutArtifact(ctx, planJSON); err != nil {
+			return err
+		}
+		return b.audit(ctx, tx, "seb", "credential.apply_issued", e.ID, map[string]any{"jti": grant.TokenID, "expires_at": grant.ExpiresAt,
+			"plan_json": planJSON.ID, "plan_json_digest": planJSON.Digest})
 	})
 	if err != nil {
 		j.Phase = string(drift.PhasePlan)
@@ -420,10 +432,21 @@ func (b *Service) interrupted(ctx context.Context, st Store, j *Job, reason stri
 // still be in the state e says (ECONFLICT otherwise): a final state is
 // never overwritten. A failure records nothing, and the runner's report
 // (or the sweep) tries again.
-func (b *Service) endExecution(ctx context.Context, st Store, j *Job, e *Execution, state ExecutionState, reason string, hold *Hold) error {
+//
+// The logs and extra, which are signed artifacts (the live plan's JSON),
+// are stored with it, and the audit entry names each by id and digest.
+func (b *Service) endExecution(ctx context.Context, st Store, j *Job, e *Execution, state ExecutionState, reason string, hold *Hold, extra ...*Artifact) error {
 	ctx = context.WithoutCancel(ctx)
 	ended := *e
 	err := st.Tx(ctx, func(tx Store) error {
+		details := map[string]any{"certificate": e.CertificateID, "reason": reason}
+		for _, a := range extra {
+			if err := tx.PutArtifact(ctx, a); err != nil {
+				return err
+			}
+			details[strings.ReplaceAll(a.Kind, "-", "_")] = a.ID
+			details[strings.ReplaceAll(a.Kind, "-", "_")+"_digest"] = a.Digest
+		}
 		jobID := jobIDFor(e.ID)
 		for _, phase := range []drift.Phase{drift.PhasePlan, drift.PhaseApply} {
 			log, err := tx.JobLog(ctx, jobID, string(phase))
@@ -443,6 +466,7 @@ func (b *Service) endExecution(ctx context.Context, st Store, j *Job, e *Executi
 			} else {
 				ended.ApplyLogID = a.ID
 			}
+			details[string(phase)+"_log_digest"] = a.Digest
 		}
 		if hold != nil {
 			h := *hold
@@ -469,7 +493,7 @@ func (b *Service) endExecution(ctx context.Context, st Store, j *Job, e *Executi
 		if err := tx.UpdateExecution(ctx, &ended, e.State); err != nil {
 			return err
 		}
-		details := map[string]any{"certificate": e.CertificateID, "reason": reason, "plan_log": ended.PlanLogID, "apply_log": ended.ApplyLogID}
+		details["plan_log"], details["apply_log"] = ended.PlanLogID, ended.ApplyLogID
 		return b.audit(ctx, tx, "seb", "execution."+string(state), e.ID, details)
 	})
 	if err != nil {

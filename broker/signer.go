@@ -16,6 +16,7 @@ import (
 	"io/fs"
 	"os"
 	"regexp"
+	"strings"
 
 	"github.com/gowebpki/jcs"
 	"github.com/secure-systems-lab/go-securesystemslib/dsse"
@@ -270,19 +271,35 @@ func (k dsseKey) KeyID() (string, error) { return k.id, nil }
 // Public returns the ed25519 public key.
 func (k dsseKey) Public() crypto.PublicKey { return k.public }
 
-// SignArtifact sets a's Digest to "sha256:<hex>" of a.Data, Signature to the
-// base64 (standard, padded) ed25519 signature of the digest string's bytes,
-// and KeyID to the signer's key id.
+// ArtifactPayloadTypePrefix starts the DSSE payload type of every signed
+// artifact; the artifact's kind follows: "application/vnd.seb.plan-log".
+const ArtifactPayloadTypePrefix = "application/vnd.seb."
+
+// SignArtifact signs a as the payload of a DSSE envelope whose payload
+// type is ArtifactPayloadTypePrefix + a.Kind: Digest is "sha256:<hex>" of
+// a.Data, Signature the base64 (standard, padded) ed25519 signature of
+// the DSSE pre-authentication encoding of that type and a.Data, KeyID
+// the signer's key id. Envelope rebuilds the envelope from them.
 func (s *Signer) SignArtifact(a *Artifact) {
 	a.Digest = sha256DigestOf(a.Data)
-	a.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(s.private, []byte(a.Digest)))
+	a.Signature = base64.StdEncoding.EncodeToString(ed25519.Sign(s.private, dsse.PAE(ArtifactPayloadTypePrefix+a.Kind, a.Data)))
 	a.KeyID = s.keyID
+}
+
+// Envelope returns the artifact as the DSSE envelope that carries it:
+// what anyone holding the public key verifies offline (seb verify).
+func (a *Artifact) Envelope() ([]byte, error) {
+	return json.Marshal(dsse.Envelope{
+		PayloadType: ArtifactPayloadTypePrefix + a.Kind,
+		Payload:     base64.StdEncoding.EncodeToString(a.Data),
+		Signatures:  []dsse.Signature{{KeyID: a.KeyID, Sig: a.Signature}},
+	})
 }
 
 // VerifyArtifact returns nil if a was signed by pub's key and its data is
 // what was signed. Otherwise it returns an EINVALID error saying which: the
 // artifact names another key, its data does not match its digest, or the
-// signature is not pub's signature of the digest.
+// signature is not pub's signature of its kind and data.
 func VerifyArtifact(a *Artifact, pub ed25519.PublicKey) error {
 	if want := PublicKeyID(pub); a.KeyID != want {
 		return Errorf(EINVALID, "artifact %s is signed by key %q, not %s", a.ID, a.KeyID, want)
@@ -290,10 +307,36 @@ func VerifyArtifact(a *Artifact, pub ed25519.PublicKey) error {
 	if sha256DigestOf(a.Data) != a.Digest {
 		return Errorf(EINVALID, "artifact %s: data does not match its digest", a.ID)
 	}
-	if !verifyBase64Signature(pub, []byte(a.Digest), a.Signature) {
+	if !verifyBase64Signature(pub, dsse.PAE(ArtifactPayloadTypePrefix+a.Kind, a.Data), a.Signature) {
 		return Errorf(EINVALID, "artifact %s: signature is invalid", a.ID)
 	}
 	return nil
+}
+
+// VerifyArtifactEnvelope checks a DSSE envelope of a signed artifact with
+// pub alone and returns its kind and data (Digest set; no ID, no time).
+// An envelope that is not one, or whose signature is not pub's over its
+// payload type and payload, is EINVALID.
+func VerifyArtifactEnvelope(envelope []byte, pub ed25519.PublicKey) (*Artifact, error) {
+	var env dsse.Envelope
+	if err := json.Unmarshal(envelope, &env); err != nil || env.Payload == "" && len(env.Signatures) == 0 {
+		return nil, Errorf(EINVALID, "not a DSSE envelope")
+	}
+	kind, ok := strings.CutPrefix(env.PayloadType, ArtifactPayloadTypePrefix)
+	if !ok || kind == "" {
+		return nil, Errorf(EINVALID, "not a seb artifact: payload type %q", env.PayloadType)
+	}
+	data, err := base64.StdEncoding.DecodeString(env.Payload)
+	if err != nil {
+		return nil, Errorf(EINVALID, "the envelope's payload is not base64")
+	}
+	keyID := PublicKeyID(pub)
+	for _, sig := range env.Signatures {
+		if sig.KeyID == keyID && verifyBase64Signature(pub, dsse.PAE(env.PayloadType, data), sig.Sig) {
+			return &Artifact{Kind: kind, Data: data, Digest: sha256DigestOf(data), Signature: sig.Sig, KeyID: keyID}, nil
+		}
+	}
+	return nil, Errorf(EINVALID, "the %s's signature is not %s's: it was changed, or signed by another key", kind, keyID)
 }
 
 // verifyBase64Signature reports whether sig, standard base64, is pub's

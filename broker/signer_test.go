@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
+	"encoding/json"
 	"encoding/pem"
 	"os"
 	"path/filepath"
@@ -311,8 +312,8 @@ func TestArtifactSignVerify(t *testing.T) {
 		t.Errorf("KeyID = %s, want %s", a.KeyID, s.KeyID())
 	}
 	sig, err := base64.StdEncoding.DecodeString(a.Signature)
-	if err != nil || !ed25519.Verify(s.PublicKey(), []byte(a.Digest), sig) {
-		t.Errorf("Signature is not base64 ed25519 over the digest string: %v", err)
+	if err != nil || !ed25519.Verify(s.PublicKey(), dsse.PAE("application/vnd.seb.apply-log", data), sig) {
+		t.Errorf("Signature is not base64 ed25519 over the DSSE encoding of the kind and data: %v", err)
 	}
 	pub, err := broker.ParsePublicKeyPEM(s.PublicKeyPEM())
 	if err != nil {
@@ -338,6 +339,7 @@ func TestArtifactSignVerify(t *testing.T) {
 		{"garbled signature", func(a *broker.Artifact) { a.Signature = "!!" }, s.PublicKey(), "signature is invalid"},
 		{"another key", func(a *broker.Artifact) {}, other.PublicKey(), "is signed by key"},
 		{"re-signed by another key", func(a *broker.Artifact) { other.SignArtifact(a); a.KeyID = s.KeyID() }, s.PublicKey(), "signature is invalid"},
+		{"another kind", func(a *broker.Artifact) { a.Kind = "plan-log" }, s.PublicKey(), "signature is invalid"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -348,6 +350,56 @@ func TestArtifactSignVerify(t *testing.T) {
 				t.Fatalf("VerifyArtifact = %v, want EINVALID containing %q", err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestArtifactEnvelope: an artifact's DSSE envelope verifies offline with
+// the public key alone; one byte changed anywhere in the payload, the
+// payload type or the signature fails it.
+func TestArtifactEnvelope(t *testing.T) {
+	s := newTestSigner(t)
+	a := &broker.Artifact{ID: "log-1", Kind: "plan-log", Data: []byte(`{"@level":"info","@message":"Plan: 1 to add"}` + "\n")}
+	s.SignArtifact(a)
+	env, err := a.Envelope()
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := broker.VerifyArtifactEnvelope(env, s.PublicKey())
+	if err != nil || got.Kind != "plan-log" || !bytes.Equal(got.Data, a.Data) || got.Digest != a.Digest {
+		t.Fatalf("VerifyArtifactEnvelope = %+v, %v", got, err)
+	}
+	var e dsse.Envelope
+	json.Unmarshal(env, &e)
+	payload, _ := base64.StdEncoding.DecodeString(e.Payload)
+	for i := range payload {
+		changed := e
+		p := bytes.Clone(payload)
+		p[i] ^= 1
+		changed.Payload = base64.StdEncoding.EncodeToString(p)
+		raw, _ := json.Marshal(changed)
+		if _, err := broker.VerifyArtifactEnvelope(raw, s.PublicKey()); broker.ErrorCode(err) != broker.EINVALID {
+			t.Fatalf("payload byte %d changed: %v", i, err)
+		}
+	}
+	for _, spoil := range []func(e *dsse.Envelope){
+		func(e *dsse.Envelope) { e.PayloadType = "application/vnd.seb.apply-log" },
+		func(e *dsse.Envelope) { e.PayloadType = "application/json" },
+		func(e *dsse.Envelope) { e.Signatures = nil },
+		func(e *dsse.Envelope) { e.Signatures = []dsse.Signature{{KeyID: e.Signatures[0].KeyID, Sig: "AAAA"}} },
+	} {
+		changed := e
+		changed.Signatures = append([]dsse.Signature{}, e.Signatures...)
+		spoil(&changed)
+		raw, _ := json.Marshal(changed)
+		if _, err := broker.VerifyArtifactEnvelope(raw, s.PublicKey()); broker.ErrorCode(err) != broker.EINVALID {
+			t.Errorf("%+v: %v", changed, err)
+		}
+	}
+	if _, err := broker.VerifyArtifactEnvelope(env, newTestSigner(t).PublicKey()); broker.ErrorCode(err) != broker.EINVALID {
+		t.Errorf("another key: %v", err)
+	}
+	if _, err := broker.VerifyArtifactEnvelope([]byte("{"), s.PublicKey()); broker.ErrorCode(err) != broker.EINVALID {
+		t.Errorf("not JSON: %v", err)
 	}
 }
 

@@ -121,6 +121,7 @@ func (s *Server) apiRoutes() []route {
 		{http.MethodPost, "/executions", executors, s.createExecution, "", "Execute a certificate: verified and consumed now (202), run in the background"},
 		{http.MethodGet, "/executions/:id", readers, s.getExecution, "", "Get an execution's state, reason and decision"},
 		{http.MethodGet, "/executions/:id/logs", readers, s.getExecutionLogs, "", "The execution's signed plan and apply logs, as JSON lines"},
+		{http.MethodGet, "/artifacts/:id", readers, s.getArtifact, "", "A signed artifact (an execution's plan or apply log or plan JSON, an agent's plan) as its DSSE envelope: check it offline with seb verify and the key at /api/v1/keys/signing"},
 		{http.MethodGet, "/audit", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.listAudit, "", "Page through the audit log"},
 		{http.MethodGet, "/audit/export", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.exportAudit, "", "The whole audit log as JSON Lines, for seb audit verify"},
 		{http.MethodGet, "/audit/verify", []broker.Role{broker.RoleReviewer, broker.RoleAdmin}, s.verifyAudit, "", "Verify the audit log's chain and signatures now"},
@@ -724,8 +725,12 @@ type executionJSON struct {
 	Decision      json.RawMessage       `json:"decision,omitempty"`
 	PlanLogID     string                `json:"plan_log_id,omitempty"`
 	ApplyLogID    string                `json:"apply_log_id,omitempty"`
-	StartedAt     time.Time             `json:"started_at"`
-	UpdatedAt     time.Time             `json:"updated_at"`
+	// PlanJSONID names the signed JSON of the live plan the decision was
+	// made on, once there was one; every id here is served as a DSSE
+	// envelope at /api/v1/artifacts/{id}.
+	PlanJSONID string    `json:"plan_json_id,omitempty"`
+	StartedAt  time.Time `json:"started_at"`
+	UpdatedAt  time.Time `json:"updated_at"`
 }
 
 func executionJSONOf(e *broker.Execution) executionJSON {
@@ -734,11 +739,34 @@ func executionJSONOf(e *broker.Execution) executionJSON {
 }
 
 func (s *Server) getExecution(c echo.Context) error {
-	e, err := s.opts.Records.Execution(c.Request().Context(), c.Param("id"))
+	ctx := c.Request().Context()
+	e, err := s.opts.Records.Execution(ctx, c.Param("id"))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, executionJSONOf(e))
+	out := executionJSONOf(e)
+	switch _, err := s.opts.Records.Artifact(ctx, broker.PlanJSONArtifact(e.ID)); broker.ErrorCode(err) {
+	case "":
+		out.PlanJSONID = broker.PlanJSONArtifact(e.ID)
+	case broker.ENOTFOUND:
+	default:
+		return err
+	}
+	return c.JSON(http.StatusOK, out)
+}
+
+// getArtifact serves a signed artifact as its DSSE envelope.
+func (s *Server) getArtifact(c echo.Context) error {
+	a, err := s.opts.Records.Artifact(c.Request().Context(), c.Param("id"))
+	if err != nil {
+		return err
+	}
+	env, err := a.Envelope()
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Content-Disposition", `attachment; filename="`+a.ID+`.dsse.json"`)
+	return c.Blob(http.StatusOK, "application/vnd.dsse.envelope.v1+json", env)
 }
 
 // getExecutionLogs returns the execution's plan and apply logs as JSON

@@ -187,6 +187,16 @@ func TestBrowserReview(t *testing.T) {
 	if certified != "3 → 5" || live != "7 → 5" {
 		t.Errorf("divergence: certified %q, live %q", certified, live)
 	}
+	// The refused execution's evidence: its plan log and the live plan,
+	// signed, downloadable from the page.
+	var evidence string
+	var links int
+	b.run("read the evidence",
+		chromedp.Text("p.evidence", &evidence, chromedp.ByQuery),
+		chromedp.Evaluate(`document.querySelectorAll('p.evidence a[href^="/artifacts/"]').length`, &links))
+	if !strings.Contains(evidence, "seb verify") || !strings.Contains(evidence, "plan log") || !strings.Contains(evidence, "live plan (JSON)") || links != 2 {
+		t.Errorf("evidence (%d links): %q", links, evidence)
+	}
 	b.screenshot("divergence", true)
 
 	b.run("sign out", chromedp.Click("form.signout button", chromedp.ByQuery), chromedp.WaitVisible("#token", chromedp.ByID))

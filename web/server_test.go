@@ -227,8 +227,9 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": cert}, &again); status != http.StatusConflict || !strings.Contains(string(body), "already used") {
 		t.Errorf("second use: %d %s", status, body)
 	}
-	if e := s.execute(s.approve(s.propose("5").ID)); e.State != "succeeded" {
-		t.Fatalf("second apply: %+v", e)
+	applied := s.execute(s.approve(s.propose("5").ID))
+	if applied.State != "succeeded" {
+		t.Fatalf("second apply: %+v", applied)
 	}
 	if got := s.sb.Service("sandbox", "web").Replicas; got != 5 {
 		t.Errorf("replicas %d", got)
@@ -237,6 +238,30 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 	status, logs := s.call("ci", "GET", "/api/v1/executions/"+e.ID+"/logs", "", nil, nil)
 	if status != 200 || !bytes.Contains(logs, []byte(`"@message"`)) {
 		t.Errorf("logs: %d %.200s", status, logs)
+	}
+	// Every artifact of the execution is served as a DSSE envelope that
+	// verifies with the published key alone, and the audit entry of its
+	// end names each by digest.
+	var got struct {
+		PlanLogID  string `json:"plan_log_id"`
+		ApplyLogID string `json:"apply_log_id"`
+		PlanJSONID string `json:"plan_json_id"`
+	}
+	s.call("ci", "GET", "/api/v1/executions/"+applied.ID, "", nil, &got)
+	_, pem := s.call("", "GET", "/api/v1/keys/signing", "", nil, nil)
+	pub, err := broker.ParsePublicKeyPEM(pem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digests := map[string]string{}
+	for kind, id := range map[string]string{"plan-log": got.PlanLogID, "apply-log": got.ApplyLogID, "plan-json": got.PlanJSONID} {
+		status, env := s.call("ci", "GET", "/api/v1/artifacts/"+id, "", nil, nil)
+		a, err := broker.VerifyArtifactEnvelope(env, pub)
+		if status != http.StatusOK || err != nil || a.Kind != kind {
+			t.Errorf("%s %q: %d, %+v, %v", kind, id, status, a, err)
+			continue
+		}
+		digests[kind] = a.Digest
 	}
 	_, metrics := s.call("", "GET", "/metrics", "", nil, nil)
 	for _, want := range []string{`seb_executions_total{outcome="rejected"} 1`, `seb_executions_total{outcome="succeeded"} 2`,
@@ -254,6 +279,21 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 		actions = append(actions, a.Action)
 	}
 	joined := strings.Join(actions, " ")
+	// The apply credential's entry names the plan JSON; the end's, the logs.
+	var entries string
+	for _, a := range audit.Items {
+		if a.Subject == applied.ID && (a.Action == "execution.succeeded" || a.Action == "credential.apply_issued") {
+			entries += string(a.Details)
+		}
+	}
+	for kind, digest := range digests {
+		if !strings.Contains(entries, digest) {
+			t.Errorf("the audit entries of %s do not name its %s %s: %s", applied.ID, kind, digest, entries)
+		}
+	}
+	if len(digests) != 3 {
+		t.Errorf("artifacts %v", digests)
+	}
 	for _, want := range []string{"execution.rejected", "execution.refused", "execution.succeeded", "certificate.issued"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("audit lacks %s: %s", want, joined)

@@ -216,6 +216,7 @@ func (s *Server) uiRoutes() {
 		{http.MethodPost, "/certificates/:id/revoke", s.revokeForm},
 		{http.MethodGet, "/executions/:id", s.executionPage},
 		{http.MethodGet, "/executions/:id/log", s.getExecutionLogs},
+		{http.MethodGet, "/artifacts/:id", s.getArtifact},
 		{http.MethodGet, "/workspaces/:workspace", s.workspacePage},
 		{http.MethodPost, "/workspaces/:workspace/revoke-all", s.revokeAllForm},
 		{http.MethodGet, "/audit", s.auditPage},

@@ -229,8 +229,22 @@ func (s *Server) executionPage(c echo.Context) error {
 			logs = append(logs, logMessages(a.Data)...)
 		}
 	}
+	// The signed evidence, each a DSSE envelope seb verify checks.
+	type evidence struct{ What, ID string }
+	var signed []evidence
+	for _, ev := range []evidence{{"plan log", e.PlanLogID}, {"apply log", e.ApplyLogID}, {"live plan (JSON)", broker.PlanJSONArtifact(e.ID)}} {
+		if ev.ID == "" {
+			continue
+		}
+		if _, err := s.opts.Records.Artifact(ctx, ev.ID); broker.ErrorCode(err) == broker.ENOTFOUND {
+			continue
+		} else if err != nil {
+			return err
+		}
+		signed = append(signed, ev)
+	}
 	return s.render(c, http.StatusOK, "execution", "Execution "+e.ID, map[string]any{
-		"E": e, "Final": final, "Steps": steps, "Decision": decision, "Rows": rows, "Drift": driftViews, "Logs": logs,
+		"E": e, "Final": final, "Steps": steps, "Decision": decision, "Rows": rows, "Drift": driftViews, "Logs": logs, "Signed": signed,
 	})
 }
 

@@ -48,7 +48,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return exitOK
 	case errors.Is(err, errDiverged):
 		return exitDiverged
-	case errors.Is(err, errAuditBroken):
+	case errors.Is(err, errAuditBroken), errors.Is(err, errNotVerified):
 		return exitDiverged
 	case errors.Is(err, errRejected):
 		return exitRejected
@@ -104,7 +104,7 @@ Exit status:
 	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand(),
 		newServeCommand(), newRunnerCommand(), newTokensCommand(), newDemoCommand(),
 		newPlanClientCommand(), newProposeCommand(), newWaitCommand(), newExecuteCommand(),
-		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand(), newReconcileCommand())
+		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand(), newReconcileCommand(), newVerifyCommand())
 	return root
 }
 
