@@ -129,6 +129,26 @@ func (s *Server) apiRoutes() []route {
 }
 
 // allRoutes is the whole API: clients' routes and runners'.
+// publicRoutes need no token: what anyone verifying seb's evidence needs.
+func (s *Server) publicRoutes() []route {
+	return []route{
+		{http.MethodGet, "/keys/signing", nil, s.signingKey, "", "seb's public signing key (PEM): it verifies certificates, signed artifacts, checkpoints and the audit log (seb verify, seb audit verify)"},
+		{http.MethodGet, "/audit/checkpoint", nil, s.auditCheckpoint, "", "A checkpoint of the audit log signed now (DSSE): its length and head; save it, and seb audit verify --checkpoint proves a later log was not cut below it"},
+	}
+}
+
+func (s *Server) signingKey(c echo.Context) error {
+	return c.Blob(http.StatusOK, "application/x-pem-file", s.opts.Broker.PublicKey())
+}
+
+func (s *Server) auditCheckpoint(c echo.Context) error {
+	env, _, err := s.opts.Broker.Checkpoint(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	return c.Blob(http.StatusOK, "application/vnd.dsse.envelope.v1+json", env)
+}
+
 func (s *Server) allRoutes() []route { return append(s.apiRoutes(), s.runnerRoutes()...) }
 
 func (s *Server) routes() {
@@ -140,9 +160,9 @@ func (s *Server) routes() {
 	}
 	e.GET("/api/v1/openapi.json", s.openAPI)
 	e.GET("/metrics", s.metrics.handler())
-	e.GET("/api/v1/keys/signing", func(c echo.Context) error {
-		return c.Blob(http.StatusOK, "application/x-pem-file", s.opts.Broker.PublicKey())
-	})
+	for _, r := range s.publicRoutes() {
+		e.Add(r.method, "/api/v1"+r.path, r.handler)
+	}
 	s.uiRoutes()
 	api := e.Group("/api/v1", s.authenticate)
 	for _, r := range s.allRoutes() {

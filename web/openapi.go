@@ -49,6 +49,12 @@ func OpenAPI() map[string]any {
 		}
 		paths["/api/v1"+path][strings.ToLower(r.method)] = op
 	}
+	for _, r := range s.publicRoutes() {
+		paths["/api/v1"+r.path] = map[string]any{strings.ToLower(r.method): map[string]any{
+			"summary": r.summary, "description": "No token needed.", "security": []map[string][]string{},
+			"responses": map[string]any{"200": map[string]any{"description": "Success"}},
+		}}
+	}
 	return map[string]any{
 		"openapi": "3.0.3",
 		"info":    map[string]string{"title": "seb, the Sovereign Execution Broker for Terraform", "version": "1"},

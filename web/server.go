@@ -39,6 +39,7 @@ type Broker interface {
 	CancelJob(ctx context.Context, id, by string) error
 	Runners
 	PublicKey() []byte
+	Checkpoint(ctx context.Context) ([]byte, *broker.Checkpoint, error)
 	WorkspaceState(ctx context.Context, workspace string) ([]byte, error)
 	PlanCredential(ctx context.Context, workspace, who string) (broker.Credential, error)
 	Standing(ctx context.Context, cert *broker.Certificate) error

@@ -279,6 +279,12 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 		actions = append(actions, a.Action)
 	}
 	joined := strings.Join(actions, " ")
+	// A checkpoint, public, signed now: the log's length and head.
+	status, cpEnv := s.call("", "GET", "/api/v1/audit/checkpoint", "", nil, nil)
+	cp, err := broker.VerifyCheckpoint(cpEnv, pub)
+	if status != http.StatusOK || err != nil || cp.Count < int64(len(audit.Items)) || cp.Count == 0 {
+		t.Errorf("checkpoint: %d, %+v, %v", status, cp, err)
+	}
 	// The apply credential's entry names the plan JSON; the end's, the logs.
 	var entries string
 	for _, a := range audit.Items {

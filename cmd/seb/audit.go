@@ -2,12 +2,15 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -24,7 +27,7 @@ func newAuditCommand() *cobra.Command {
 		Use:   "audit",
 		Short: "Verify or export seb's hash-chained, signed audit log",
 	}
-	cmd.AddCommand(newAuditVerifyCommand(), newAuditExportCommand())
+	cmd.AddCommand(newAuditVerifyCommand(), newAuditExportCommand(), newAuditCheckpointCommand())
 	return cmd
 }
 
@@ -64,61 +67,132 @@ func auditSource(path string) (next func() (*broker.AuditEntry, error), closeFn 
 }
 
 func newAuditVerifyCommand() *cobra.Command {
-	var publicKey string
+	var (
+		publicKey   string
+		checkpoints []string
+		cf          clientFlags
+	)
 	cmd := &cobra.Command{
-		Use:   "verify --public-key FILE DB|FILE.jsonl",
+		Use:   "verify [--public-key FILE] [--checkpoint FILE]... [DB|FILE.jsonl]",
 		Short: "Check the audit log with only seb's public key",
-		Long: `Verify reads the audit log from seb's database (a path ending in .db) or from
-a JSON Lines export, and checks with only the public key that every entry is
-signed, that each links to the one before by its hash, and that nothing was
-changed, removed, inserted or reordered. It reports the first bad entry.
-The last entry's hash is printed: keep it elsewhere, and a later run can
-prove the log was not cut short.
+		Long: `Verify reads the audit log from seb's database (a path ending in .db), from
+a JSON Lines export, or — with no argument — from the seb server (--server,
+with a reviewer's or an admin's token), and checks with only the public key
+that every entry is signed, that each links to the one before by its hash,
+and that nothing was changed, erased, removed, inserted or reordered. It
+reports the first bad entry. The public key comes from --public-key, or
+from the server.
+
+A chain alone cannot show that its tail was cut. Save checkpoints
+(seb audit checkpoint > FILE, or GET /api/v1/audit/checkpoint) now and
+then; each --checkpoint proves the log still holds the entries it counted,
+unchanged.
 
 Exit status: 0 the log verifies, 1 it does not, 2 an error.`,
-		Args: cobra.ExactArgs(1),
+		Args: cobra.MaximumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			var keyServer string
 			if publicKey == "" {
-				return errors.New("--public-key is required: a PEM file of seb's public signing key")
-			}
-			pemBytes, err := os.ReadFile(publicKey)
-			if err != nil {
-				return err
-			}
-			pub, err := broker.ParsePublicKeyPEM(pemBytes)
-			if err != nil {
-				return fmt.Errorf("%s: %v", publicKey, broker.ErrorMessage(err))
-			}
-			next, closeFn, err := auditSource(args[0])
-			if err != nil {
-				return err
-			}
-			defer closeFn()
-			var last *broker.AuditEntry
-			count, err := broker.VerifyAudit(func() (*broker.AuditEntry, error) {
-				e, err := next()
-				if e != nil {
-					last = e
+				if len(args) > 0 {
+					return errors.New("--public-key is required with a database or file: a PEM file of seb's public signing key")
 				}
-				return e, err
-			}, pub)
+				keyServer = cf.server
+			}
+			pub, err := signingKey(publicKey, keyServer)
+			if err != nil {
+				return err
+			}
+			var marks []*broker.Checkpoint
+			for _, path := range checkpoints {
+				env, err := os.ReadFile(path)
+				if err != nil {
+					return err
+				}
+				c, err := broker.VerifyCheckpoint(env, pub)
+				if err != nil {
+					fmt.Fprintf(cmd.OutOrStdout(), "FAILED: checkpoint %s: %s\n", path, broker.ErrorMessage(err))
+					return errAuditBroken
+				}
+				marks = append(marks, c)
+			}
+			var next func() (*broker.AuditEntry, error)
+			if len(args) == 1 {
+				var closeFn func()
+				if next, closeFn, err = auditSource(args[0]); err != nil {
+					return err
+				}
+				defer closeFn()
+			} else {
+				client, err := cf.client(cmd)
+				if err != nil {
+					return err
+				}
+				body, err := client.call(cmd.Context(), "GET", "/audit/export", nil)
+				if err != nil {
+					return err
+				}
+				next = broker.AuditJSONLReader(bufio.NewReader(bytes.NewReader(body)))
+			}
+			count, head, err := broker.VerifyAuditAgainst(next, pub, marks...)
 			var brk *broker.AuditBreak
-			if errors.As(err, &brk) {
+			var cut *broker.CheckpointBreak
+			switch {
+			case errors.As(err, &brk):
 				fmt.Fprintf(cmd.OutOrStdout(), "FAILED after %d good entries: %v\n", count, err)
 				return errAuditBroken
-			}
-			if err != nil {
+			case errors.As(err, &cut):
+				fmt.Fprintf(cmd.OutOrStdout(), "FAILED: %v\n", err)
+				return errAuditBroken
+			case err != nil:
 				return err
 			}
-			head := "(empty log)"
-			if last != nil {
-				head = last.Hash
+			if count == 0 {
+				head = "(empty log)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "OK: %d entries, signed by %s; head %s\n", count, broker.PublicKeyID(pub), head)
+			fmt.Fprintf(cmd.OutOrStdout(), "OK: %d entries, signed by %s; head %s", count, broker.PublicKeyID(pub), head)
+			if len(marks) > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "; %d checkpoint(s) hold", len(marks))
+			}
+			fmt.Fprintln(cmd.OutOrStdout())
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&publicKey, "public-key", "", "PEM file of seb's public signing key")
+	cmd.Flags().StringVar(&publicKey, "public-key", "", "PEM file of seb's public signing key (default: fetched from --server)")
+	cmd.Flags().StringArrayVar(&checkpoints, "checkpoint", nil, "a checkpoint saved earlier (seb audit checkpoint); may be repeated")
+	cf.register(cmd)
+	return cmd
+}
+
+func newAuditCheckpointCommand() *cobra.Command {
+	var server string
+	cmd := &cobra.Command{
+		Use:   "checkpoint [--server URL]",
+		Short: "Save a signed checkpoint of the audit log: its length and head",
+		Long: `Checkpoint fetches from the seb server a checkpoint signed now — the audit
+log's entry count and the hash of its last entry, as a DSSE envelope — and
+writes it to standard output. Keep it somewhere seb cannot reach; later,
+seb audit verify --checkpoint FILE proves the log was not cut or rewritten
+below it. No token is needed.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			client := &http.Client{Timeout: 30 * time.Second}
+			resp, err := client.Get(strings.TrimSuffix(server, "/") + "/api/v1/audit/checkpoint")
+			if err != nil {
+				return err
+			}
+			defer resp.Body.Close()
+			body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<16))
+			if err != nil {
+				return err
+			}
+			if resp.StatusCode != http.StatusOK {
+				return fmt.Errorf("%s: the checkpoint: %s", server, resp.Status)
+			}
+			_, err = cmd.OutOrStdout().Write(append(body, '\n'))
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&server, "server", defaultServer, "URL of the seb server")
 	return cmd
 }
 

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -113,5 +115,80 @@ func TestAuditVerify(t *testing.T) {
 	}
 	if r := seb(t, "", "audit", "verify", db); r.code != exitError || !strings.Contains(r.stderr, "--public-key is required") {
 		t.Errorf("no key: exit %d, %q", r.code, r.stderr)
+	}
+}
+
+// TestAuditCheckpoint: a checkpoint saved earlier catches a log cut below
+// it, in the database itself; and the log, key and checkpoint can all be
+// fetched from a server.
+func TestAuditCheckpoint(t *testing.T) {
+	db, pub := auditFixture(t, 5)
+	dir := filepath.Dir(db)
+	signer, err := broker.OpenSigner(filepath.Join(dir, "keys"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	store, err := sqlite.Open(db, sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	entries, err := store.AuditEntries(context.Background(), 0, 100)
+	store.Close()
+	if err != nil || len(entries) != 5 {
+		t.Fatalf("entries: %d, %v", len(entries), err)
+	}
+	env, err := signer.SignCheckpoint(broker.Checkpoint{Count: 5, Head: entries[4].Hash, Time: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkpoint := filepath.Join(t.TempDir(), "checkpoint.json")
+	os.WriteFile(checkpoint, env, 0o644)
+	if r := seb(t, "", "audit", "verify", "--public-key", pub, "--checkpoint", checkpoint, db); r.code != exitOK || !strings.Contains(r.stdout, "1 checkpoint(s) hold") {
+		t.Fatalf("whole log: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+
+	// A server that serves this log, its key and checkpoints, as seb serve
+	// does.
+	export := seb(t, "", "audit", "export", db)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/api/v1/keys/signing":
+			w.Write(signer.PublicKeyPEM())
+		case "/api/v1/audit/checkpoint":
+			w.Write(env)
+		case "/api/v1/audit/export":
+			if r.Header.Get("Authorization") != "Bearer t0ken" {
+				http.Error(w, `{"error":{"code":"unauthorized","message":"no"}}`, http.StatusUnauthorized)
+				return
+			}
+			w.Write([]byte(export.stdout))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	saved := seb(t, "", "audit", "checkpoint", "--server", srv.URL)
+	if saved.code != exitOK || !strings.Contains(saved.stdout, "application/vnd.seb.checkpoint+json") {
+		t.Fatalf("checkpoint: exit %d, %q %q", saved.code, saved.stdout, saved.stderr)
+	}
+	if r := seb(t, "", "audit", "verify", "--server", srv.URL, "--token", "t0ken", "--checkpoint", checkpoint); r.code != exitOK || !strings.HasPrefix(r.stdout, "OK: 5 entries") {
+		t.Errorf("from the server: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+
+	// Cut to three entries in the database: the chain still verifies,
+	// the checkpoint does not.
+	raw, err := sql.Open("sqlite", db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec("DROP TRIGGER audit_log_no_delete; DELETE FROM audit_log WHERE seq > 3"); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	if r := seb(t, "", "audit", "verify", "--public-key", pub, db); r.code != exitOK {
+		t.Fatalf("the cut chain alone: exit %d, %q", r.code, r.stdout)
+	}
+	if r := seb(t, "", "audit", "verify", "--public-key", pub, "--checkpoint", checkpoint, db); r.code != exitDiverged || !strings.Contains(r.stdout, "the log has 3 entries, but a checkpoint") {
+		t.Errorf("cut below the checkpoint: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 }
