@@ -146,6 +146,13 @@ func snapshot(t *testing.T, st broker.Store) string {
 	policy, _ := st.PolicyEpoch(ctx)
 	revocation, _ := st.RevocationEpoch(ctx, "sandbox")
 	fmt.Fprintf(&b, "epochs policy=%d revocation=%d\n", policy, revocation)
+	tokens, err := st.ListAPITokens(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tok := range tokens {
+		fmt.Fprintf(&b, "token %s %s\n", tok.Name, tok.Role)
+	}
 	return b.String()
 }
 
@@ -399,6 +406,17 @@ func TestDecisionsAtomic(t *testing.T) {
 		t.Error(err)
 	}
 
+	// API tokens, made and revoked.
+	if err := w.atomically(ctx, "CreateAPIToken", func(ctx context.Context) error {
+		_, _, err := w.svc.CreateAPIToken(ctx, "bob", broker.RoleReviewer, "admin")
+		return err
+	}); err != nil {
+		t.Error(err)
+	}
+	if err := w.atomically(ctx, "RevokeAPIToken", func(ctx context.Context) error { return w.svc.RevokeAPIToken(ctx, "bob", "admin") }); err != nil {
+		t.Error(err)
+	}
+
 	// A cancelled verification refuses its proposal in the same
 	// transaction.
 	w.stopRunner()
@@ -462,6 +480,13 @@ func TestReviewsAtomic(t *testing.T) {
 }
 
 // Every other call of the Store can fail too.
+
+func (s *faultStore) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
+	if err := hit(ctx, "ListAPITokens"); err != nil {
+		return nil, err
+	}
+	return s.Store.ListAPITokens(ctx)
+}
 
 func (s *faultStore) ProposerBundleBytes(ctx context.Context, proposer string, since time.Time) (int64, error) {
 	if err := hit(ctx, "ProposerBundleBytes"); err != nil {

@@ -46,10 +46,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			_, raw, ok = c.Request().BasicAuth()
 		}
 		if !ok || strings.TrimSpace(raw) == "" {
+			s.metrics.refused.WithLabelValues("missing").Inc()
 			return broker.Errorf(broker.EUNAUTHORIZED, "missing bearer token: create one with `seb tokens create`")
 		}
 		tok, err := s.opts.Records.APITokenByHash(c.Request().Context(), broker.HashAPIToken(raw))
 		if broker.ErrorCode(err) == broker.ENOTFOUND {
+			s.metrics.refused.WithLabelValues("unknown").Inc()
 			return broker.Errorf(broker.EUNAUTHORIZED, "unknown API token")
 		}
 		if err != nil {
@@ -105,6 +107,9 @@ func (s *Server) apiRoutes() []route {
 		{http.MethodPost, "/workspaces/:workspace/proposals", proposers, s.createProposal, "bundle", "Propose a change: seb plans the bundle and compares the agent's plan"},
 		{http.MethodPost, "/workspaces/:workspace/revoke-all", admins, s.revokeAll, "", "Revoke every certificate of the workspace (bump its revocation epoch)"},
 		{http.MethodPost, "/workspaces/:workspace/reconcile", admins, s.reconcile, "", "Release a workspace held for reconciliation, with a note saying what was done"},
+		{http.MethodGet, "/tokens", admins, s.listTokens, "", "List the API tokens: names, roles, creation times (never the tokens)"},
+		{http.MethodPost, "/tokens", admins, s.createToken, "", "Create an API token ({name, role}); the token is in this answer only (audited)"},
+		{http.MethodDelete, "/tokens/:name", admins, s.revokeToken, "", "Revoke an API token: refused from its next request, its UI sessions ended (audited)"},
 		{http.MethodPost, "/jobs/:id/cancel", admins, s.cancelJob, "", "Cancel a queued or running job (a verification, a speculative plan or an execution)"},
 		{http.MethodGet, "/workspaces/:workspace/state", anyRole, s.getState, "", "The workspace's Terraform state, read-only, as Terraform's http backend reads it"},
 		{http.MethodPost, "/workspaces/:workspace/state", anyRole, s.stateReadOnly, "", "Refused: the broker owns state"},
@@ -773,6 +778,48 @@ func (s *Server) getExecution(c echo.Context) error {
 		return err
 	}
 	return c.JSON(http.StatusOK, out)
+}
+
+type tokenJSON struct {
+	Name      string      `json:"name"`
+	Role      broker.Role `json:"role"`
+	CreatedAt time.Time   `json:"created_at"`
+	// Token is the secret, in the answer that created it only.
+	Token string `json:"token,omitempty"`
+}
+
+func (s *Server) listTokens(c echo.Context) error {
+	tokens, err := s.opts.Broker.APITokens(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	out := []tokenJSON{}
+	for _, t := range tokens {
+		out = append(out, tokenJSON{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt})
+	}
+	return c.JSON(http.StatusOK, map[string]any{"items": out})
+}
+
+func (s *Server) createToken(c echo.Context) error {
+	var req struct {
+		Name string      `json:"name"`
+		Role broker.Role `json:"role"`
+	}
+	if err := bind(c, &req); err != nil {
+		return err
+	}
+	token, t, err := s.opts.Broker.CreateAPIToken(context.WithoutCancel(c.Request().Context()), req.Name, req.Role, principalName(c))
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusCreated, tokenJSON{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt, Token: token})
+}
+
+func (s *Server) revokeToken(c echo.Context) error {
+	if err := s.opts.Broker.RevokeAPIToken(context.WithoutCancel(c.Request().Context()), c.Param("name"), principalName(c)); err != nil {
+		return err
+	}
+	return c.NoContent(http.StatusNoContent)
 }
 
 // getArtifact serves a signed artifact as its DSSE envelope.

@@ -22,6 +22,9 @@ type metrics struct {
 	certificates prometheus.Counter
 	executions   *prometheus.CounterVec
 	duration     prometheus.Histogram
+	// refused counts refused authentications by reason (missing,
+	// unknown): a probe for tokens shows here.
+	refused *prometheus.CounterVec
 }
 
 func newMetrics() *metrics {
@@ -38,8 +41,10 @@ func newMetrics() *metrics {
 			[]string{"outcome"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seb_execution_duration_seconds", Help: "Execution duration, from start to outcome.",
 			Buckets: []float64{1, 2, 5, 10, 30, 60, 120, 300, 600, 1800}}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seb_auth_refused_total", Help: "API requests refused for their token, by reason (missing, unknown)."},
+			[]string{"reason"}),
 	}
-	m.registry.MustRegister(m.requests, m.latency, m.proposals, m.certificates, m.executions, m.duration,
+	m.registry.MustRegister(m.requests, m.latency, m.proposals, m.certificates, m.executions, m.duration, m.refused,
 		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
 	return m
 }

@@ -402,3 +402,72 @@ func TestUIHeldWorkspace(t *testing.T) {
 		t.Error("the page still shows the hold after reconciling")
 	}
 }
+
+// TestTokensRevokedAtOnce: an admin makes a reviewer's token over the API;
+// it works for the API and the UI; revoked, it is refused at its next
+// request and its UI session ends. Both are audited.
+func TestTokensRevokedAtOnce(t *testing.T) {
+	s := newSite(t)
+	var made struct {
+		Name  string `json:"name"`
+		Role  string `json:"role"`
+		Token string `json:"token"`
+	}
+	if status, body := s.json("root", "POST", "/api/v1/tokens", map[string]string{"name": "dave", "role": "reviewer"}, &made); status != http.StatusCreated || !strings.HasPrefix(made.Token, "seb_") {
+		t.Fatalf("create: %d %s", status, body)
+	}
+	s.tokens["dave"] = made.Token
+	if status, _ := s.call("alice", "POST", "/api/v1/tokens", "application/json", strings.NewReader(`{"name":"eve","role":"admin"}`), nil); status != http.StatusForbidden {
+		t.Errorf("a reviewer made a token: %d", status)
+	}
+	var list struct {
+		Items []struct {
+			Name, Role, Token string
+		} `json:"items"`
+	}
+	s.call("root", "GET", "/api/v1/tokens", "", nil, &list)
+	found := false
+	for _, it := range list.Items {
+		found = found || it.Name == "dave" && it.Role == "reviewer"
+		if it.Token != "" {
+			t.Errorf("the list shows a token: %+v", it)
+		}
+	}
+	if !found {
+		t.Errorf("list: %+v", list.Items)
+	}
+
+	b := newBrowser(t, s)
+	b.signIn("dave")
+	if resp, _ := b.get("/"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("dave's queue: %d", resp.StatusCode)
+	}
+	if status, _ := s.call("dave", "GET", "/api/v1/proposals", "", nil, nil); status != http.StatusOK {
+		t.Fatalf("dave's API call: %d", status)
+	}
+	if status, body := s.call("root", "DELETE", "/api/v1/tokens/dave", "", nil, nil); status != http.StatusNoContent {
+		t.Fatalf("revoke: %d %s", status, body)
+	}
+	if status, _ := s.call("dave", "GET", "/api/v1/proposals", "", nil, nil); status != http.StatusUnauthorized {
+		t.Errorf("a revoked token's next request: %d", status)
+	}
+	if _, metrics := s.call("", "GET", "/metrics", "", nil, nil); !strings.Contains(string(metrics), `seb_auth_refused_total{reason="unknown"} 1`) {
+		t.Errorf("the refusal is not counted")
+	}
+	if resp, _ := b.get("/"); resp.StatusCode != http.StatusSeeOther || !strings.HasPrefix(resp.Header.Get("Location"), "/signin") {
+		t.Errorf("a revoked token's UI session: %d %s", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	var audit struct {
+		Items []broker.AuditEntry `json:"items"`
+	}
+	s.call("root", "GET", "/api/v1/audit?limit=1000", "", nil, &audit)
+	var got []string
+	for _, e := range audit.Items {
+		if strings.HasPrefix(e.Action, "token.") {
+			got = append(got, e.Actor+" "+e.Action+" "+e.Subject)
+		}
+	}
+	if strings.Join(got, ",") != "root token.created dave,root token.revoked dave" {
+		t.Errorf("audit: %v", got)
+	}
+}

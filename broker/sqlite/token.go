@@ -36,6 +36,31 @@ func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APITok
 	return &t, nil
 }
 
+// ListAPITokens implements broker.Store.
+func (s *Store) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
+	rows, err := s.rd().QueryContext(ctx, "SELECT id, name, role, hash, created_at FROM api_tokens ORDER BY name")
+	if err != nil {
+		return nil, formatError(err, target{kind: "API tokens"})
+	}
+	defer rows.Close()
+	var out []*broker.APIToken
+	for rows.Next() {
+		var (
+			t        broker.APIToken
+			role, at string
+		)
+		if err := rows.Scan(&t.ID, &t.Name, &role, &t.Hash, &at); err != nil {
+			return nil, formatError(err, target{kind: "API tokens"})
+		}
+		t.Role = broker.Role(role)
+		if t.CreatedAt, err = parseTime(at); err != nil {
+			return nil, err
+		}
+		out = append(out, &t)
+	}
+	return out, formatError(rows.Err(), target{kind: "API tokens"})
+}
+
 // DeleteAPIToken implements broker.Store.
 func (s *Store) DeleteAPIToken(ctx context.Context, name string) error {
 	return s.write(ctx, target{kind: "API token", id: name}, func(tx *sql.Tx) error {

@@ -192,7 +192,19 @@ func testDeleteAPIToken(t *testing.T, s broker.Store) {
 	_, record, err := broker.NewAPIToken("runner-1", broker.RoleRunner, at(1))
 	must(t, "token", err)
 	must(t, "create", s.CreateAPIToken(ctx, record))
+	_, other, err := broker.NewAPIToken("alice", broker.RoleReviewer, at(2))
+	must(t, "token", err)
+	must(t, "create", s.CreateAPIToken(ctx, other))
+	list, err := s.ListAPITokens(ctx)
+	must(t, "list", err)
+	if len(list) != 2 || list[0].Name != "alice" || list[0].Role != broker.RoleReviewer || list[1].Name != "runner-1" || list[1].Hash != record.Hash {
+		t.Fatalf("ListAPITokens = %+v", list)
+	}
+	checkTime(t, "created", list[1].CreatedAt, at(1))
 	must(t, "delete", s.DeleteAPIToken(ctx, "runner-1"))
+	if list, err := s.ListAPITokens(ctx); err != nil || len(list) != 1 {
+		t.Errorf("after delete: %+v, %v", list, err)
+	}
 	_, err = s.APITokenByHash(ctx, record.Hash)
 	wantCode(t, "a deleted token", err, broker.ENOTFOUND, "")
 	wantCode(t, "delete twice", s.DeleteAPIToken(ctx, "runner-1"), broker.ENOTFOUND, "")

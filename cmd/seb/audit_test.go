@@ -192,3 +192,56 @@ func TestAuditCheckpoint(t *testing.T) {
 		t.Errorf("cut below the checkpoint: exit %d, %q %q", r.code, r.stdout, r.stderr)
 	}
 }
+
+// TestTokensCommands: tokens are created, listed and revoked on the data
+// directory, and each creation and revocation is in the audit log.
+func TestTokensCommands(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "seb.hcl")
+	os.WriteFile(config, []byte(`data_dir = "data"
+workspace "sandbox" {
+  credentials {
+    plan_secrets  = { TOKEN = "read" }
+    apply_secrets = { TOKEN = "write" }
+  }
+}
+`), 0o600)
+	for _, name := range []string{"alice", "ci-1"} {
+		role := map[string]string{"alice": "reviewer", "ci-1": "ci"}[name]
+		if r := seb(t, "", "tokens", "create", "--config", config, "--role", role, "--name", name); r.code != exitOK || !strings.HasPrefix(r.stdout, "seb_") {
+			t.Fatalf("create %s: exit %d, %q %q", name, r.code, r.stdout, r.stderr)
+		}
+	}
+	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "ci", "--name", "alice"); r.code != exitError || !strings.Contains(r.stderr, "already exists") {
+		t.Errorf("a taken name: exit %d, %q", r.code, r.stderr)
+	}
+	list := seb(t, "", "tokens", "list", "--config", config)
+	if list.code != exitOK || !strings.Contains(list.stdout, "alice") || !strings.Contains(list.stdout, "reviewer") || !strings.Contains(list.stdout, "ci-1") || strings.Contains(list.stdout, "seb_") {
+		t.Fatalf("list: exit %d, %q", list.code, list.stdout)
+	}
+	if r := seb(t, "", "tokens", "revoke", "--config", config, "alice"); r.code != exitOK {
+		t.Fatalf("revoke: exit %d, %q", r.code, r.stderr)
+	}
+	if r := seb(t, "", "tokens", "list", "--config", config); strings.Contains(r.stdout, "alice") {
+		t.Errorf("after revoke: %q", r.stdout)
+	}
+	if r := seb(t, "", "tokens", "revoke", "--config", config, "alice"); r.code != exitError || !strings.Contains(r.stderr, "no API token named alice") {
+		t.Errorf("revoke twice: exit %d, %q", r.code, r.stderr)
+	}
+	store, err := sqlite.Open(filepath.Join(dir, "data", "seb.db"), sqlite.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	entries, err := store.AuditEntries(context.Background(), 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range entries {
+		got = append(got, e.Action+" "+e.Subject)
+	}
+	if want := "token.created alice,token.created ci-1,token.revoked alice"; strings.Join(got, ",") != want {
+		t.Errorf("audit: %q, want %q", strings.Join(got, ","), want)
+	}
+}

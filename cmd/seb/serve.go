@@ -11,8 +11,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"os/user"
 	"path/filepath"
 	"syscall"
+	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -288,29 +290,40 @@ In-flight executions get 30 seconds to finish, then are interrupted.`,
 }
 
 func newTokensCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "tokens", Short: "Manage API tokens"}
+	cmd := &cobra.Command{Use: "tokens", Short: "Create, list and revoke API tokens (on this machine's data directory)"}
 	var (
 		configPath, role, name string
 	)
+	// open opens the store and signer of the data directory: these
+	// commands run beside seb serve, as its operator.
+	open := func(cmd *cobra.Command) (broker.Store, *broker.Signer, error) {
+		cfg, err := loadConfig(cmd, configPath)
+		if err != nil {
+			return nil, nil, err
+		}
+		store, err := openStore(cfg)
+		if err != nil {
+			return nil, nil, err
+		}
+		signer, err := broker.OpenSigner(filepath.Join(cfg.DataDir, "signer"))
+		if err != nil {
+			store.Close()
+			return nil, nil, err
+		}
+		return store, signer, nil
+	}
 	create := &cobra.Command{
-		Use:   "create --role agent|reviewer|ci|admin --name NAME",
-		Short: "Create an API token and print it once; only its hash is kept",
+		Use:   "create --role agent|reviewer|ci|admin|runner --name NAME",
+		Short: "Create an API token and print it once; only its hash is kept (audited)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, configPath)
-			if err != nil {
-				return err
-			}
-			store, err := openStore(cfg)
+			store, signer, err := open(cmd)
 			if err != nil {
 				return err
 			}
 			defer store.Close()
-			token, record, err := broker.NewAPIToken(name, broker.Role(role), time.Now())
+			token, _, err := broker.CreateAPIToken(cmd.Context(), store, signer, name, broker.Role(role), localActor(), time.Now())
 			if err != nil {
-				return errors.New(broker.ErrorMessage(err))
-			}
-			if err := store.CreateAPIToken(cmd.Context(), record); err != nil {
 				return errors.New(broker.ErrorMessage(err))
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), token)
@@ -318,9 +331,59 @@ func newTokensCommand() *cobra.Command {
 			return nil
 		},
 	}
-	create.Flags().StringVar(&configPath, "config", "seb.hcl", "configuration file (for the data directory)")
-	create.Flags().StringVar(&role, "role", "", "agent, reviewer, ci or admin")
+	create.Flags().StringVar(&role, "role", "", "agent, reviewer, ci, admin or runner")
 	create.Flags().StringVar(&name, "name", "", "who the token is for; proposals and reviews carry it")
-	cmd.AddCommand(create)
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List the API tokens: names, roles, creation times (never the tokens)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			store, _, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			tokens, err := store.ListAPITokens(cmd.Context())
+			if err != nil {
+				return err
+			}
+			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
+			fmt.Fprintln(w, "NAME\tROLE\tCREATED")
+			for _, t := range tokens {
+				fmt.Fprintf(w, "%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.Format(time.RFC3339))
+			}
+			return w.Flush()
+		},
+	}
+	revoke := &cobra.Command{
+		Use:   "revoke NAME",
+		Short: "Revoke an API token: refused from its next request on, its UI sessions ended (audited)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			store, signer, err := open(cmd)
+			if err != nil {
+				return err
+			}
+			defer store.Close()
+			if err := broker.RevokeAPIToken(cmd.Context(), store, signer, args[0], localActor(), time.Now()); err != nil {
+				return errors.New(broker.ErrorMessage(err))
+			}
+			fmt.Fprintf(cmd.ErrOrStderr(), "seb: revoked token %q\n", args[0])
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{create, list, revoke} {
+		c.Flags().StringVar(&configPath, "config", "seb.hcl", "configuration file (for the data directory)")
+		cmd.AddCommand(c)
+	}
 	return cmd
+}
+
+// localActor names, in the audit log, the operator running a command on
+// the broker's machine.
+func localActor() string {
+	if u, err := user.Current(); err == nil && u.Username != "" {
+		return "local:" + u.Username
+	}
+	return "local"
 }
