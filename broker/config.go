@@ -57,14 +57,17 @@ type Config struct {
 	// Runner says who runs Terraform for this broker. It is how the
 	// broker is operated, not what it admits: it is not in Digest.
 	Runner RunnerConfig
-	// Digest is sha256:<hex> of the configuration's canonical content: the
-	// RFC 8785 JSON of every value above, after defaults, with data_dir and
-	// terraform as written in the file (so the same file digests the same
-	// wherever it lives) and sets (protected actions, token_file_env)
-	// sorted. Whitespace, comments, the order of attributes, blocks and list
-	// items, and spelling a default or a duration differently ("60m" for
-	// "1h") do not change it; any change of a value does. It drives the
-	// policy epoch.
+	// Digest is sha256:<hex> of what in the configuration is policy: the
+	// RFC 8785 JSON, after defaults, of the issuer, the clock skew and each
+	// workspace's rules (drift mode, certificate lifetime, approvals,
+	// protected actions, hidden values) and credential profile's shape
+	// (audience, token file variables, environment, token lifetime, and
+	// the names of its static secrets — never their values), with sets
+	// sorted. What only says how seb runs (listen address, data directory,
+	// Terraform binary, runner) and secret values do not change it, nor do
+	// whitespace, comments, order, or spelling a default or a duration
+	// differently ("60m" for "1h"). It drives the policy epoch, and is
+	// published in the audit log.
 	Digest string
 }
 
@@ -503,8 +506,8 @@ func digestConfig(c *Config) string {
 		Audience     string            `json:"audience"`
 		TokenFileEnv []string          `json:"token_file_env"`
 		Env          map[string]string `json:"env"`
-		PlanSecrets  map[string]string `json:"plan_secrets"`
-		ApplySecrets map[string]string `json:"apply_secrets"`
+		PlanSecrets  []string          `json:"plan_secret_names"`
+		ApplySecrets []string          `json:"apply_secret_names"`
 		Lifetime     int64             `json:"lifetime_ns"`
 	}
 	type workspace struct {
@@ -518,10 +521,7 @@ func digestConfig(c *Config) string {
 		Credentials       credentials `json:"credentials"`
 	}
 	type config struct {
-		DataDir    string      `json:"data_dir"`
-		Terraform  string      `json:"terraform"`
 		IssuerURL  string      `json:"issuer_url"`
-		Listen     string      `json:"listen"`
 		ClockSkew  int64       `json:"clock_skew_ns"`
 		Workspaces []workspace `json:"workspaces"`
 	}
@@ -533,13 +533,11 @@ func digestConfig(c *Config) string {
 		return m
 	}
 	doc := config{
-		DataDir:    c.DataDir,
-		Terraform:  c.Terraform,
 		IssuerURL:  c.IssuerURL,
-		Listen:     c.Listen,
 		ClockSkew:  int64(c.ClockSkew),
 		Workspaces: []workspace{},
 	}
+	names := func(m map[string]string) []string { return append([]string{}, slices.Sorted(maps.Keys(m))...) }
 	for _, w := range c.Workspaces {
 		actions := make([]string, len(w.ProtectedActions))
 		for i, a := range w.ProtectedActions {
@@ -557,8 +555,8 @@ func digestConfig(c *Config) string {
 				Audience:     p.Audience,
 				TokenFileEnv: append([]string{}, set(p.TokenFileEnv)...),
 				Env:          object(p.Env),
-				PlanSecrets:  object(p.PlanSecrets),
-				ApplySecrets: object(p.ApplySecrets),
+				PlanSecrets:  names(p.PlanSecrets),
+				ApplySecrets: names(p.ApplySecrets),
 				Lifetime:     int64(p.Lifetime),
 			},
 		})

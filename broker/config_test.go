@@ -21,8 +21,8 @@ import (
 // the canonical form: changing it changes every deployment's digest, and so
 // its policy epoch, which must be a deliberate decision.
 const (
-	configFullDigest    = "sha256:6da3aab8b9df03aa3a92b46bea27378b0208729b43cde377e329ecbdba42c3a4"
-	configDefaultDigest = "sha256:45f5014fa3e5f2b6cbd8fa16ab3e302a2ce4228a11157675895f24f356164313"
+	configFullDigest    = "sha256:2589cf69103ab869941637ac383fa8ebaab01a38954abea34d1a55f917caa8f5"
+	configDefaultDigest = "sha256:41cc2c6b29e3fac1d9f53d80f7c2482477ff9a9c7b5edcf730fce051437081e9"
 )
 
 // configExample is the example configuration, which describes the demo.
@@ -212,7 +212,7 @@ data_dir="/var/lib/seb/"
 		{"an env value", `"seb-{execution}"`, `"seb-{workspace}-{execution}"`},
 		{"an env variable added", `AWS_ROLE_ARN          =`, `AWS_REGION = "eu-west-1"
       AWS_ROLE_ARN          =`},
-		{"a secret", `"read-write"`, `"read-write-2"`},
+		{"a secret's name", `apply_secrets = { LEGACY_TOKEN = "read-write" }`, `apply_secrets = { LEGACY_TOKEN_2 = "read-write" }`},
 		{"a workspace added", `workspace "legacy" {`, `workspace "staging" {
   credentials {
     plan_secrets = { TOKEN = "x" }
@@ -227,10 +227,7 @@ workspace "legacy" {`},
 		{"the audience", `"sts.amazonaws.com"`, `"sts.example.com"`},
 		{"the token file variable", `["AWS_WEB_IDENTITY_TOKEN_FILE"]`, `["AWS_WEB_IDENTITY_TOKEN_FILE", "TOKEN_FILE"]`},
 		{"the clock skew", `"2m"`, `"3m"`},
-		{"the listen address", `":8443"`, `":8444"`},
 		{"the issuer", `"https://seb.example.com/"`, `"https://seb.example.org/"`},
-		{"the data directory", `"/var/lib/seb"`, `"/var/lib/seb2"`},
-		{"the terraform binary", `"bin/tofu"`, `"bin/terraform"`},
 		{"hidden values allowed", `approvals_required   = 2`, `approvals_required   = 2
   allow_hidden_values  = true`},
 	}
@@ -254,6 +251,23 @@ workspace "legacy" {`},
 			}
 			if got := digest(t, strings.Replace(base, tt.old, tt.new, 1), path); got == want {
 				t.Errorf("digest unchanged: %s", got)
+			}
+		})
+	}
+	// How seb runs is not policy, and a secret's value is never
+	// published: none of these kill the outstanding certificates.
+	for _, tt := range []struct{ name, old, new string }{
+		{"the listen address", `":8443"`, `":8444"`},
+		{"the data directory", `"/var/lib/seb"`, `"/var/lib/seb2"`},
+		{"the terraform binary", `"bin/tofu"`, `"bin/terraform"`},
+		{"a secret's value", `"read-write"`, `"read-write-2"`},
+	} {
+		t.Run("not "+tt.name, func(t *testing.T) {
+			if !strings.Contains(base, tt.old) {
+				t.Fatalf("full.hcl has no %q", tt.old)
+			}
+			if got := digest(t, strings.Replace(base, tt.old, tt.new, 1), path); got != want {
+				t.Errorf("digest changed: %s, was %s", got, want)
 			}
 		})
 	}
