@@ -144,8 +144,11 @@ func (b *AuditBreak) Error() string {
 // A log cut short after its last good entry still verifies: compare the
 // count with the head you expect (the store's last Seq, or one recorded
 // elsewhere) to detect truncation.
-func VerifyAudit(next func() (*AuditEntry, error), pub ed25519.PublicKey) (count int64, err error) {
-	keyID := PublicKeyID(pub)
+//
+// keys are the signer's public keys, current and retired: an entry must
+// be signed by the key its KeyID names, one of them, so a log that spans a
+// rotation verifies.
+func VerifyAudit(next func() (*AuditEntry, error), keys ...ed25519.PublicKey) (count int64, err error) {
 	prevHash := AuditGenesisHash
 	for {
 		e, err := next()
@@ -156,7 +159,7 @@ func VerifyAudit(next func() (*AuditEntry, error), pub ed25519.PublicKey) (count
 			return count, err
 		}
 		seq := count + 1
-		if reason := auditEntryProblem(e, seq, prevHash, keyID, pub); reason != "" {
+		if reason := auditEntryProblem(e, seq, prevHash, keys); reason != "" {
 			return count, &AuditBreak{Seq: seq, Reason: reason}
 		}
 		count, prevHash = seq, e.Hash
@@ -165,7 +168,7 @@ func VerifyAudit(next func() (*AuditEntry, error), pub ed25519.PublicKey) (count
 
 // auditEntryProblem returns why e cannot be the entry seq of a log whose
 // previous entry has hash prevHash, or "".
-func auditEntryProblem(e *AuditEntry, seq int64, prevHash, keyID string, pub ed25519.PublicKey) string {
+func auditEntryProblem(e *AuditEntry, seq int64, prevHash string, keys []ed25519.PublicKey) string {
 	if e == nil {
 		return "missing"
 	}
@@ -194,8 +197,9 @@ func auditEntryProblem(e *AuditEntry, seq int64, prevHash, keyID string, pub ed2
 	if err != nil || hash != e.Hash {
 		return "hash does not match its contents"
 	}
-	if e.KeyID != keyID {
-		return fmt.Sprintf("signed by key %q, not %s", e.KeyID, keyID)
+	pub := keyByID(keys, e.KeyID)
+	if pub == nil {
+		return fmt.Sprintf("signed by key %q, not %s", e.KeyID, keyIDs(keys))
 	}
 	if !verifyBase64Signature(pub, []byte(e.Hash), e.Signature) {
 		return "signature is invalid"

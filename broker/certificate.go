@@ -71,7 +71,27 @@ func (s *Signer) SignCertificate(p *CertificatePayload) ([]byte, error) {
 // Whether it may be used now — the validity window, the policy and
 // revocation epochs, revocation and single use — depends on the broker's
 // state and clock and is for the execution service to check.
-func VerifyCertificate(envelope []byte, pub ed25519.PublicKey) (*CertificatePayload, error) {
+func VerifyCertificate(envelope []byte, keys ...ed25519.PublicKey) (*CertificatePayload, error) {
+	// keys are the signer's, current and retired: a certificate signed
+	// before a rotation still verifies. The first key's answer is the one
+	// reported when none verifies.
+	var first error
+	for _, pub := range keys {
+		p, err := verifyCertificate(envelope, pub)
+		if err == nil {
+			return p, nil
+		}
+		if first == nil {
+			first = err
+		}
+	}
+	if first == nil {
+		return nil, Errorf(EINVALID, "certificate signature is invalid: no verification key")
+	}
+	return nil, first
+}
+
+func verifyCertificate(envelope []byte, pub ed25519.PublicKey) (*CertificatePayload, error) {
 	var env dsse.Envelope
 	if err := json.Unmarshal(envelope, &env); err != nil || env.PayloadType == "" || env.Payload == "" {
 		return nil, Errorf(EINVALID, "not a certificate envelope")

@@ -52,17 +52,24 @@ func (s *Signer) SignCheckpoint(c Checkpoint) ([]byte, error) {
 }
 
 // VerifyCheckpoint checks a checkpoint envelope with pub alone.
-func VerifyCheckpoint(envelope []byte, pub ed25519.PublicKey) (*Checkpoint, error) {
+func VerifyCheckpoint(envelope []byte, keys ...ed25519.PublicKey) (*Checkpoint, error) {
 	var env dsse.Envelope
 	if err := json.Unmarshal(envelope, &env); err != nil || env.PayloadType != CheckpointPayloadType {
 		return nil, Errorf(EINVALID, "not a checkpoint envelope")
 	}
-	verifier, err := dsse.NewEnvelopeVerifier(verifierOf(pub))
-	if err != nil {
-		return nil, err
+	verified := false
+	for _, pub := range keys {
+		verifier, err := dsse.NewEnvelopeVerifier(verifierOf(pub))
+		if err != nil {
+			return nil, err
+		}
+		if _, err := verifier.Verify(context.Background(), &env); err == nil {
+			verified = true
+			break
+		}
 	}
-	if _, err := verifier.Verify(context.Background(), &env); err != nil {
-		return nil, Errorf(EINVALID, "the checkpoint's signature is not %s's", PublicKeyID(pub))
+	if !verified {
+		return nil, Errorf(EINVALID, "the checkpoint's signature is not %s's", keyIDs(keys))
 	}
 	payload, err := base64.StdEncoding.DecodeString(env.Payload)
 	if err != nil {
@@ -110,7 +117,7 @@ func (b *CheckpointBreak) Error() string { return b.Reason }
 // each checkpoint, that the log reaches its count and that its entry at
 // that count has the checkpoint's head: a log cut below a checkpoint, or
 // rewritten up to it, fails with a *CheckpointBreak.
-func VerifyAuditAgainst(next func() (*AuditEntry, error), pub ed25519.PublicKey, checkpoints ...*Checkpoint) (int64, string, error) {
+func VerifyAuditAgainst(next func() (*AuditEntry, error), keys []ed25519.PublicKey, checkpoints ...*Checkpoint) (int64, string, error) {
 	heads := map[int64]string{}
 	for _, c := range checkpoints {
 		heads[c.Count] = c.Head
@@ -126,7 +133,7 @@ func VerifyAuditAgainst(next func() (*AuditEntry, error), pub ed25519.PublicKey,
 			head = e.Hash
 		}
 		return e, err
-	}, pub)
+	}, keys...)
 	if err != nil {
 		return count, head, err
 	}

@@ -33,7 +33,7 @@ func TestCheckpoints(t *testing.T) {
 		t.Errorf("a changed payload: %v", err)
 	}
 
-	if n, head, err := broker.VerifyAuditAgainst(auditEntriesOf(chain), s.PublicKey(), c); err != nil || n != 6 || head != chain[5].Hash {
+	if n, head, err := broker.VerifyAuditAgainst(auditEntriesOf(chain), s.PublicKeys(), c); err != nil || n != 6 || head != chain[5].Hash {
 		t.Errorf("the whole log: %d, %s, %v", n, head, err)
 	}
 	// Cut to 3 entries: the chain verifies, the checkpoint does not.
@@ -41,18 +41,18 @@ func TestCheckpoints(t *testing.T) {
 		t.Fatalf("a cut chain alone: %d, %v", n, err)
 	}
 	var brk *broker.CheckpointBreak
-	if _, _, err := broker.VerifyAuditAgainst(auditEntriesOf(chain[:3]), s.PublicKey(), c); !errors.As(err, &brk) || !strings.Contains(err.Error(), "it was cut") {
+	if _, _, err := broker.VerifyAuditAgainst(auditEntriesOf(chain[:3]), s.PublicKeys(), c); !errors.As(err, &brk) || !strings.Contains(err.Error(), "it was cut") {
 		t.Errorf("cut below the checkpoint: %v", err)
 	}
 	// Cut to exactly the checkpoint: still holds.
-	if _, _, err := broker.VerifyAuditAgainst(auditEntriesOf(chain[:5]), s.PublicKey(), c); err != nil {
+	if _, _, err := broker.VerifyAuditAgainst(auditEntriesOf(chain[:5]), s.PublicKeys(), c); err != nil {
 		t.Errorf("cut at the checkpoint: %v", err)
 	}
 	// Another history, sealed with the same key: rewritten.
 	other := sealAuditChain(t, s, 7)
 	other[1].Details = json.RawMessage(`{}`)
 	other = resealed(t, s, other)
-	if _, _, err := broker.VerifyAuditAgainst(auditEntriesOf(other), s.PublicKey(), c); !errors.As(err, &brk) || !strings.Contains(err.Error(), "rewritten") {
+	if _, _, err := broker.VerifyAuditAgainst(auditEntriesOf(other), s.PublicKeys(), c); !errors.As(err, &brk) || !strings.Contains(err.Error(), "rewritten") {
 		t.Errorf("rewritten: %v", err)
 	}
 }

@@ -36,7 +36,7 @@ func (b *Service) VerifyCertificate(ctx context.Context, envelope []byte) (*Cert
 
 // verifyCertificate is VerifyCertificate reading through st.
 func (b *Service) verifyCertificate(ctx context.Context, st Store, envelope []byte) (*Certificate, error) {
-	payload, err := VerifyCertificate(envelope, b.opts.Signer.PublicKey())
+	payload, err := VerifyCertificate(envelope, b.opts.Signer.PublicKeys()...)
 	if err != nil {
 		return nil, err
 	}
@@ -222,7 +222,7 @@ func (b *Service) Begin(ctx context.Context, req ExecuteRequest) (*Execution, *C
 // written, the caller learns that too.
 func (b *Service) refuseExecution(ctx context.Context, actor string, envelope []byte, refusal error) error {
 	subject := sha256DigestOf(envelope)
-	if payload, err := VerifyCertificate(envelope, b.opts.Signer.PublicKey()); err == nil {
+	if payload, err := VerifyCertificate(envelope, b.opts.Signer.PublicKeys()...); err == nil {
 		subject = payload.ID
 	}
 	err := b.audit(context.WithoutCancel(ctx), b.opts.Store, actor, "execution.refused", subject,

@@ -13,6 +13,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"runtime"
@@ -590,7 +591,8 @@ func removeKeyFiles(root *os.Root, old, keys []signingKey) error {
 // it writes a temporary file, syncs it, renames it over name and syncs the
 // directory, so a reader sees the old file or the new one, never a part.
 func writeFileAtomic(root *os.Root, name string, data []byte) (err error) {
-	tmp := "." + name + "." + rand.Text() + ".tmp"
+	dir, base := path.Split(name)
+	tmp := dir + "." + base + "." + rand.Text() + ".tmp"
 	f, err := root.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
 	if err != nil {
 		return err

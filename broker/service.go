@@ -119,9 +119,10 @@ func (b *Service) Workspace(name string) (Workspace, error) {
 // Workspaces returns the configured workspaces.
 func (b *Service) Workspaces() []Workspace { return b.opts.Workspaces }
 
-// PublicKey returns the key that verifies certificates, logs and the
-// audit log.
-func (b *Service) PublicKey() []byte { return b.opts.Signer.PublicKeyPEM() }
+// PublicKey returns, as PEM, the keys that verify certificates, logs,
+// checkpoints and the audit log: the signer's current key first, then
+// those it replaced.
+func (b *Service) PublicKey() []byte { return b.opts.Signer.PublicKeysPEM() }
 
 func (b *Service) now() time.Time { return b.opts.Now().UTC() }
 

@@ -37,6 +37,8 @@ type Signer struct {
 	private ed25519.PrivateKey
 	public  ed25519.PublicKey
 	keyID   string
+	// retired are the public keys of the keys this one replaced.
+	retired []ed25519.PublicKey
 }
 
 // OpenSigner returns the signer whose key is dir/seb-ed25519.pem, creating
@@ -93,6 +95,9 @@ func readSignerKey(root *os.Root) (*Signer, error) {
 	s, err := SignerFromPEM(data)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", SignerKeyFile, err)
+	}
+	if s.retired, err = readRetired(root); err != nil {
+		return nil, err
 	}
 	return s, nil
 }
@@ -179,6 +184,149 @@ func SignerFromPEM(data []byte) (*Signer, error) {
 func newSigner(private ed25519.PrivateKey) *Signer {
 	public := private.Public().(ed25519.PublicKey)
 	return &Signer{private: private, public: public, keyID: PublicKeyID(public)}
+}
+
+// PublicKeys returns the signer's public keys: the current one first,
+// then those it signed with before a rotation, which still verify what
+// they signed.
+func (s *Signer) PublicKeys() []ed25519.PublicKey {
+	return append([]ed25519.PublicKey{s.public}, s.retired...)
+}
+
+// PublicKeysPEM returns PublicKeys as PKIX "PUBLIC KEY" PEM blocks, the
+// current first: what ParsePublicKeysPEM reads, and what seb publishes.
+func (s *Signer) PublicKeysPEM() []byte {
+	var out []byte
+	for _, k := range s.PublicKeys() {
+		out = append(out, publicKeyPEM(k)...)
+	}
+	return out
+}
+
+func publicKeyPEM(k ed25519.PublicKey) []byte {
+	der, err := x509.MarshalPKIXPublicKey(k)
+	if err != nil {
+		panic("broker: marshal ed25519 public key: " + err.Error()) // cannot happen for a valid key
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// ParsePublicKeysPEM returns the ed25519 public keys of every PKIX "PUBLIC
+// KEY" PEM block in data, in order; EINVALID if there is none or one holds
+// another kind of key.
+func ParsePublicKeysPEM(data []byte) ([]ed25519.PublicKey, error) {
+	var keys []ed25519.PublicKey
+	for rest := data; ; {
+		block, next := pem.Decode(rest)
+		if block == nil {
+			break
+		}
+		rest = next
+		if block.Type != "PUBLIC KEY" {
+			continue
+		}
+		k, err := ParsePublicKeyPEM(pem.EncodeToMemory(block))
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	if len(keys) == 0 {
+		return nil, Errorf(EINVALID, `no PEM public key found (want a PKIX "PUBLIC KEY" block)`)
+	}
+	return keys, nil
+}
+
+// keyByID returns the key of keys whose id is id, or nil.
+func keyByID(keys []ed25519.PublicKey, id string) ed25519.PublicKey {
+	for _, k := range keys {
+		if PublicKeyID(k) == id {
+			return k
+		}
+	}
+	return nil
+}
+
+// keyIDs names keys for messages.
+func keyIDs(keys []ed25519.PublicKey) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = PublicKeyID(k)
+	}
+	if len(ids) == 1 {
+		return ids[0]
+	}
+	return "any of " + strings.Join(ids, ", ")
+}
+
+// retiredDir holds, beside the signer key, the public keys it replaced.
+const retiredDir = "retired"
+
+// RotateSigner replaces the signer key in dir with a new one. The old
+// key's public half is kept in dir/retired, so that what it signed keeps
+// verifying; its private half is gone, so it signs nothing more. It
+// returns the new signer and the old key's id. A broker running on dir
+// signs with the old key until it restarts.
+func RotateSigner(dir string) (*Signer, string, error) {
+	old, err := OpenSigner(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	defer root.Close()
+	if err := root.MkdirAll(retiredDir, 0o700); err != nil {
+		return nil, "", fmt.Errorf("rotate the signer key: %w", err)
+	}
+	retired := retiredDir + "/" + strings.TrimPrefix(old.keyID, "ed25519:") + ".pub"
+	if err := writeFileAtomic(root, retired, publicKeyPEM(old.public)); err != nil {
+		return nil, "", fmt.Errorf("rotate the signer key: keep the old public key: %w", err)
+	}
+	_, private, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		return nil, "", fmt.Errorf("generate ed25519 key: %w", err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(private)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := writeFileAtomic(root, SignerKeyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})); err != nil {
+		return nil, "", fmt.Errorf("rotate the signer key: %w", err)
+	}
+	s, err := OpenSigner(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	return s, old.keyID, nil
+}
+
+// readRetired loads the retired public keys kept in root.
+func readRetired(root *os.Root) ([]ed25519.PublicKey, error) {
+	entries, err := fs.ReadDir(root.FS(), retiredDir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var keys []ed25519.PublicKey
+	for _, e := range entries {
+		if !strings.HasSuffix(e.Name(), ".pub") {
+			continue
+		}
+		data, err := root.ReadFile(retiredDir + "/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		k, err := ParsePublicKeyPEM(data)
+		if err != nil {
+			return nil, fmt.Errorf("%s/%s: %w", retiredDir, e.Name(), err)
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
 }
 
 // KeyID returns the signer's key id, "ed25519:" and the first 16 hex
@@ -300,9 +448,10 @@ func (a *Artifact) Envelope() ([]byte, error) {
 // what was signed. Otherwise it returns an EINVALID error saying which: the
 // artifact names another key, its data does not match its digest, or the
 // signature is not pub's signature of its kind and data.
-func VerifyArtifact(a *Artifact, pub ed25519.PublicKey) error {
-	if want := PublicKeyID(pub); a.KeyID != want {
-		return Errorf(EINVALID, "artifact %s is signed by key %q, not %s", a.ID, a.KeyID, want)
+func VerifyArtifact(a *Artifact, keys ...ed25519.PublicKey) error {
+	pub := keyByID(keys, a.KeyID)
+	if pub == nil {
+		return Errorf(EINVALID, "artifact %s is signed by key %q, not %s", a.ID, a.KeyID, keyIDs(keys))
 	}
 	if sha256DigestOf(a.Data) != a.Digest {
 		return Errorf(EINVALID, "artifact %s: data does not match its digest", a.ID)
@@ -317,7 +466,7 @@ func VerifyArtifact(a *Artifact, pub ed25519.PublicKey) error {
 // pub alone and returns its kind and data (Digest set; no ID, no time).
 // An envelope that is not one, or whose signature is not pub's over its
 // payload type and payload, is EINVALID.
-func VerifyArtifactEnvelope(envelope []byte, pub ed25519.PublicKey) (*Artifact, error) {
+func VerifyArtifactEnvelope(envelope []byte, keys ...ed25519.PublicKey) (*Artifact, error) {
 	var env dsse.Envelope
 	if err := json.Unmarshal(envelope, &env); err != nil || env.Payload == "" && len(env.Signatures) == 0 {
 		return nil, Errorf(EINVALID, "not a DSSE envelope")
@@ -330,13 +479,12 @@ func VerifyArtifactEnvelope(envelope []byte, pub ed25519.PublicKey) (*Artifact, 
 	if err != nil {
 		return nil, Errorf(EINVALID, "the envelope's payload is not base64")
 	}
-	keyID := PublicKeyID(pub)
 	for _, sig := range env.Signatures {
-		if sig.KeyID == keyID && verifyBase64Signature(pub, dsse.PAE(env.PayloadType, data), sig.Sig) {
-			return &Artifact{Kind: kind, Data: data, Digest: sha256DigestOf(data), Signature: sig.Sig, KeyID: keyID}, nil
+		if pub := keyByID(keys, sig.KeyID); pub != nil && verifyBase64Signature(pub, dsse.PAE(env.PayloadType, data), sig.Sig) {
+			return &Artifact{Kind: kind, Data: data, Digest: sha256DigestOf(data), Signature: sig.Sig, KeyID: sig.KeyID}, nil
 		}
 	}
-	return nil, Errorf(EINVALID, "the %s's signature is not %s's: it was changed, or signed by another key", kind, keyID)
+	return nil, Errorf(EINVALID, "the %s's signature is not %s's: it was changed, or signed by another key", kind, keyIDs(keys))
 }
 
 // verifyBase64Signature reports whether sig, standard base64, is pub's

@@ -970,7 +970,7 @@ func (s *Server) exportAudit(c echo.Context) error {
 // verifyAudit checks the chain and every signature with the public key,
 // as `seb audit verify` does offline, and says where it breaks if it does.
 func (s *Server) verifyAudit(c echo.Context) error {
-	pub, err := broker.ParsePublicKeyPEM(s.opts.Broker.PublicKey())
+	keys, err := broker.ParsePublicKeysPEM(s.opts.Broker.PublicKey())
 	if err != nil {
 		return err
 	}
@@ -982,7 +982,7 @@ func (s *Server) verifyAudit(c echo.Context) error {
 			head = e.Hash
 		}
 		return e, err
-	}, pub)
+	}, keys...)
 	var brk *broker.AuditBreak
 	if errors.As(err, &brk) {
 		return c.JSON(http.StatusOK, map[string]any{"verified": false, "entries": count, "broken_at": brk.Seq, "reason": brk.Error()})
@@ -990,7 +990,7 @@ func (s *Server) verifyAudit(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"verified": true, "entries": count, "head": head, "key_id": broker.PublicKeyID(pub)})
+	return c.JSON(http.StatusOK, map[string]any{"verified": true, "entries": count, "head": head, "key_id": broker.PublicKeyID(keys[0])})
 }
 
 func nextAfter(entries []*broker.AuditEntry, after int64) string {

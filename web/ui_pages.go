@@ -351,13 +351,13 @@ func (a *auditCheck) get(ctx context.Context, s *Server) (auditResult, error) {
 	if a.loaded && time.Since(a.last.At) < time.Minute {
 		return a.last, nil
 	}
-	pub, err := broker.ParsePublicKeyPEM(s.opts.Broker.PublicKey())
+	keys, err := broker.ParsePublicKeysPEM(s.opts.Broker.PublicKey())
 	if err != nil {
 		return auditResult{}, err
 	}
-	r := auditResult{At: time.Now(), Verified: true, KeyID: broker.PublicKeyID(pub)}
+	r := auditResult{At: time.Now(), Verified: true, KeyID: broker.PublicKeyID(keys[0])}
 	var verr error
-	r.Count, verr = broker.VerifyAudit(s.auditPages(ctx), pub)
+	r.Count, verr = broker.VerifyAudit(s.auditPages(ctx), keys...)
 	var brk *broker.AuditBreak
 	switch {
 	case errors.As(verr, &brk):

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/ed25519"
 	"errors"
 	"fmt"
 	"io"
@@ -98,7 +99,7 @@ Exit status: 0 the log verifies, 1 it does not, 2 an error.`,
 				}
 				keyServer = cf.server
 			}
-			pub, err := signingKey(publicKey, keyServer)
+			keys, err := signingKey(publicKey, keyServer)
 			if err != nil {
 				return err
 			}
@@ -108,7 +109,7 @@ Exit status: 0 the log verifies, 1 it does not, 2 an error.`,
 				if err != nil {
 					return err
 				}
-				c, err := broker.VerifyCheckpoint(env, pub)
+				c, err := broker.VerifyCheckpoint(env, keys...)
 				if err != nil {
 					fmt.Fprintf(cmd.OutOrStdout(), "FAILED: checkpoint %s: %s\n", path, broker.ErrorMessage(err))
 					return errAuditBroken
@@ -133,7 +134,7 @@ Exit status: 0 the log verifies, 1 it does not, 2 an error.`,
 				}
 				next = broker.AuditJSONLReader(bufio.NewReader(bytes.NewReader(body)))
 			}
-			count, head, err := broker.VerifyAuditAgainst(next, pub, marks...)
+			count, head, err := broker.VerifyAuditAgainst(next, keys, marks...)
 			var brk *broker.AuditBreak
 			var cut *broker.CheckpointBreak
 			switch {
@@ -149,7 +150,7 @@ Exit status: 0 the log verifies, 1 it does not, 2 an error.`,
 			if count == 0 {
 				head = "(empty log)"
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "OK: %d entries, signed by %s; head %s", count, broker.PublicKeyID(pub), head)
+			fmt.Fprintf(cmd.OutOrStdout(), "OK: %d entries, signed by %s; head %s", count, signers(keys), head)
 			if len(marks) > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "; %d checkpoint(s) hold", len(marks))
 			}
@@ -221,4 +222,13 @@ func newAuditExportCommand() *cobra.Command {
 			return broker.WriteAuditJSONL(cmd.OutOrStdout(), entries)
 		},
 	}
+}
+
+// signers names the keys an audit log was checked with.
+func signers(keys []ed25519.PublicKey) string {
+	ids := make([]string, len(keys))
+	for i, k := range keys {
+		ids[i] = broker.PublicKeyID(k)
+	}
+	return strings.Join(ids, " or ")
 }

@@ -245,3 +245,43 @@ workspace "sandbox" {
 		t.Errorf("audit: %q, want %q", strings.Join(got, ","), want)
 	}
 }
+
+// TestKeysRotate: after rotating each key, the audit log, signed partly
+// with the old signer key and partly with the new, verifies with the
+// published keys; the rotations are in it.
+func TestKeysRotate(t *testing.T) {
+	dir := t.TempDir()
+	config := filepath.Join(dir, "seb.hcl")
+	os.WriteFile(config, []byte("data_dir = \"data\"\nworkspace \"sandbox\" {\n  credentials {\n    plan_secrets = { T = \"r\" }\n    apply_secrets = { T = \"w\" }\n  }\n}\n"), 0o600)
+	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "reviewer", "--name", "alice"); r.code != exitOK {
+		t.Fatalf("create: %q", r.stderr)
+	}
+	before := seb(t, "", "keys", "list", "--config", config)
+	if before.code != exitOK || strings.Count(before.stdout, "signer") != 1 || strings.Count(before.stdout, "issuer") != 1 {
+		t.Fatalf("keys list: exit %d, %q %q", before.code, before.stdout, before.stderr)
+	}
+	for _, which := range []string{"--signer", "--issuer"} {
+		if r := seb(t, "", "keys", "rotate", which, "--config", config); r.code != exitOK || !strings.Contains(r.stdout, "rotated the") {
+			t.Fatalf("rotate %s: exit %d, %q %q", which, r.code, r.stdout, r.stderr)
+		}
+	}
+	after := seb(t, "", "keys", "list", "--config", config)
+	if strings.Count(after.stdout, "signer") != 2 || strings.Count(after.stdout, "issuer") != 2 || !strings.Contains(after.stdout, "retired") {
+		t.Errorf("keys list after rotating: %q", after.stdout)
+	}
+	signer, err := broker.OpenSigner(filepath.Join(dir, "data", "signer"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys := filepath.Join(dir, "keys.pem")
+	os.WriteFile(keys, signer.PublicKeysPEM(), 0o644)
+	db := filepath.Join(dir, "data", "seb.db")
+	if r := seb(t, "", "audit", "verify", "--public-key", keys, db); r.code != exitOK || !strings.HasPrefix(r.stdout, "OK: 3 entries") {
+		t.Errorf("audit across the rotation: exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	current := filepath.Join(dir, "current.pem")
+	os.WriteFile(current, signer.PublicKeyPEM(), 0o644)
+	if r := seb(t, "", "audit", "verify", "--public-key", current, db); r.code != exitDiverged || !strings.Contains(r.stdout, "audit entry 1: signed by key") {
+		t.Errorf("with the new key alone: exit %d, %q", r.code, r.stdout)
+	}
+}

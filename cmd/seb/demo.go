@@ -220,7 +220,7 @@ func (d *demo) play() error {
 	if err != nil {
 		return err
 	}
-	pub, err := broker.ParsePublicKeyPEM(pemKey)
+	keys, err := broker.ParsePublicKeysPEM(pemKey)
 	if err != nil {
 		return err
 	}
@@ -232,11 +232,11 @@ func (d *demo) play() error {
 		e := &entries[0]
 		entries = entries[1:]
 		return e, nil
-	}, pub)
+	}, keys...)
 	if err != nil {
 		return fmt.Errorf("the audit log does not verify: %w", err)
 	}
-	d.say("   verified with only seb's public key (%s): %d entries, none changed, removed or reordered.", broker.PublicKeyID(pub), count)
+	d.say("   verified with only seb's public key (%s): %d entries, none changed, removed or reordered.", broker.PublicKeyID(keys[0]), count)
 	d.say("\nDone: what ran is exactly what was certified, or nothing ran.")
 	return nil
 }

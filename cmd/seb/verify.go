@@ -41,7 +41,7 @@ itself to standard output, and nothing else.
 Exit status: 0 the envelope verifies, 1 it does not, 2 an error.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			pub, err := signingKey(publicKey, server)
+			keys, err := signingKey(publicKey, server)
 			if err != nil {
 				return err
 			}
@@ -66,7 +66,7 @@ Exit status: 0 the envelope verifies, 1 it does not, 2 an error.`,
 				return errNotVerified
 			}
 			if head.PayloadType == broker.CertificatePayloadType {
-				c, err := broker.VerifyCertificate(envelope, pub)
+				c, err := broker.VerifyCertificate(envelope, keys...)
 				if err != nil {
 					fmt.Fprintf(out, "FAILED: %s\n", broker.ErrorMessage(err))
 					return errNotVerified
@@ -75,11 +75,11 @@ Exit status: 0 the envelope verifies, 1 it does not, 2 an error.`,
 					return json.NewEncoder(out).Encode(c)
 				}
 				fmt.Fprintf(out, "OK: certificate %s for workspace %s, signed by %s\n  diff %s\n  configuration %s\n  valid %s to %s\n",
-					c.ID, c.Workspace, broker.PublicKeyID(pub), c.DiffDigest, c.ConfigDigest,
+					c.ID, c.Workspace, c.IssuerKeyID, c.DiffDigest, c.ConfigDigest,
 					c.NotBefore.Format(time.RFC3339), c.NotAfter.Format(time.RFC3339))
 				return nil
 			}
-			a, err := broker.VerifyArtifactEnvelope(envelope, pub)
+			a, err := broker.VerifyArtifactEnvelope(envelope, keys...)
 			if err != nil {
 				fmt.Fprintf(out, "FAILED: %s\n", broker.ErrorMessage(err))
 				return errNotVerified
@@ -88,7 +88,7 @@ Exit status: 0 the envelope verifies, 1 it does not, 2 an error.`,
 				_, err := out.Write(a.Data)
 				return err
 			}
-			fmt.Fprintf(out, "OK: %s of %d bytes, %s, signed by %s\n", a.Kind, len(a.Data), a.Digest, broker.PublicKeyID(pub))
+			fmt.Fprintf(out, "OK: %s of %d bytes, %s, signed by %s\n", a.Kind, len(a.Data), a.Digest, a.KeyID)
 			return nil
 		},
 	}
@@ -98,9 +98,9 @@ Exit status: 0 the envelope verifies, 1 it does not, 2 an error.`,
 	return cmd
 }
 
-// signingKey reads seb's public signing key from a PEM file, or fetches
-// it from a server's /api/v1/keys/signing.
-func signingKey(file, server string) (ed25519.PublicKey, error) {
+// signingKey reads seb's public signing keys (current and retired) from a
+// PEM file, or fetches them from a server's /api/v1/keys/signing.
+func signingKey(file, server string) ([]ed25519.PublicKey, error) {
 	var (
 		pemBytes []byte
 		err      error
@@ -118,11 +118,11 @@ func signingKey(file, server string) (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub, err := broker.ParsePublicKeyPEM(pemBytes)
+	keys, err := broker.ParsePublicKeysPEM(pemBytes)
 	if err != nil {
 		return nil, fmt.Errorf("the public key: %v", broker.ErrorMessage(err))
 	}
-	return pub, nil
+	return keys, nil
 }
 
 func fetchSigningKey(server string) ([]byte, error) {
