@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -117,7 +118,7 @@ func (b *Service) Workspace(name string) (Workspace, error) {
 }
 
 // Workspaces returns the configured workspaces.
-func (b *Service) Workspaces() []Workspace { return b.opts.Workspaces }
+func (b *Service) Workspaces() []Workspace { return slices.Clone(b.opts.Workspaces) }
 
 // PublicKey returns, as PEM, the keys that verify certificates, logs,
 // checkpoints and the audit log: the signer's current key first, then

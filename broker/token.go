@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 )
@@ -43,6 +44,15 @@ type APIToken struct {
 	Role      Role
 	Hash      string
 	CreatedAt time.Time
+	// Workspaces limits the token to these workspaces; empty: all. A
+	// token for team A's workspaces cannot propose to, read or execute in
+	// team B's.
+	Workspaces []string
+}
+
+// Allows reports whether the token may act on workspace.
+func (t *APIToken) Allows(workspace string) bool {
+	return len(t.Workspaces) == 0 || slices.Contains(t.Workspaces, workspace)
 }
 
 // apiTokenPrefix marks seb tokens, so that secret scanners can find leaked
@@ -78,13 +88,22 @@ func HashAPIToken(token string) string {
 // the token, which is shown once and never stored. A taken name is
 // ECONFLICT. It needs no running broker: `seb tokens create` calls it on
 // the store and signer directly.
-func CreateAPIToken(ctx context.Context, st Store, signer *Signer, name string, role Role, by string, now time.Time) (string, *APIToken, error) {
+//
+// workspaces limits the token to them (none: all); each must be one of
+// known.
+func CreateAPIToken(ctx context.Context, st Store, signer *Signer, name string, role Role, workspaces, known []string, by string, now time.Time) (string, *APIToken, error) {
 	token, record, err := NewAPIToken(name, role, now)
 	if err != nil {
 		return "", nil, err
 	}
+	for _, w := range workspaces {
+		if !slices.Contains(known, w) {
+			return "", nil, Errorf(EINVALID, "workspace %q is not configured", w)
+		}
+	}
+	record.Workspaces = slices.Compact(slices.Sorted(slices.Values(workspaces)))
 	entry := AuditEntry{Time: now, Actor: by, Action: "token.created", Subject: name}
-	entry.Details, _ = json.Marshal(map[string]any{"role": role, "id": record.ID})
+	entry.Details, _ = json.Marshal(map[string]any{"role": role, "id": record.ID, "workspaces": append([]string{}, record.Workspaces...)})
 	err = st.Tx(ctx, func(tx Store) error {
 		if err := tx.CreateAPIToken(ctx, record); err != nil {
 			return err
@@ -114,8 +133,12 @@ func RevokeAPIToken(ctx context.Context, st Store, signer *Signer, name, by stri
 }
 
 // CreateAPIToken is CreateAPIToken on the broker's store and signer.
-func (b *Service) CreateAPIToken(ctx context.Context, name string, role Role, by string) (string, *APIToken, error) {
-	return CreateAPIToken(ctx, b.opts.Store, b.opts.Signer, name, role, by, b.now())
+func (b *Service) CreateAPIToken(ctx context.Context, name string, role Role, workspaces []string, by string) (string, *APIToken, error) {
+	var known []string
+	for _, w := range b.Workspaces() {
+		known = append(known, w.Name)
+	}
+	return CreateAPIToken(ctx, b.opts.Store, b.opts.Signer, name, role, workspaces, known, by, b.now())
 }
 
 // RevokeAPIToken is RevokeAPIToken on the broker's store and signer.

@@ -172,10 +172,10 @@ func (s *Server) routes() {
 	api := e.Group("/api/v1", s.authenticate)
 	for _, r := range s.allRoutes() {
 		limit := "1M"
-		middlewares := []echo.MiddlewareFunc{middleware.BodyLimit(limit), allow(r.roles...)}
+		middlewares := []echo.MiddlewareFunc{middleware.BodyLimit(limit), allow(r.roles...), s.scoped}
 		if r.bodyLimit == "bundle" {
 			limit = strconv.FormatInt(s.opts.MaxBundleBytes, 10) + "B"
-			middlewares = []echo.MiddlewareFunc{middleware.BodyLimit(limit), allow(r.roles...), s.roomToRead}
+			middlewares = []echo.MiddlewareFunc{middleware.BodyLimit(limit), allow(r.roles...), s.scoped, s.roomToRead}
 		}
 		api.Add(r.method, r.path, r.handler, middlewares...)
 	}
@@ -326,6 +326,9 @@ func (s *Server) cancelJob(c echo.Context) error {
 func (s *Server) listWorkspaces(c echo.Context) error {
 	out := []workspaceJSON{}
 	for _, w := range s.opts.Broker.Workspaces() {
+		if !allows(c, w.Name) {
+			continue
+		}
 		j, err := s.workspaceJSON(c.Request().Context(), w)
 		if err != nil {
 			return err
@@ -605,12 +608,18 @@ func (s *Server) listProposals(c echo.Context) error {
 	if principal(c).Role == broker.RoleAgent {
 		f.Proposer = principalName(c)
 	}
+	if f.Workspace != "" && !allows(c, f.Workspace) {
+		return broker.Errorf(broker.EFORBIDDEN, "token %s may not act on workspace %s", principalName(c), f.Workspace)
+	}
 	list, err := s.opts.Records.ListProposals(c.Request().Context(), f)
 	if err != nil {
 		return err
 	}
 	out := []*proposalJSON{}
 	for _, p := range list {
+		if !allows(c, p.Workspace) {
+			continue
+		}
 		j, err := s.proposalJSON(c.Request().Context(), p)
 		if err != nil {
 			s.opts.Logger.Error("list proposals", "proposal", p.ID, "error", err)
@@ -729,6 +738,17 @@ func (s *Server) createExecution(c echo.Context) error {
 	if (req.CertificateID == "") == (len(req.Envelope) == 0) {
 		return broker.Errorf(broker.EINVALID, "name the certificate by certificate_id, or send its envelope")
 	}
+	// A token limited to some workspaces executes only theirs: checked
+	// before the certificate is consumed.
+	if p := principal(c); len(p.Workspaces) > 0 {
+		ws, err := s.certificateWorkspace(c, req.CertificateID, req.Envelope)
+		if err != nil {
+			return err
+		}
+		if ws != "" && !p.Allows(ws) {
+			return broker.Errorf(broker.EFORBIDDEN, "token %s may not act on workspace %s (it is limited to %s)", p.Name, ws, strings.Join(p.Workspaces, ", "))
+		}
+	}
 	// Consuming the certificate and queueing the execution must not be
 	// cut short by a client that goes away.
 	e, _, err := s.opts.Broker.Begin(context.WithoutCancel(c.Request().Context()), broker.ExecuteRequest{
@@ -781,9 +801,11 @@ func (s *Server) getExecution(c echo.Context) error {
 }
 
 type tokenJSON struct {
-	Name      string      `json:"name"`
-	Role      broker.Role `json:"role"`
-	CreatedAt time.Time   `json:"created_at"`
+	Name string      `json:"name"`
+	Role broker.Role `json:"role"`
+	// Workspaces limit the token; absent: all.
+	Workspaces []string  `json:"workspaces,omitempty"`
+	CreatedAt  time.Time `json:"created_at"`
 	// Token is the secret, in the answer that created it only.
 	Token string `json:"token,omitempty"`
 }
@@ -795,24 +817,25 @@ func (s *Server) listTokens(c echo.Context) error {
 	}
 	out := []tokenJSON{}
 	for _, t := range tokens {
-		out = append(out, tokenJSON{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt})
+		out = append(out, tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, CreatedAt: t.CreatedAt})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"items": out})
 }
 
 func (s *Server) createToken(c echo.Context) error {
 	var req struct {
-		Name string      `json:"name"`
-		Role broker.Role `json:"role"`
+		Name       string      `json:"name"`
+		Role       broker.Role `json:"role"`
+		Workspaces []string    `json:"workspaces"`
 	}
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	token, t, err := s.opts.Broker.CreateAPIToken(context.WithoutCancel(c.Request().Context()), req.Name, req.Role, principalName(c))
+	token, t, err := s.opts.Broker.CreateAPIToken(context.WithoutCancel(c.Request().Context()), req.Name, req.Role, req.Workspaces, principalName(c))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, tokenJSON{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt, Token: token})
+	return c.JSON(http.StatusCreated, tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, CreatedAt: t.CreatedAt, Token: token})
 }
 
 func (s *Server) revokeToken(c echo.Context) error {

@@ -36,7 +36,7 @@ type Broker interface {
 	Begin(ctx context.Context, req broker.ExecuteRequest) (*broker.Execution, *broker.Certificate, error)
 	Hold(ctx context.Context, workspace string) (*broker.Hold, error)
 	Reconcile(ctx context.Context, workspace, by, note string) error
-	CreateAPIToken(ctx context.Context, name string, role broker.Role, by string) (string, *broker.APIToken, error)
+	CreateAPIToken(ctx context.Context, name string, role broker.Role, workspaces []string, by string) (string, *broker.APIToken, error)
 	RevokeAPIToken(ctx context.Context, name, by string) error
 	APITokens(ctx context.Context) ([]*broker.APIToken, error)
 	CancelJob(ctx context.Context, id, by string) error

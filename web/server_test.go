@@ -47,6 +47,13 @@ type site struct {
 // server for it, with tokens for every role.
 func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	t.Helper()
+	return newSiteWith(t, []string{"sandbox"}, tune...)
+}
+
+// newSiteWith is newSite with these workspaces, each in the sandbox cloud
+// under its own name.
+func newSiteWith(t testing.TB, workspaces []string, tune ...func(*sandboxcloud.Options)) *site {
+	t.Helper()
 	issuer := sandboxtest.StartIssuer(t)
 	sbOpts := sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")}
 	for _, f := range tune {
@@ -64,9 +71,12 @@ func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	}
 	state, _ := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
 	key := []byte("web test key for sensitive values")
-	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: key,
-		Workspaces: []broker.Workspace{{Name: "sandbox", Credentials: sb.Credentials(issuer, "sandbox").Profile, DriftMode: drift.ModeDefault,
-			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}}}})
+	var wss []broker.Workspace
+	for _, name := range workspaces {
+		wss = append(wss, broker.Workspace{Name: name, Credentials: sb.Credentials(issuer, name).Profile, DriftMode: drift.ModeDefault,
+			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}})
+	}
+	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: key, Workspaces: wss})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -201,7 +201,7 @@ func (s *Server) uiRoutes() {
 	// Middleware per route, not per group: a group's middleware makes echo
 	// route every unknown path through it.
 	open := []echo.MiddlewareFunc{securityHeaders, middleware.BodyLimit("64K"), s.loadSession, s.checkForm}
-	signed := append(slices.Clone(open), s.requireSession)
+	signed := append(slices.Clone(open), s.requireSession, s.scoped)
 	e.GET("/signin", s.signinPage, open...)
 	e.POST("/signin", s.signin, open...)
 	e.POST("/signout", s.signout, open...)
@@ -327,7 +327,9 @@ func (s *Server) render(c echo.Context, status int, page, title string, content 
 	if sess := currentSession(c); sess != nil {
 		v.Who, v.Role, v.CSRF = sess.token.Name, sess.token.Role, sess.csrf
 		for _, w := range s.opts.Broker.Workspaces() {
-			v.Workspaces = append(v.Workspaces, w.Name)
+			if sess.token.Allows(w.Name) {
+				v.Workspaces = append(v.Workspaces, w.Name)
+			}
 		}
 	}
 	t := s.pages[page]
@@ -427,19 +429,26 @@ func (s *Server) queuePage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	rows := make([]queueRow, len(list))
-	for i, p := range list {
-		rows[i].Proposal = p
-		if p.Summary != nil {
-			rows[i].Counts = p.Summary.Count()
+	if workspace != "" && !allows(c, workspace) {
+		return broker.Errorf(broker.EFORBIDDEN, "your token may not act on workspace %s", workspace)
+	}
+	var rows []queueRow
+	for _, p := range list {
+		if !allows(c, p.Workspace) {
+			continue
 		}
+		row := queueRow{Proposal: p}
+		if p.Summary != nil {
+			row.Counts = p.Summary.Count()
+		}
+		rows = append(rows, row)
 	}
 	selected := string(state)
 	if selected == "" {
 		selected = "all"
 	}
 	return s.render(c, http.StatusOK, "queue", "Queue", map[string]any{
-		"Rows": rows, "State": selected, "States": queueStates, "Workspace": workspace, "Workspaces": s.opts.Broker.Workspaces(),
+		"Rows": rows, "State": selected, "States": queueStates, "Workspace": workspace, "Workspaces": slices.DeleteFunc(slices.Clone(s.opts.Broker.Workspaces()), func(w broker.Workspace) bool { return !allows(c, w.Name) }),
 	})
 }
 

@@ -471,3 +471,84 @@ func TestTokensRevokedAtOnce(t *testing.T) {
 		t.Errorf("audit: %v", got)
 	}
 }
+
+// TestTokensLimitedToWorkspaces: tokens made for team B's workspace can
+// neither propose to, read, plan in nor execute in team A's, over the API
+// or in the UI, and routes that span workspaces refuse them.
+func TestTokensLimitedToWorkspaces(t *testing.T) {
+	s := newSiteWith(t, []string{"sandbox", "team-b"})
+	cert := s.approve(s.propose("3").ID) // team A's ("sandbox") certificate
+	var props struct {
+		Items []struct {
+			ID string `json:"id"`
+		} `json:"items"`
+	}
+	s.call("root", "GET", "/api/v1/proposals", "", nil, &props)
+	if len(props.Items) != 1 {
+		t.Fatalf("proposals: %+v", props)
+	}
+	propA := props.Items[0].ID
+	for name, role := range map[string]string{"b-agent": "agent", "b-ci": "ci", "b-reviewer": "reviewer"} {
+		var made struct {
+			Token      string   `json:"token"`
+			Workspaces []string `json:"workspaces"`
+		}
+		if status, body := s.json("root", "POST", "/api/v1/tokens", map[string]any{"name": name, "role": role, "workspaces": []string{"team-b"}}, &made); status != http.StatusCreated || len(made.Workspaces) != 1 {
+			t.Fatalf("create %s: %d %s", name, status, body)
+		}
+		s.tokens[name] = made.Token
+	}
+	if status, body := s.json("root", "POST", "/api/v1/tokens", map[string]any{"name": "x", "role": "agent", "workspaces": []string{"nope"}}, nil); status != http.StatusBadRequest || !strings.Contains(string(body), "not configured") {
+		t.Errorf("a token for an unknown workspace: %d %s", status, body)
+	}
+
+	refused := []struct{ who, method, path, body string }{
+		{"b-agent", "POST", "/api/v1/workspaces/sandbox/proposals", `{"bundle":"` + bundle(t, "scale") + `"}`},
+		{"b-agent", "POST", "/api/v1/workspaces/sandbox/plan", `{"bundle":"` + bundle(t, "scale") + `"}`},
+		{"b-agent", "POST", "/api/v1/workspaces/sandbox/credentials", `{}`},
+		{"b-agent", "GET", "/api/v1/workspaces/sandbox", ``},
+		{"b-agent", "GET", "/api/v1/workspaces/sandbox/state", ``},
+		{"b-reviewer", "GET", "/api/v1/proposals/" + propA, ``},
+		{"b-reviewer", "POST", "/api/v1/proposals/" + propA + "/reject", `{}`},
+		{"b-reviewer", "GET", "/api/v1/certificates/" + cert, ``},
+		{"b-reviewer", "GET", "/api/v1/proposals?workspace=sandbox", ``},
+		{"b-reviewer", "GET", "/api/v1/audit", ``},
+		{"b-ci", "POST", "/api/v1/executions", `{"certificate_id":"` + cert + `"}`},
+	}
+	for _, r := range refused {
+		var body io.Reader
+		ct := ""
+		if r.body != "" {
+			body, ct = strings.NewReader(r.body), "application/json"
+		}
+		if status, out := s.call(r.who, r.method, r.path, ct, body, nil); status != http.StatusForbidden {
+			t.Errorf("%s %s %s: %d %s", r.who, r.method, r.path, status, out)
+		}
+	}
+	// Lists show only team B's.
+	var ws struct {
+		Items []struct{ Name string } `json:"items"`
+	}
+	s.call("b-agent", "GET", "/api/v1/workspaces", "", nil, &ws)
+	if len(ws.Items) != 1 || ws.Items[0].Name != "team-b" {
+		t.Errorf("workspaces for b-agent: %+v", ws.Items)
+	}
+	props.Items = nil
+	s.call("b-reviewer", "GET", "/api/v1/proposals", "", nil, &props)
+	if len(props.Items) != 0 {
+		t.Errorf("proposals for b-reviewer: %+v", props.Items)
+	}
+	// The refused execution consumed nothing: team A's CI runs it.
+	if e := s.execute(cert); e.State != "succeeded" {
+		t.Errorf("team A's execution after b-ci's refusal: %+v", e)
+	}
+
+	b := newBrowser(t, s)
+	b.signIn("b-reviewer")
+	if resp, body := b.get("/proposals/" + propA); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("team A's proposal page for b-reviewer: %d %.300s", resp.StatusCode, body)
+	}
+	if resp, body := b.get("/"); resp.StatusCode != http.StatusOK || strings.Contains(body, propA) {
+		t.Errorf("b-reviewer's queue: %d, lists %s: %v", resp.StatusCode, propA, strings.Contains(body, propA))
+	}
+}

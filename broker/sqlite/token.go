@@ -3,6 +3,8 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
+	"fmt"
 
 	"github.com/seb-broker/seb/broker"
 )
@@ -13,52 +15,64 @@ func (s *Store) CreateAPIToken(ctx context.Context, t *broker.APIToken) error {
 	if err := t.Role.Valid(); err != nil {
 		return err
 	}
-	_, err := s.wr().ExecContext(ctx, "INSERT INTO api_tokens (id, name, role, hash, created_at) VALUES (?, ?, ?, ?, ?)",
-		t.ID, t.Name, string(t.Role), t.Hash, formatTime(t.CreatedAt))
+	scope, err := json.Marshal(append([]string{}, t.Workspaces...))
+	if err != nil {
+		return formatError(err, target)
+	}
+	_, err = s.wr().ExecContext(ctx, "INSERT INTO api_tokens (id, name, role, hash, created_at, workspaces) VALUES (?, ?, ?, ?, ?, ?)",
+		t.ID, t.Name, string(t.Role), t.Hash, formatTime(t.CreatedAt), string(scope))
 	return formatError(err, target)
 }
 
 // APITokenByHash returns the token with that hash, or ENOTFOUND.
 func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APIToken, error) {
-	var (
-		t        broker.APIToken
-		role, at string
-	)
-	err := s.rd().QueryRowContext(ctx, "SELECT id, name, role, hash, created_at FROM api_tokens WHERE hash = ?", hash).
-		Scan(&t.ID, &t.Name, &role, &t.Hash, &at)
+	t, err := scanAPIToken(s.rd().QueryRowContext(ctx, "SELECT "+tokenColumns+" FROM api_tokens WHERE hash = ?", hash))
 	if err != nil {
 		return nil, formatError(err, target{kind: "API token", id: "with that hash"})
 	}
-	t.Role = broker.Role(role)
-	if t.CreatedAt, err = parseTime(at); err != nil {
-		return nil, err
-	}
-	return &t, nil
+	return t, nil
 }
 
 // ListAPITokens implements broker.Store.
 func (s *Store) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
-	rows, err := s.rd().QueryContext(ctx, "SELECT id, name, role, hash, created_at FROM api_tokens ORDER BY name")
+	rows, err := s.rd().QueryContext(ctx, "SELECT "+tokenColumns+" FROM api_tokens ORDER BY name")
 	if err != nil {
 		return nil, formatError(err, target{kind: "API tokens"})
 	}
 	defer rows.Close()
 	var out []*broker.APIToken
 	for rows.Next() {
-		var (
-			t        broker.APIToken
-			role, at string
-		)
-		if err := rows.Scan(&t.ID, &t.Name, &role, &t.Hash, &at); err != nil {
+		t, err := scanAPIToken(rows)
+		if err != nil {
 			return nil, formatError(err, target{kind: "API tokens"})
 		}
-		t.Role = broker.Role(role)
-		if t.CreatedAt, err = parseTime(at); err != nil {
-			return nil, err
-		}
-		out = append(out, &t)
+		out = append(out, t)
 	}
 	return out, formatError(rows.Err(), target{kind: "API tokens"})
+}
+
+const tokenColumns = "id, name, role, hash, created_at, workspaces"
+
+func scanAPIToken(row scanner) (*broker.APIToken, error) {
+	var (
+		t               broker.APIToken
+		role, at, scope string
+	)
+	if err := row.Scan(&t.ID, &t.Name, &role, &t.Hash, &at, &scope); err != nil {
+		return nil, err
+	}
+	t.Role = broker.Role(role)
+	if err := json.Unmarshal([]byte(scope), &t.Workspaces); err != nil {
+		return nil, fmt.Errorf("stored token workspaces: %v", err)
+	}
+	if len(t.Workspaces) == 0 {
+		t.Workspaces = nil
+	}
+	var err error
+	if t.CreatedAt, err = parseTime(at); err != nil {
+		return nil, err
+	}
+	return &t, nil
 }
 
 // DeleteAPIToken implements broker.Store.

@@ -194,11 +194,18 @@ func testDeleteAPIToken(t *testing.T, s broker.Store) {
 	must(t, "create", s.CreateAPIToken(ctx, record))
 	_, other, err := broker.NewAPIToken("alice", broker.RoleReviewer, at(2))
 	must(t, "token", err)
+	other.Workspaces = []string{"prod", "staging"}
 	must(t, "create", s.CreateAPIToken(ctx, other))
 	list, err := s.ListAPITokens(ctx)
 	must(t, "list", err)
 	if len(list) != 2 || list[0].Name != "alice" || list[0].Role != broker.RoleReviewer || list[1].Name != "runner-1" || list[1].Hash != record.Hash {
 		t.Fatalf("ListAPITokens = %+v", list)
+	}
+	if !slices.Equal(list[0].Workspaces, []string{"prod", "staging"}) || list[1].Workspaces != nil {
+		t.Errorf("workspaces: %v, %v", list[0].Workspaces, list[1].Workspaces)
+	}
+	if got, err := s.APITokenByHash(ctx, other.Hash); err != nil || !slices.Equal(got.Workspaces, other.Workspaces) {
+		t.Errorf("APITokenByHash: %+v, %v", got, err)
 	}
 	checkTime(t, "created", list[1].CreatedAt, at(1))
 	must(t, "delete", s.DeleteAPIToken(ctx, "runner-1"))

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -215,8 +216,15 @@ workspace "sandbox" {
 	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "ci", "--name", "alice"); r.code != exitError || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("a taken name: exit %d, %q", r.code, r.stderr)
 	}
+	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "agent", "--name", "team-a", "--workspace", "sandbox"); r.code != exitOK {
+		t.Errorf("a token limited to a workspace: exit %d, %q", r.code, r.stderr)
+	}
+	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "agent", "--name", "x", "--workspace", "nope"); r.code != exitError || !strings.Contains(r.stderr, `workspace "nope" is not configured`) {
+		t.Errorf("a token for an unknown workspace: exit %d, %q", r.code, r.stderr)
+	}
 	list := seb(t, "", "tokens", "list", "--config", config)
-	if list.code != exitOK || !strings.Contains(list.stdout, "alice") || !strings.Contains(list.stdout, "reviewer") || !strings.Contains(list.stdout, "ci-1") || strings.Contains(list.stdout, "seb_") {
+	if list.code != exitOK || !strings.Contains(list.stdout, "alice") || !strings.Contains(list.stdout, "reviewer") || !strings.Contains(list.stdout, "ci-1") ||
+		!regexp.MustCompile(`team-a +agent +sandbox`).MatchString(list.stdout) || strings.Contains(list.stdout, "seb_") {
 		t.Fatalf("list: exit %d, %q", list.code, list.stdout)
 	}
 	if r := seb(t, "", "tokens", "revoke", "--config", config, "alice"); r.code != exitOK {
@@ -241,7 +249,7 @@ workspace "sandbox" {
 	for _, e := range entries {
 		got = append(got, e.Action+" "+e.Subject)
 	}
-	if want := "token.created alice,token.created ci-1,token.revoked alice"; strings.Join(got, ",") != want {
+	if want := "token.created alice,token.created ci-1,token.created team-a,token.revoked alice"; strings.Join(got, ",") != want {
 		t.Errorf("audit: %q, want %q", strings.Join(got, ","), want)
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os/signal"
 	"os/user"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -293,6 +294,7 @@ func newTokensCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "tokens", Short: "Create, list and revoke API tokens (on this machine's data directory)"}
 	var (
 		configPath, role, name string
+		scope                  []string
 	)
 	// open opens the store and signer of the data directory: these
 	// commands run beside seb serve, as its operator.
@@ -322,7 +324,15 @@ func newTokensCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			token, _, err := broker.CreateAPIToken(cmd.Context(), store, signer, name, broker.Role(role), localActor(), time.Now())
+			cfg, err := loadConfig(cmd, configPath)
+			if err != nil {
+				return err
+			}
+			var known []string
+			for _, w := range cfg.Workspaces {
+				known = append(known, w.Name)
+			}
+			token, _, err := broker.CreateAPIToken(cmd.Context(), store, signer, name, broker.Role(role), scope, known, localActor(), time.Now())
 			if err != nil {
 				return errors.New(broker.ErrorMessage(err))
 			}
@@ -333,6 +343,7 @@ func newTokensCommand() *cobra.Command {
 	}
 	create.Flags().StringVar(&role, "role", "", "agent, reviewer, ci, admin or runner")
 	create.Flags().StringVar(&name, "name", "", "who the token is for; proposals and reviews carry it")
+	create.Flags().StringArrayVar(&scope, "workspace", nil, "limit the token to this workspace (repeat for several; none: all)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the API tokens: names, roles, creation times (never the tokens)",
@@ -348,9 +359,13 @@ func newTokensCommand() *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tROLE\tCREATED")
+			fmt.Fprintln(w, "NAME\tROLE\tWORKSPACES\tCREATED")
 			for _, t := range tokens {
-				fmt.Fprintf(w, "%s\t%s\t%s\n", t.Name, t.Role, t.CreatedAt.Format(time.RFC3339))
+				workspaces := "(all)"
+				if len(t.Workspaces) > 0 {
+					workspaces = strings.Join(t.Workspaces, ",")
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Role, workspaces, t.CreatedAt.Format(time.RFC3339))
 			}
 			return w.Flush()
 		},
