@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net"
 	"os"
@@ -148,6 +150,9 @@ func ParseConfig(src []byte, filename string) (*Config, error) {
 	}
 	c.Digest = digestConfig(c)
 	dir := filepath.Dir(filename)
+	if err := resolveSecrets(c, dir); err != nil {
+		return nil, fmt.Errorf("%s: %w", filename, err)
+	}
 	if !filepath.IsAbs(c.DataDir) {
 		c.DataDir = filepath.Join(dir, c.DataDir)
 	}
@@ -155,6 +160,73 @@ func ParseConfig(src []byte, filename string) (*Config, error) {
 		c.Terraform = filepath.Join(dir, c.Terraform)
 	}
 	return c, nil
+}
+
+// Static secrets are never written in clear in seb.hcl, where they would
+// be read by whoever reads the configuration: each value names where the
+// secret is, "env:VAR" (an environment variable of seb serve) or
+// "file:PATH" (a file; a relative path is relative to seb.hcl's
+// directory), and is read when the configuration is loaded.
+
+// maxSecretFileBytes bounds a secret read from a file.
+const maxSecretFileBytes = 64 << 10
+
+// resolveSecrets replaces each static secret's reference with the secret.
+func resolveSecrets(c *Config, dir string) error {
+	var errs []error
+	for i := range c.Workspaces {
+		w := &c.Workspaces[i]
+		for _, secrets := range []struct {
+			attr string
+			m    map[string]string
+		}{{"plan_secrets", w.Credentials.PlanSecrets}, {"apply_secrets", w.Credentials.ApplySecrets}} {
+			attr, m := secrets.attr, secrets.m
+			for _, name := range slices.Sorted(maps.Keys(m)) {
+				value, err := resolveSecret(m[name], dir)
+				if err != nil {
+					errs = append(errs, fmt.Errorf("workspace %s: %s: %s: %w", w.Name, attr, name, err))
+					continue
+				}
+				m[name] = value
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func resolveSecret(ref, dir string) (string, error) {
+	switch {
+	case strings.HasPrefix(ref, "env:"):
+		name := strings.TrimPrefix(ref, "env:")
+		value, ok := os.LookupEnv(name)
+		if !ok || value == "" {
+			return "", fmt.Errorf("the environment variable %s is not set", name)
+		}
+		return value, nil
+	case strings.HasPrefix(ref, "file:"):
+		p := strings.TrimPrefix(ref, "file:")
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(dir, p)
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		defer f.Close()
+		data, err := io.ReadAll(io.LimitReader(f, maxSecretFileBytes+1))
+		if err != nil {
+			return "", err
+		}
+		if len(data) > maxSecretFileBytes {
+			return "", fmt.Errorf("%s is larger than %d bytes", p, maxSecretFileBytes)
+		}
+		value := strings.TrimRight(string(data), "\r\n")
+		if value == "" {
+			return "", fmt.Errorf("%s is empty", p)
+		}
+		return value, nil
+	}
+	return "", errors.New(`the secret is written in clear; give where it is instead: "env:VAR" or "file:PATH"`)
 }
 
 // Workspace returns a copy of the workspace called name, and whether there

@@ -38,6 +38,7 @@ func readConfigFile(t *testing.T, path string) []byte {
 }
 
 func TestParseConfigFull(t *testing.T) {
+	setLegacySecrets(t)
 	path := filepath.Join("testdata", "config", "full.hcl")
 	got, err := broker.ParseConfig(readConfigFile(t, path), path)
 	if err != nil {
@@ -115,6 +116,7 @@ func TestDefaultConfig(t *testing.T) {
 }
 
 func TestLoadConfig(t *testing.T) {
+	setLegacySecrets(t)
 	got, err := broker.LoadConfig(configExample)
 	if err != nil {
 		t.Fatal(err)
@@ -161,6 +163,7 @@ func TestConfigWorkspace(t *testing.T) {
 }
 
 func TestConfigDigest(t *testing.T) {
+	setLegacySecrets(t)
 	path := filepath.Join("testdata", "config", "full.hcl")
 	base := string(readConfigFile(t, path))
 
@@ -173,9 +176,9 @@ func TestConfigDigest(t *testing.T) {
 workspace "legacy" {
   credentials {
     apply_secrets = {
-      "LEGACY_TOKEN" = "read-write"
+      "LEGACY_TOKEN" = "env:LEGACY_TOKEN_RW"
     }
-    plan_secrets = {LEGACY_TOKEN="read-only"}
+    plan_secrets = {LEGACY_TOKEN="env:LEGACY_TOKEN_RO"}
     env = {}
   }
   protected_actions = []
@@ -212,10 +215,10 @@ data_dir="/var/lib/seb/"
 		{"an env value", `"seb-{execution}"`, `"seb-{workspace}-{execution}"`},
 		{"an env variable added", `AWS_ROLE_ARN          =`, `AWS_REGION = "eu-west-1"
       AWS_ROLE_ARN          =`},
-		{"a secret's name", `apply_secrets = { LEGACY_TOKEN = "read-write" }`, `apply_secrets = { LEGACY_TOKEN_2 = "read-write" }`},
+		{"a secret's name", `apply_secrets = { LEGACY_TOKEN = "file:secrets/legacy-rw" }`, `apply_secrets = { LEGACY_TOKEN_2 = "file:secrets/legacy-rw" }`},
 		{"a workspace added", `workspace "legacy" {`, `workspace "staging" {
   credentials {
-    plan_secrets = { TOKEN = "x" }
+    plan_secrets = { TOKEN = "env:LEGACY_TOKEN_RO" }
   }
 }
 
@@ -260,7 +263,7 @@ workspace "legacy" {`},
 		{"the listen address", `":8443"`, `":8444"`},
 		{"the data directory", `"/var/lib/seb"`, `"/var/lib/seb2"`},
 		{"the terraform binary", `"bin/tofu"`, `"bin/terraform"`},
-		{"a secret's value", `"read-write"`, `"read-write-2"`},
+		{"where a secret is", `"env:LEGACY_TOKEN_RO"`, `"env:LEGACY_TOKEN_RW"`},
 	} {
 		t.Run("not "+tt.name, func(t *testing.T) {
 			if !strings.Contains(base, tt.old) {
@@ -357,5 +360,40 @@ workspace "sandbox" {
 	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("diagnostics\n got %q\nwant %q", got, want)
+	}
+}
+
+// setLegacySecrets sets the environment full.hcl's static secrets name.
+func setLegacySecrets(t *testing.T) {
+	t.Setenv("LEGACY_TOKEN_RO", "read-only")
+	t.Setenv("LEGACY_TOKEN_RW", "read-write")
+}
+
+// TestStaticSecrets: a static secret is read from where seb.hcl says it
+// is, never written in it; a missing one refuses the configuration,
+// naming it.
+func TestStaticSecrets(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "apply.secret"), []byte("s3cret-apply\n"), 0o600)
+	t.Setenv("SEB_TEST_PLAN_SECRET", "s3cret-plan")
+	conf := func(plan, apply string) string {
+		return "workspace \"w\" {\n  credentials {\n    plan_secrets = { T = \"" + plan + "\" }\n    apply_secrets = { T = \"" + apply + "\" }\n  }\n}\n"
+	}
+	c, err := broker.ParseConfig([]byte(conf("env:SEB_TEST_PLAN_SECRET", "file:apply.secret")), filepath.Join(dir, "seb.hcl"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Workspaces[0].Credentials; p.PlanSecrets["T"] != "s3cret-plan" || p.ApplySecrets["T"] != "s3cret-apply" {
+		t.Errorf("secrets: %v, %v", p.PlanSecrets, p.ApplySecrets)
+	}
+	for _, tt := range []struct{ plan, apply, want string }{
+		{"in-clear", "file:apply.secret", "plan_secrets: T: the secret is written in clear"},
+		{"env:SEB_TEST_UNSET", "file:apply.secret", "the environment variable SEB_TEST_UNSET is not set"},
+		{"env:SEB_TEST_PLAN_SECRET", "file:missing", "apply_secrets: T: open"},
+	} {
+		_, err := broker.ParseConfig([]byte(conf(tt.plan, tt.apply)), filepath.Join(dir, "seb.hcl"))
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%s, %s: %v; want an error saying %q", tt.plan, tt.apply, err, tt.want)
+		}
 	}
 }

@@ -197,13 +197,15 @@ func TestAuditCheckpoint(t *testing.T) {
 // TestTokensCommands: tokens are created, listed and revoked on the data
 // directory, and each creation and revocation is in the audit log.
 func TestTokensCommands(t *testing.T) {
+	t.Setenv("SEB_TEST_READ", "r")
+	t.Setenv("SEB_TEST_WRITE", "w")
 	dir := t.TempDir()
 	config := filepath.Join(dir, "seb.hcl")
 	os.WriteFile(config, []byte(`data_dir = "data"
 workspace "sandbox" {
   credentials {
-    plan_secrets  = { TOKEN = "read" }
-    apply_secrets = { TOKEN = "write" }
+    plan_secrets  = { TOKEN = "env:SEB_TEST_READ" }
+    apply_secrets = { TOKEN = "env:SEB_TEST_WRITE" }
   }
 }
 `), 0o600)
@@ -258,9 +260,11 @@ workspace "sandbox" {
 // with the old signer key and partly with the new, verifies with the
 // published keys; the rotations are in it.
 func TestKeysRotate(t *testing.T) {
+	t.Setenv("SEB_TEST_READ", "r")
+	t.Setenv("SEB_TEST_WRITE", "w")
 	dir := t.TempDir()
 	config := filepath.Join(dir, "seb.hcl")
-	os.WriteFile(config, []byte("data_dir = \"data\"\nworkspace \"sandbox\" {\n  credentials {\n    plan_secrets = { T = \"r\" }\n    apply_secrets = { T = \"w\" }\n  }\n}\n"), 0o600)
+	os.WriteFile(config, []byte("data_dir = \"data\"\nworkspace \"sandbox\" {\n  credentials {\n    plan_secrets = { T = \"env:SEB_TEST_READ\" }\n    apply_secrets = { T = \"env:SEB_TEST_WRITE\" }\n  }\n}\n"), 0o600)
 	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "reviewer", "--name", "alice"); r.code != exitOK {
 		t.Fatalf("create: %q", r.stderr)
 	}

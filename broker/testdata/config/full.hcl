@@ -25,7 +25,7 @@ workspace "legacy" {
   approvals_required = 0
   protected_actions  = []
   credentials {
-    plan_secrets  = { LEGACY_TOKEN = "read-only" }
-    apply_secrets = { LEGACY_TOKEN = "read-write" }
+    plan_secrets  = { LEGACY_TOKEN = "env:LEGACY_TOKEN_RO" }
+    apply_secrets = { LEGACY_TOKEN = "file:secrets/legacy-rw" }
   }
 }
