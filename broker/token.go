@@ -150,3 +150,11 @@ func (b *Service) RevokeAPIToken(ctx context.Context, name, by string) error {
 func (b *Service) APITokens(ctx context.Context) ([]*APIToken, error) {
 	return b.opts.Store.ListAPITokens(ctx)
 }
+
+// RecordRefusedAuthentications audits, in one entry, how many requests
+// were refused for their token since a time, by reason ("missing",
+// "unknown"): what a probe for tokens looks like, without one entry per
+// request.
+func (b *Service) RecordRefusedAuthentications(ctx context.Context, counts map[string]int, since time.Time) error {
+	return b.audit(ctx, b.opts.Store, "seb", "auth.refused", "api", map[string]any{"counts": counts, "since": since.UTC()})
+}

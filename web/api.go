@@ -46,12 +46,12 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 			_, raw, ok = c.Request().BasicAuth()
 		}
 		if !ok || strings.TrimSpace(raw) == "" {
-			s.metrics.refused.WithLabelValues("missing").Inc()
+			s.refusedAuthentication(c, "missing")
 			return broker.Errorf(broker.EUNAUTHORIZED, "missing bearer token: create one with `seb tokens create`")
 		}
 		tok, err := s.opts.Records.APITokenByHash(c.Request().Context(), broker.HashAPIToken(raw))
 		if broker.ErrorCode(err) == broker.ENOTFOUND {
-			s.metrics.refused.WithLabelValues("unknown").Inc()
+			s.refusedAuthentication(c, "unknown")
 			return broker.Errorf(broker.EUNAUTHORIZED, "unknown API token")
 		}
 		if err != nil {
@@ -59,6 +59,42 @@ func (s *Server) authenticate(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		c.Set(principalKey, tok)
 		return next(c)
+	}
+}
+
+// refusals counts refused authentications between their audit entries.
+type refusals struct {
+	mu     sync.Mutex
+	counts map[string]int
+	since  time.Time // the first refusal not yet audited
+	last   time.Time // the last audit entry
+}
+
+// refusalsEvery is the most often refused authentications are audited.
+const refusalsEvery = time.Minute
+
+// refusedAuthentication counts a request refused for its token, in the
+// metrics at once and in the audit log in a bounded way: the first
+// refusal is audited at once, the next ones together, at most one entry a
+// minute, with their counts by reason.
+func (s *Server) refusedAuthentication(c echo.Context, reason string) {
+	s.metrics.refused.WithLabelValues(reason).Inc()
+	r := &s.refusals
+	now := time.Now()
+	r.mu.Lock()
+	if r.counts == nil {
+		r.counts, r.since = map[string]int{}, now
+	}
+	r.counts[reason]++
+	if now.Sub(r.last) < refusalsEvery {
+		r.mu.Unlock()
+		return
+	}
+	counts, since := r.counts, r.since
+	r.counts, r.last = nil, now
+	r.mu.Unlock()
+	if err := s.opts.Broker.RecordRefusedAuthentications(context.WithoutCancel(c.Request().Context()), counts, since); err != nil {
+		s.opts.Logger.Error("audit refused authentications", "error", err)
 	}
 }
 

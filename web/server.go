@@ -39,6 +39,7 @@ type Broker interface {
 	CreateAPIToken(ctx context.Context, name string, role broker.Role, workspaces []string, by string) (string, *broker.APIToken, error)
 	RevokeAPIToken(ctx context.Context, name, by string) error
 	APITokens(ctx context.Context) ([]*broker.APIToken, error)
+	RecordRefusedAuthentications(ctx context.Context, counts map[string]int, since time.Time) error
 	CancelJob(ctx context.Context, id, by string) error
 	Runners
 	PublicKey() []byte
@@ -96,6 +97,8 @@ type Server struct {
 	reading *semaphore.Weighted
 	// freeing is set while memory freed by a large body is returned.
 	freeing atomic.Bool
+	// refusals gathers refused authentications between audit entries.
+	refusals refusals
 
 	// ui holds the UI's sessions; pages its parsed templates.
 	ui      *sessions

@@ -552,3 +552,43 @@ func TestTokensLimitedToWorkspaces(t *testing.T) {
 		t.Errorf("b-reviewer's queue: %d, lists %s: %v", resp.StatusCode, propA, strings.Contains(body, propA))
 	}
 }
+
+// TestRefusedAuthenticationsAudited: a probe with wrong tokens is counted
+// request by request, and audited boundedly: one entry at once, the rest
+// gathered, never one entry per request.
+func TestRefusedAuthenticationsAudited(t *testing.T) {
+	s := newSite(t)
+	for i := range 50 {
+		req, _ := http.NewRequest("GET", s.url+"/api/v1/proposals", nil)
+		if i%2 == 0 {
+			req.Header.Set("Authorization", "Bearer seb_guess"+strconv.Itoa(i))
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusUnauthorized {
+			t.Fatalf("a guessed token: %d", resp.StatusCode)
+		}
+	}
+	_, metrics := s.call("", "GET", "/metrics", "", nil, nil)
+	for _, want := range []string{`seb_auth_refused_total{reason="unknown"} 25`, `seb_auth_refused_total{reason="missing"} 25`} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("metrics lack %s", want)
+		}
+	}
+	var audit struct {
+		Items []broker.AuditEntry `json:"items"`
+	}
+	s.call("root", "GET", "/api/v1/audit?limit=1000", "", nil, &audit)
+	var refused []broker.AuditEntry
+	for _, e := range audit.Items {
+		if e.Action == "auth.refused" {
+			refused = append(refused, e)
+		}
+	}
+	if len(refused) != 1 || !strings.Contains(string(refused[0].Details), `"unknown":1`) {
+		t.Errorf("auth.refused entries: %+v", refused)
+	}
+}
