@@ -312,3 +312,39 @@ func TestBrowserHiddenValues(t *testing.T) {
 	}
 	b.screenshot("hidden-values", true)
 }
+
+// TestBrowserTokens: an admin makes a token limited to a workspace in the
+// UI, sees it once, and revokes it; it works until then, not after.
+func TestBrowserTokens(t *testing.T) {
+	s := newSite(t)
+	b := newTab(t, s)
+	b.signIn("root")
+	b.run("open the tokens", chromedp.Click(`nav a[href="/tokens"]`, chromedp.ByQuery), chromedp.WaitVisible("#make", chromedp.ByID))
+	var token string
+	b.run("make a token",
+		chromedp.SendKeys("#name", "erin", chromedp.ByID),
+		chromedp.SetValue("#role", "reviewer", chromedp.ByID),
+		chromedp.Click(`input[name="workspace"][value="sandbox"]`, chromedp.ByQuery),
+		chromedp.Click("form.review button.approve", chromedp.ByQuery),
+		chromedp.WaitVisible("#made-token", chromedp.ByID),
+		chromedp.Text("#made-token", &token, chromedp.ByID))
+	token = strings.TrimSpace(token)
+	if !strings.HasPrefix(token, "seb_") {
+		t.Fatalf("made token %q", token)
+	}
+	if page := b.text(); !strings.Contains(page, "shown only this once") || !strings.Contains(page, "erin") || !strings.Contains(page, "sandbox") {
+		t.Errorf("tokens page:\n%s", page)
+	}
+	s.tokens["erin"] = token
+	if status, _ := s.call("erin", "GET", "/api/v1/proposals", "", nil, nil); status != http.StatusOK {
+		t.Errorf("erin's token before revoking: %d", status)
+	}
+	b.run("revoke it", chromedp.Click(`button[aria-label="Revoke erin"]`, chromedp.ByQuery), chromedp.WaitVisible("p.flash", chromedp.ByQuery))
+	if page := b.text(); !strings.Contains(page, "Token revoked") || strings.Contains(page, token) {
+		t.Errorf("after revoking:\n%s", page)
+	}
+	if status, _ := s.call("erin", "GET", "/api/v1/proposals", "", nil, nil); status != http.StatusUnauthorized {
+		t.Errorf("erin's token after revoking: %d", status)
+	}
+	b.screenshot("tokens", false)
+}

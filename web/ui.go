@@ -220,6 +220,9 @@ func (s *Server) uiRoutes() {
 		{http.MethodGet, "/workspaces/:workspace", s.workspacePage},
 		{http.MethodPost, "/workspaces/:workspace/revoke-all", s.revokeAllForm},
 		{http.MethodGet, "/audit", s.auditPage},
+		{http.MethodGet, "/tokens", s.tokensPage},
+		{http.MethodPost, "/tokens", s.makeTokenForm},
+		{http.MethodPost, "/tokens/:name/revoke", s.revokeTokenForm},
 	} {
 		e.Add(r.method, r.path, r.handler, signed...)
 	}
@@ -308,6 +311,7 @@ var flashes = map[string]string{
 	"rejected":    "Rejected.",
 	"revoked":     "Certificate revoked.",
 	"revoked-all": "Every certificate of this workspace is revoked: its revocation epoch went up.",
+	"token-revoked": "Token revoked: it is refused from its next request, and its sessions are ended.",
 }
 
 // view is what every page template gets.

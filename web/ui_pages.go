@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -293,6 +294,59 @@ func (s *Server) revokeAllForm(c echo.Context) error {
 		return err
 	}
 	return c.Redirect(http.StatusSeeOther, "/workspaces/"+url.PathEscape(name)+"?flash=revoked-all")
+}
+
+// tokensPage lists the API tokens for an admin, with a form to make one
+// and a button to revoke each; made is the token just made, shown once.
+func (s *Server) tokensPage(c echo.Context) error {
+	return s.renderTokens(c, http.StatusOK, nil)
+}
+
+func (s *Server) renderTokens(c echo.Context, status int, made *tokenJSON) error {
+	if currentSession(c).token.Role != broker.RoleAdmin {
+		return broker.Errorf(broker.EFORBIDDEN, "only admins manage API tokens")
+	}
+	tokens, err := s.opts.Broker.APITokens(c.Request().Context())
+	if err != nil {
+		return err
+	}
+	var workspaces []string
+	for _, w := range s.opts.Broker.Workspaces() {
+		workspaces = append(workspaces, w.Name)
+	}
+	return s.render(c, status, "tokens", "API tokens", map[string]any{
+		"Tokens": tokens, "Made": made, "Workspaces": workspaces,
+		"Roles": []broker.Role{broker.RoleAgent, broker.RoleReviewer, broker.RoleCI, broker.RoleAdmin, broker.RoleRunner},
+	})
+}
+
+// makeTokenForm makes a token and shows it, once, on the answer page
+// itself: never in a URL or a redirect.
+func (s *Server) makeTokenForm(c echo.Context) error {
+	if currentSession(c).token.Role != broker.RoleAdmin {
+		return broker.Errorf(broker.EFORBIDDEN, "only admins manage API tokens")
+	}
+	form, err := c.FormParams()
+	if err != nil {
+		return broker.Errorf(broker.EINVALID, "the form: %v", err)
+	}
+	token, t, err := s.opts.Broker.CreateAPIToken(context.WithoutCancel(c.Request().Context()),
+		strings.TrimSpace(form.Get("name")), broker.Role(form.Get("role")), form["workspace"], principalName(c))
+	if err != nil {
+		return err
+	}
+	c.Response().Header().Set("Cache-Control", "no-store")
+	return s.renderTokens(c, http.StatusCreated, &tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, Token: token})
+}
+
+func (s *Server) revokeTokenForm(c echo.Context) error {
+	if currentSession(c).token.Role != broker.RoleAdmin {
+		return broker.Errorf(broker.EFORBIDDEN, "only admins manage API tokens")
+	}
+	if err := s.opts.Broker.RevokeAPIToken(context.WithoutCancel(c.Request().Context()), c.Param("name"), principalName(c)); err != nil {
+		return err
+	}
+	return c.Redirect(http.StatusSeeOther, "/tokens?flash=token-revoked")
 }
 
 // auditPageSize is how many entries the audit page shows at once.

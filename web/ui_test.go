@@ -442,6 +442,9 @@ func TestTokensRevokedAtOnce(t *testing.T) {
 	if resp, _ := b.get("/"); resp.StatusCode != http.StatusOK {
 		t.Fatalf("dave's queue: %d", resp.StatusCode)
 	}
+	if resp, _ := b.get("/tokens"); resp.StatusCode != http.StatusForbidden {
+		t.Errorf("the tokens page for a reviewer: %d", resp.StatusCode)
+	}
 	if status, _ := s.call("dave", "GET", "/api/v1/proposals", "", nil, nil); status != http.StatusOK {
 		t.Fatalf("dave's API call: %d", status)
 	}
