@@ -305,12 +305,12 @@ func (s *Server) checkForm(next echo.HandlerFunc) echo.HandlerFunc {
 // flashes are the messages a redirect can ask the next page to show: by
 // code, so that a link cannot put its own words in seb's mouth.
 var flashes = map[string]string{
-	"signed-out":  "Signed out.",
-	"approved":    "Approved.",
-	"certified":   "Approved: the final approval issued the certificate below.",
-	"rejected":    "Rejected.",
-	"revoked":     "Certificate revoked.",
-	"revoked-all": "Every certificate of this workspace is revoked: its revocation epoch went up.",
+	"signed-out":    "Signed out.",
+	"approved":      "Approved.",
+	"certified":     "Approved: the final approval issued the certificate below.",
+	"rejected":      "Rejected.",
+	"revoked":       "Certificate revoked.",
+	"revoked-all":   "Every certificate of this workspace is revoked: its revocation epoch went up.",
 	"token-revoked": "Token revoked: it is refused from its next request, and its sessions are ended.",
 }
 
