@@ -5,10 +5,14 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"maps"
+	"regexp"
 	"slices"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/planparse"
@@ -22,6 +26,9 @@ import (
 func (b *Service) Plan(ctx context.Context, agent, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error) {
 	ws, err := b.Workspace(workspace)
 	if err != nil {
+		return nil, err
+	}
+	if err := CheckVars(vars); err != nil {
 		return nil, err
 	}
 	digest, err := b.checkBundle(ctx, bundle)
@@ -122,6 +129,39 @@ type ProposalRequest struct {
 // agentBundleWindow is the period MaxAgentBundleBytes counts.
 const agentBundleWindow = 24 * time.Hour
 
+// varName is a Terraform variable name.
+var varName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_-]*$`)
+
+// CheckVars refuses variables Terraform could not be given exactly: a
+// name that is not an identifier, a value with NUL or another control
+// character (tab, newline and carriage return are fine), or text that is
+// not UTF-8. The error names the variable.
+func CheckVars(vars map[string]string) error {
+	for _, name := range slices.Sorted(maps.Keys(vars)) {
+		if !varName.MatchString(name) || len(name) > 128 {
+			return Errorf(EINVALID, "variable %q: a name is letters, digits, _ and -, starting with a letter or _", name)
+		}
+		if err := checkText(vars[name]); err != nil {
+			return Errorf(EINVALID, "variable %s: %v", name, err)
+		}
+	}
+	return nil
+}
+
+// checkText refuses text that is not UTF-8 or holds control characters
+// other than tab, newline and carriage return.
+func checkText(s string) error {
+	if !utf8.ValidString(s) {
+		return errors.New("not valid UTF-8")
+	}
+	for i, r := range s {
+		if unicode.IsControl(r) && r != '\t' && r != '\n' && r != '\r' {
+			return fmt.Errorf("control character %U at byte %d", r, i)
+		}
+	}
+	return nil
+}
+
 // Propose admits a proposal and verifies it at once: Submit, then Verify.
 func (b *Service) Propose(ctx context.Context, req ProposalRequest) (*Proposal, *Certificate, error) {
 	p, err := b.Submit(ctx, req)
@@ -143,6 +183,12 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	}
 	if req.Proposer == "" {
 		return nil, Errorf(EINVALID, "a proposal needs a proposer")
+	}
+	if err := CheckVars(req.Vars); err != nil {
+		return nil, err
+	}
+	if err := checkText(req.Rationale); err != nil {
+		return nil, Errorf(EINVALID, "rationale: %v", err)
 	}
 	// One agent cannot fill the runners' queue for everyone else.
 	waiting, err := b.opts.Store.ListProposals(ctx, ProposalFilter{State: ProposalVerifying, Proposer: req.Proposer, Limit: b.opts.MaxVerifying})

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -277,13 +278,23 @@ func bind(c echo.Context, v any) error {
 	if ct := c.Request().Header.Get(echo.HeaderContentType); !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
 		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "send JSON with Content-Type: application/json")
 	}
-	dec := json.NewDecoder(c.Request().Body)
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	data, err := io.ReadAll(c.Request().Body)
+	if err != nil {
 		if tooLarge(err) {
 			return echo.ErrStatusRequestEntityTooLarge
 		}
 		return broker.Errorf(broker.EINVALID, "request body: %v", err)
+	}
+	if err := checkUTF8(data); err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return broker.Errorf(broker.EINVALID, "request body: %v", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return broker.Errorf(broker.EINVALID, "request body: data after the JSON value")
 	}
 	return nil
 }
@@ -390,8 +401,8 @@ func (s *Server) getWorkspace(c echo.Context) error {
 type planRequest struct {
 	// Bundle is base64 in the JSON; encoding/json decodes it into its
 	// bytes directly.
-	Bundle []byte            `json:"bundle"`
-	Vars   map[string]string `json:"vars"`
+	Bundle []byte   `json:"bundle"`
+	Vars   varsJSON `json:"vars"`
 }
 
 // speculativePlan plans a bundle against live state with a plan-phase
@@ -530,10 +541,10 @@ func bundleError(err error) error {
 // proposalRequest is the JSON body of a proposal: the bundle base64
 // encoded, and the agent's plan JSON as a JSON value if it made one.
 type proposalRequest struct {
-	Bundle    []byte            `json:"bundle"`
-	Vars      map[string]string `json:"vars"`
-	Rationale string            `json:"rationale"`
-	Plan      json.RawMessage   `json:"plan,omitempty"`
+	Bundle    []byte          `json:"bundle"`
+	Vars      varsJSON        `json:"vars"`
+	Rationale string          `json:"rationale"`
+	Plan      json.RawMessage `json:"plan,omitempty"`
 }
 
 func (s *Server) createProposal(c echo.Context) error {

@@ -3,9 +3,11 @@ package web
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"reflect"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/labstack/echo/v4"
 
@@ -35,6 +37,9 @@ func bindLarge(c echo.Context, v any) error {
 		return broker.Errorf(broker.EINVALID, "request body: %v", err)
 	}
 	data := buf.Bytes()
+	if err := checkUTF8(data); err != nil {
+		return err
+	}
 	if err := json.Unmarshal(data, v); err != nil {
 		return broker.Errorf(broker.EINVALID, "request body: %v", err)
 	}
@@ -155,4 +160,54 @@ func skipValue(data []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// varsJSON are a request's Terraform variables: each a JSON string, passed
+// as it is, or a number, boolean, list or object, passed as its compact
+// JSON text, which Terraform reads for a variable of that type.
+type varsJSON map[string]string
+
+func (v *varsJSON) UnmarshalJSON(data []byte) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		return err
+	}
+	out := make(varsJSON, len(raw))
+	for name, value := range raw {
+		value = bytes.TrimSpace(value)
+		switch {
+		case string(value) == "null":
+			return fmt.Errorf("variable %s is null: leave it out to use its default", name)
+		case len(value) > 0 && value[0] == '"':
+			var s string
+			if err := json.Unmarshal(value, &s); err != nil {
+				return err
+			}
+			out[name] = s
+		default:
+			var compact bytes.Buffer
+			if err := json.Compact(&compact, value); err != nil {
+				return err
+			}
+			out[name] = compact.String()
+		}
+	}
+	*v = out
+	return nil
+}
+
+// checkUTF8 refuses a body that is not UTF-8, which encoding/json would
+// otherwise mend silently with U+FFFD.
+func checkUTF8(data []byte) error {
+	if utf8.Valid(data) {
+		return nil
+	}
+	for i := 0; i < len(data); {
+		r, size := utf8.DecodeRune(data[i:])
+		if r == utf8.RuneError && size == 1 {
+			return broker.Errorf(broker.EINVALID, "request body: not valid UTF-8 at byte %d", i)
+		}
+		i += size
+	}
+	return nil
 }

@@ -45,3 +45,22 @@ func FuzzUnknownMember(f *testing.F) {
 		}
 	})
 }
+
+// TestVarsJSON: each JSON form of a variable becomes the text Terraform
+// reads for a variable of that type.
+func TestVarsJSON(t *testing.T) {
+	var v varsJSON
+	err := json.Unmarshal([]byte(`{"s":"a \"b\"","n":5,"f":1.5e3,"b":true,"l":["x", 1],"o":{"k" : "v"}}`), &v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"s": `a "b"`, "n": "5", "f": "1.5e3", "b": "true", "l": `["x",1]`, "o": `{"k":"v"}`}
+	for name, value := range want {
+		if v[name] != value {
+			t.Errorf("%s = %q, want %q", name, v[name], value)
+		}
+	}
+	if err := json.Unmarshal([]byte(`{"x":null}`), &v); err == nil || !strings.Contains(err.Error(), "variable x is null") {
+		t.Errorf("null: %v", err)
+	}
+}

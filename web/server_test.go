@@ -380,6 +380,13 @@ func TestBadInput(t *testing.T) {
 		{"both or neither", "ci", "POST", "/api/v1/executions", "application/json", `{}`, 400, "certificate_id"},
 		{"bad validity", "alice", "POST", "/api/v1/proposals/" + p.ID + "/approve", "application/json", `{"validity":"soon"}`, 400, "not a duration"},
 		{"unknown route", "root", "GET", "/api/v1/nothing", "", "", 404, "Not Found"},
+		{"rationale not UTF-8", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", "{\"bundle\":\"" + bundle(t, "scale") + "\",\"rationale\":\"caf\xe9\"}", 400, "not valid UTF-8 at byte"},
+		{"data after the body", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":"` + bundle(t, "scale") + `"} {"bundle":"x"}`, 400, "after top-level value"},
+		{"data after a small body", "alice", "POST", "/api/v1/proposals/" + p.ID + "/approve", "application/json", `{"comment":"ok"} trailing`, 400, "data after the JSON value"},
+		{"NUL in a variable", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":"` + bundle(t, "scale") + `","vars":{"replicas":"3\u0000"}}`, 400, "variable replicas: control character U+0000"},
+		{"a variable name", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":"` + bundle(t, "scale") + `","vars":{"re plicas":"3"}}`, 400, `variable "re plicas"`},
+		{"a null variable", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":"` + bundle(t, "scale") + `","vars":{"replicas":null}}`, 400, "variable replicas is null"},
+		{"control character in a rationale", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":"` + bundle(t, "scale") + `","rationale":"a\u001bb"}`, 400, "rationale: control character U+001B"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -399,6 +406,26 @@ func TestBadInput(t *testing.T) {
 	list, _ := s.store.ListProposals(context.Background(), broker.ProposalFilter{})
 	if len(list) != 1 {
 		t.Errorf("%d proposals stored", len(list))
+	}
+}
+
+// TestTypedVariables: variables may be JSON numbers, booleans, lists and
+// objects, and reach Terraform as they were sent.
+func TestTypedVariables(t *testing.T) {
+	s := newSite(t)
+	var p proposal
+	status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals",
+		map[string]any{"bundle": bundle(t, "scale"), "vars": map[string]any{"replicas": 4, "image": "nginx:1.27"}}, &p)
+	if status != http.StatusAccepted {
+		t.Fatalf("propose: %d %s", status, body)
+	}
+	p = s.verified(p.ID)
+	if p.State != "pending" || !strings.Contains(p.Rendered, "replicas = 4") {
+		t.Fatalf("a number variable: %+v", p)
+	}
+	stored, err := s.store.Proposal(context.Background(), p.ID)
+	if err != nil || stored.Vars["replicas"] != "4" || stored.Vars["image"] != "nginx:1.27" {
+		t.Errorf("stored vars: %v, %v", stored.Vars, err)
 	}
 }
 
