@@ -9,6 +9,16 @@ mkdir -p "$data/tokens"
 chmod 700 "$data"
 stamp=$(date +%Y%m%d%H%M%S)
 
+# One at a time: a second make run must not take over the first one's
+# token files and walkthrough.
+for port in 8080 8081; do
+  code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/" 2>/dev/null || true)
+  if [ "$code" != "000" ]; then
+    echo "make run: something already listens on 127.0.0.1:$port (another make run?); stop it first" >&2
+    exit 1
+  fi
+done
+
 if [ ! -s "$data/sandbox-admin.token" ]; then
   head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' > "$data/sandbox-admin.token"
   chmod 600 "$data/sandbox-admin.token"
@@ -19,17 +29,22 @@ bin/sandboxcloud --listen 127.0.0.1:8081 --issuer http://127.0.0.1:8080 --audien
 sandbox=$!
 trap 'kill $sandbox 2>/dev/null || true' EXIT
 
-for role in reviewer agent ci admin; do
-  bin/seb tokens create --role "$role" --name "$role-$stamp" > "$data/tokens/$role.token" 2>/dev/null
-  chmod 600 "$data/tokens/$role.token"
-done
-
 TF_CLI_CONFIG_FILE="$PWD/bin/terraform.rc" bin/seb serve &
 seb=$!
 trap 'kill $seb $sandbox 2>/dev/null || true' EXIT INT TERM
 for _ in $(seq 1 100); do
   curl -fs http://127.0.0.1:8080/readyz >/dev/null 2>&1 && break
   sleep 0.1
+done
+if ! kill -0 "$seb" 2>/dev/null || ! kill -0 "$sandbox" 2>/dev/null; then
+  echo "make run: seb or the sandbox cloud did not start; see the output above and $data/sandbox.log" >&2
+  exit 1
+fi
+
+# Tokens once the server has made its database.
+for role in reviewer agent ci admin; do
+  bin/seb tokens create --role "$role" --name "$role-$stamp" > "$data/tokens/$role.token" 2>/dev/null
+  chmod 600 "$data/tokens/$role.token"
 done
 
 # The demo proposal, waiting for a reviewer: an agent asks for 3 replicas.

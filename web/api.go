@@ -655,8 +655,13 @@ func (s *Server) listProposals(c echo.Context) error {
 	if principal(c).Role == broker.RoleAgent {
 		f.Proposer = principalName(c)
 	}
-	if f.Workspace != "" && !allows(c, f.Workspace) {
-		return broker.Errorf(broker.EFORBIDDEN, "token %s may not act on workspace %s", principalName(c), f.Workspace)
+	if f.Workspace != "" {
+		if _, err := s.opts.Broker.Workspace(f.Workspace); err != nil {
+			return err
+		}
+		if !allows(c, f.Workspace) {
+			return broker.Errorf(broker.EFORBIDDEN, "token %s may not act on workspace %s", principalName(c), f.Workspace)
+		}
 	}
 	list, err := s.opts.Records.ListProposals(c.Request().Context(), f)
 	if err != nil {

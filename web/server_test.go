@@ -380,6 +380,7 @@ func TestBadInput(t *testing.T) {
 		{"both or neither", "ci", "POST", "/api/v1/executions", "application/json", `{}`, 400, "certificate_id"},
 		{"bad validity", "alice", "POST", "/api/v1/proposals/" + p.ID + "/approve", "application/json", `{"validity":"soon"}`, 400, "not a duration"},
 		{"unknown route", "root", "GET", "/api/v1/nothing", "", "", 404, "Not Found"},
+		{"a list of an unknown workspace", "alice", "GET", "/api/v1/proposals?workspace=sandbx", "", "", 404, "sandbx"},
 		{"rationale not UTF-8", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", "{\"bundle\":\"" + bundle(t, "scale") + "\",\"rationale\":\"caf\xe9\"}", 400, "not valid UTF-8 at byte"},
 		{"data after the body", "agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", "application/json", `{"bundle":"` + bundle(t, "scale") + `"} {"bundle":"x"}`, 400, "after top-level value"},
 		{"data after a small body", "alice", "POST", "/api/v1/proposals/" + p.ID + "/approve", "application/json", `{"comment":"ok"} trailing`, 400, "data after the JSON value"},

@@ -433,8 +433,13 @@ func (s *Server) queuePage(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	if workspace != "" && !allows(c, workspace) {
-		return broker.Errorf(broker.EFORBIDDEN, "your token may not act on workspace %s", workspace)
+	if workspace != "" {
+		if _, err := s.opts.Broker.Workspace(workspace); err != nil {
+			return err
+		}
+		if !allows(c, workspace) {
+			return broker.Errorf(broker.EFORBIDDEN, "your token may not act on workspace %s", workspace)
+		}
 	}
 	var rows []queueRow
 	for _, p := range list {

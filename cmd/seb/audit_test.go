@@ -297,3 +297,18 @@ func TestKeysRotate(t *testing.T) {
 		t.Errorf("with the new key alone: exit %d, %q", r.code, r.stdout)
 	}
 }
+
+// TestTokensNeedTheBrokersData: outside the broker's directory, with no
+// seb.hcl, making a token is refused rather than done in a new database
+// no server reads.
+func TestTokensNeedTheBrokersData(t *testing.T) {
+	dir := t.TempDir()
+	t.Chdir(dir)
+	r := seb(t, "", "tokens", "create", "--role", "agent", "--name", "lost")
+	if r.code != exitError || !strings.Contains(r.stderr, "no seb database at") {
+		t.Errorf("exit %d, %q %q", r.code, r.stdout, r.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, ".seb")); !os.IsNotExist(err) {
+		t.Errorf("a data directory was made: %v", err)
+	}
+}

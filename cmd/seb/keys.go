@@ -21,7 +21,7 @@ func newKeysCommand() *cobra.Command {
 		Short: "List the signer's keys (certificates, logs, audit) and the token issuer's",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			cfg, err := loadConfig(cmd, configPath)
+			cfg, err := loadOperatorConfig(cmd, configPath)
 			if err != nil {
 				return err
 			}
@@ -72,7 +72,7 @@ A running seb serve keeps the keys it loaded: restart it.`,
 			if signer == issuer {
 				return errors.New("give --signer or --issuer")
 			}
-			cfg, err := loadConfig(cmd, configPath)
+			cfg, err := loadOperatorConfig(cmd, configPath)
 			if err != nil {
 				return err
 			}

@@ -42,6 +42,24 @@ func loadConfig(cmd *cobra.Command, path string) (*broker.Config, error) {
 	return cfg, err
 }
 
+// loadOperatorConfig loads the configuration for a command that changes a
+// broker's data directory (tokens, keys). Without a seb.hcl it uses the
+// demo's only if that data directory already holds a database: a token
+// made into a fresh database elsewhere would be one no server knows.
+func loadOperatorConfig(cmd *cobra.Command, path string) (*broker.Config, error) {
+	cfg, err := loadConfig(cmd, path)
+	if err != nil {
+		return nil, err
+	}
+	if _, serr := os.Stat(path); serr != nil && !cmd.Flags().Changed("config") {
+		db := filepath.Join(cfg.DataDir, "seb.db")
+		if _, err := os.Stat(db); err != nil {
+			return nil, fmt.Errorf("no %s here and no seb database at %s: run this where seb serve runs, or name its configuration with --config (or SEB_CONFIG)", path, db)
+		}
+	}
+	return cfg, nil
+}
+
 // app is a running broker's parts, wired together.
 type app struct {
 	cfg    *broker.Config
@@ -299,7 +317,7 @@ func newTokensCommand() *cobra.Command {
 	// open opens the store and signer of the data directory: these
 	// commands run beside seb serve, as its operator.
 	open := func(cmd *cobra.Command) (broker.Store, *broker.Signer, error) {
-		cfg, err := loadConfig(cmd, configPath)
+		cfg, err := loadOperatorConfig(cmd, configPath)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -324,7 +342,7 @@ func newTokensCommand() *cobra.Command {
 				return err
 			}
 			defer store.Close()
-			cfg, err := loadConfig(cmd, configPath)
+			cfg, err := loadOperatorConfig(cmd, configPath)
 			if err != nil {
 				return err
 			}
