@@ -206,6 +206,9 @@ func (s *Server) routes() {
 		e.Add(r.method, "/api/v1"+r.path, r.handler)
 	}
 	s.uiRoutes()
+	if s.opts.MCP != nil {
+		e.Any("/mcp", echo.WrapHandler(s.opts.MCP), middleware.BodyLimit("16M"), s.authenticate, allow(broker.RoleAgent))
+	}
 	api := e.Group("/api/v1", s.authenticate)
 	for _, r := range s.allRoutes() {
 		limit := "1M"

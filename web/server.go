@@ -83,6 +83,9 @@ type Options struct {
 	MaxReadingBytes int64
 	// ReadingWait is how long a body waits for room; 0 means 30s.
 	ReadingWait time.Duration
+	// MCP, if set, is served at /mcp to agents (their API token as a
+	// bearer token): seb's MCP server for agents (package agentmcp).
+	MCP http.Handler
 }
 
 // A Server serves the API.

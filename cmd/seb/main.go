@@ -104,7 +104,7 @@ Exit status:
 	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand(),
 		newServeCommand(), newRunnerCommand(), newTokensCommand(), newDemoCommand(),
 		newPlanClientCommand(), newProposeCommand(), newWaitCommand(), newExecuteCommand(),
-		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand(), newReconcileCommand(), newVerifyCommand(), newKeysCommand())
+		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand(), newReconcileCommand(), newVerifyCommand(), newKeysCommand(), newMCPCommand())
 	return root
 }
 

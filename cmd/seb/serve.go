@@ -20,6 +20,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/seb-broker/seb/agentmcp"
 	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/broker/sqlite"
 	"github.com/seb-broker/seb/drift"
@@ -70,6 +71,19 @@ type app struct {
 	// engine says how the embedded runner runs Terraform.
 	engine engineOptions
 	logger *slog.Logger
+}
+
+// loopbackURL is the URL this machine reaches a server listening on
+// listen at.
+func loopbackURL(listen string) string {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
+		return "http://" + listen
+	}
+	if host == "" || host == "0.0.0.0" || host == "::" {
+		host = "127.0.0.1"
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }
 
 // openStore opens the broker's database under the data directory.
@@ -126,7 +140,9 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	if err != nil {
 		return fail(err)
 	}
-	server, err := web.New(web.Options{Broker: svc, Records: store, Issuer: issuer.Handler(), Logger: logger})
+	// Agents' MCP sessions call this server's own API with their token.
+	server, err := web.New(web.Options{Broker: svc, Records: store, Issuer: issuer.Handler(), Logger: logger,
+		MCP: agentmcp.Handler(loopbackURL(cfg.Listen), "seb")})
 	if err != nil {
 		return fail(err)
 	}
