@@ -24,15 +24,17 @@ const (
 // A Decision says whether a live plan may be applied in place of the
 // certified diff, and if not, exactly why.
 type Decision struct {
-	Accepted bool
+	Accepted bool `json:"accepted"`
 	// Reason says in one sentence why a plan was refused.
-	Reason string
+	Reason string `json:"reason,omitempty"`
 	// Divergence is the structured difference between the certified and
 	// the live summaries; empty when their digests match.
-	Divergence *planparse.Divergence
-	// Drift lists the changes made outside Terraform that refused the plan,
-	// each with its before and after values.
-	Drift []planparse.ResourceChange
+	Divergence *planparse.Divergence `json:"divergence,omitempty"`
+	// Drift lists the changes made outside Terraform since the
+	// certification that count under the workspace's rule, each with its
+	// before and after values: what refused the plan, or what made it
+	// diverge.
+	Drift []planparse.ResourceChange `json:"drift,omitempty"`
 }
 
 // Decide compares a live plan with a certified summary under mode.
@@ -42,10 +44,6 @@ type Decision struct {
 // stored state, not against the certified plan.
 func Decide(certified *planparse.Summary, live *planparse.Plan, mode Mode, acknowledged []planparse.ResourceChange) Decision {
 	d := Decision{Divergence: planparse.Compare(certified, live.Summary)}
-	if !d.Divergence.Empty() {
-		d.Reason = fmt.Sprintf("the live plan (%s) differs from the certified diff (%s)", d.Divergence.LiveDigest, d.Divergence.CertifiedDigest)
-		return d
-	}
 	touched := map[string]bool{}
 	for _, r := range certified.Resources {
 		touched[r.Address] = true
@@ -61,6 +59,14 @@ func Decide(certified *planparse.Summary, live *planparse.Plan, mode Mode, ackno
 		if mode == ModeStrict || touched[r.Address] {
 			d.Drift = append(d.Drift, r)
 		}
+	}
+	if !d.Divergence.Empty() {
+		// The drift, if any, is why: it is kept beside the divergence.
+		d.Reason = fmt.Sprintf("the live plan (%s) differs from the certified diff (%s)", d.Divergence.LiveDigest, d.Divergence.CertifiedDigest)
+		if len(d.Drift) > 0 {
+			d.Reason += fmt.Sprintf(": %d resource(s) changed outside Terraform since the certification", len(d.Drift))
+		}
+		return d
 	}
 	if len(d.Drift) > 0 {
 		if mode == ModeStrict {

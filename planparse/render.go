@@ -50,6 +50,23 @@ func (r *ResourceChange) Symbol() string {
 	return " "
 }
 
+// DriftHeadline returns the sentence Terraform prints above a change made
+// outside of Terraform (a resource_drift entry), such as
+// "terraform_data.web has changed": what happened, not what will.
+func (r *ResourceChange) DriftHeadline() string {
+	subject := r.Address
+	if r.Deposed != "" {
+		subject += " (deposed object " + r.Deposed + ")"
+	}
+	switch r.Action {
+	case ActionDelete:
+		return printable(subject + " has been deleted")
+	case ActionCreate:
+		return printable(subject + " has been created")
+	}
+	return printable(subject + " has changed")
+}
+
 // Headline returns the sentence Terraform prints above a change, such as
 // "terraform_data.web will be updated in-place".
 func (r *ResourceChange) Headline() string {

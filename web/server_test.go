@@ -230,7 +230,8 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 	cert := s.approve(p.ID)
 	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
 	e := s.execute(cert)
-	if e.State != "rejected" || !strings.Contains(string(e.Decision), `"replicas"`) {
+	if e.State != "rejected" || !strings.Contains(string(e.Decision), `"replicas"`) || !strings.Contains(string(e.Decision), `"accepted":false`) ||
+		!strings.Contains(string(e.Decision), `"drift":[{"action":"update","address":"sandbox_service.web"`) {
 		t.Fatalf("execution after drift: %+v %s", e, e.Decision)
 	}
 	var again execution

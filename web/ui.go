@@ -466,6 +466,27 @@ type resourceView struct {
 	*planparse.ResourceChange
 	Protected bool
 	Attrs     []attrView
+	// Drift marks a change made outside of Terraform, worded as what
+	// happened.
+	Drift bool
+}
+
+// Title is the view's headline: what will happen, or for drift, what
+// happened.
+func (v resourceView) Title() string {
+	if v.Drift {
+		return v.DriftHeadline()
+	}
+	return v.Headline()
+}
+
+// driftViews are views of changes made outside of Terraform.
+func driftViews(rs []planparse.ResourceChange) []resourceView {
+	views := resourceViews(rs, nil)
+	for i := range views {
+		views[i].Drift = true
+	}
+	return views
 }
 
 type attrView struct {
@@ -546,7 +567,7 @@ func (s *Server) renderProposal(c echo.Context, ctx context.Context, p *broker.P
 		counts = p.Summary.Count()
 		outputs = p.Summary.Outputs
 	}
-	drifted = resourceViews(p.Drift, nil)
+	drifted = driftViews(p.Drift)
 	sess := currentSession(c)
 	canReview := sess != nil && sess.token.Role == broker.RoleReviewer && p.State == broker.ProposalPending &&
 		sess.token.Name != p.Proposer && !slices.ContainsFunc(reviews, func(r broker.Review) bool { return r.Reviewer == sess.token.Name })

@@ -212,10 +212,10 @@ func (s *Server) executionPage(c echo.Context) error {
 		}
 	}
 	var rows []divergenceRow
-	var driftViews []resourceView
+	var driftChanges []resourceView
 	if decision != nil {
 		rows = divergenceRows(decision.Divergence)
-		driftViews = resourceViews(decision.Drift, nil)
+		driftChanges = driftViews(decision.Drift)
 	}
 	var logs []logLine
 	if final {
@@ -245,7 +245,7 @@ func (s *Server) executionPage(c echo.Context) error {
 		signed = append(signed, ev)
 	}
 	return s.render(c, http.StatusOK, "execution", "Execution "+e.ID, map[string]any{
-		"E": e, "Final": final, "Steps": steps, "Decision": decision, "Rows": rows, "Drift": driftViews, "Logs": logs, "Signed": signed,
+		"E": e, "Final": final, "Steps": steps, "Decision": decision, "Rows": rows, "Drift": driftChanges, "Logs": logs, "Signed": signed,
 	})
 }
 

@@ -595,3 +595,27 @@ func TestRefusedAuthenticationsAudited(t *testing.T) {
 		t.Errorf("auth.refused entries: %+v", refused)
 	}
 }
+
+// TestUIDriftWording: changes made outside of Terraform read as what
+// happened, as Terraform words them, never as a planned change.
+func TestUIDriftWording(t *testing.T) {
+	s := newSite(t)
+	if e := s.execute(s.approve(s.propose("3").ID)); e.State != "succeeded" {
+		t.Fatalf("first apply: %+v", e)
+	}
+	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
+	p := s.propose("5")
+	b := newBrowser(t, s)
+	b.signIn("alice")
+	_, body := b.get("/proposals/" + p.ID)
+	start := strings.Index(body, `id="drift"`)
+	end := strings.Index(body, `id="diff"`)
+	if start < 0 || end < start {
+		t.Fatalf("no drift section:\n%s", body)
+	}
+	drift := body[start:end]
+	if !strings.Contains(drift, "Changed outside of Terraform") || !strings.Contains(drift, "sandbox_service.web has changed") ||
+		strings.Contains(drift, "will be") || !strings.Contains(drift, "replicas = 3 -> 7") {
+		t.Errorf("drift section:\n%s", drift)
+	}
+}
