@@ -277,16 +277,22 @@ func (s *Server) ready(c echo.Context) error {
 }
 
 // bind decodes a JSON body strictly; a wrong content type is 415.
+//
+// An empty body is an empty object, whatever its content type: POST
+// /proposals/{id}/approve needs nothing more.
 func bind(c echo.Context, v any) error {
-	if ct := c.Request().Header.Get(echo.HeaderContentType); !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
-		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "send JSON with Content-Type: application/json")
-	}
 	data, err := io.ReadAll(c.Request().Body)
 	if err != nil {
 		if tooLarge(err) {
 			return echo.ErrStatusRequestEntityTooLarge
 		}
 		return broker.Errorf(broker.EINVALID, "request body: %v", err)
+	}
+	if len(bytes.TrimSpace(data)) == 0 {
+		return nil
+	}
+	if ct := c.Request().Header.Get(echo.HeaderContentType); !strings.HasPrefix(ct, echo.MIMEApplicationJSON) {
+		return echo.NewHTTPError(http.StatusUnsupportedMediaType, "send JSON with Content-Type: application/json")
 	}
 	if err := checkUTF8(data); err != nil {
 		return err
@@ -758,7 +764,15 @@ func (s *Server) getCertificate(c echo.Context) error {
 			return broker.Errorf(broker.ENOTFOUND, "no certificate %q", cert.ID)
 		}
 	}
-	return c.JSON(http.StatusOK, certificateJSON{CertificatePayload: cert.CertificatePayload, Envelope: cert.Envelope,
+	// The payload shown is the signed one, whole (the store keeps some of
+	// its fields only in the envelope, such as vars_digest).
+	payload := cert.CertificatePayload
+	if keys, err := broker.ParsePublicKeysPEM(s.opts.Broker.PublicKey()); err == nil {
+		if signed, err := broker.VerifyCertificate(cert.Envelope, keys...); err == nil {
+			payload = *signed
+		}
+	}
+	return c.JSON(http.StatusOK, certificateJSON{CertificatePayload: payload, Envelope: cert.Envelope,
 		RevokedAt: cert.RevokedAt, RevokedBy: cert.RevokedBy, ConsumedBy: cert.ConsumedBy})
 }
 

@@ -228,6 +228,13 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 		t.Errorf("rendered diff:\n%s", p.Rendered)
 	}
 	cert := s.approve(p.ID)
+	var signed struct {
+		VarsDigest   string `json:"vars_digest"`
+		ConfigDigest string `json:"config_digest"`
+	}
+	if s.call("ci", "GET", "/api/v1/certificates/"+cert, "", nil, &signed); !strings.HasPrefix(signed.VarsDigest, "sha256:") || !strings.HasPrefix(signed.ConfigDigest, "sha256:") {
+		t.Errorf("certificate: %+v", signed)
+	}
 	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
 	e := s.execute(cert)
 	if e.State != "rejected" || !strings.Contains(string(e.Decision), `"replicas"`) || !strings.Contains(string(e.Decision), `"accepted":false`) ||
@@ -428,6 +435,11 @@ func TestTypedVariables(t *testing.T) {
 	stored, err := s.store.Proposal(context.Background(), p.ID)
 	if err != nil || stored.Vars["replicas"] != "4" || stored.Vars["image"] != "nginx:1.27" {
 		t.Errorf("stored vars: %v, %v", stored.Vars, err)
+	}
+	// Approving needs no body at all.
+	var approved proposal
+	if status, body := s.call("alice", "POST", "/api/v1/proposals/"+p.ID+"/approve", "", nil, &approved); status != http.StatusOK || approved.State != "certified" {
+		t.Errorf("approve with no body: %d %s", status, body)
 	}
 }
 
