@@ -611,3 +611,23 @@ func (b *Service) LoadPolicy(ctx context.Context, configDigest string) (int64, e
 	}
 	return epoch, nil
 }
+
+// ProposeAgain submits a new proposal of the same bundle, variables and
+// rationale as an earlier one — what to do once an execution was refused
+// because live state moved on: seb plans it afresh against live state, and
+// reviewers review that. Only the earlier proposal's proposer may.
+func (b *Service) ProposeAgain(ctx context.Context, id, proposer string) (*Proposal, error) {
+	p, err := b.opts.Store.Proposal(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if p.Proposer != proposer {
+		return nil, Errorf(EFORBIDDEN, "%s proposed %s; only they may propose it again", p.Proposer, p.ID)
+	}
+	bundle, err := b.opts.Store.Bundle(ctx, p.ConfigDigest)
+	if err != nil {
+		return nil, err
+	}
+	return b.Submit(ctx, ProposalRequest{Workspace: p.Workspace, Proposer: proposer, Rationale: p.Rationale + " (again, after " + p.ID + ")",
+		Bundle: bundle, Vars: p.Vars})
+}

@@ -157,6 +157,7 @@ func (s *Server) apiRoutes() []route {
 		{http.MethodGet, "/proposals", anyRole, s.listProposals, "", "List proposals (agents see their own); filter by workspace and state"},
 		{http.MethodGet, "/proposals/:id", anyRole, s.getProposal, "", "Get a proposal: summary, rendered diff, drift, divergence, reviews"},
 		{http.MethodPost, "/proposals/:id/approve", reviewers, s.review(broker.Approve), "", "Approve; the final approval issues the certificate"},
+		{http.MethodPost, "/proposals/:id/again", proposers, s.proposeAgain, "", "Propose the same bundle and variables again, planned afresh against live state (after an execution was refused); the proposer only"},
 		{http.MethodPost, "/proposals/:id/reject", reviewers, s.review(broker.Reject), "", "Reject"},
 		{http.MethodGet, "/certificates/:id", anyRole, s.getCertificate, "", "Get a certificate: its payload and DSSE envelope"},
 		{http.MethodPost, "/certificates/:id/revoke", admins, s.revoke, "", "Revoke a certificate"},
@@ -689,6 +690,18 @@ func (s *Server) listProposals(c echo.Context) error {
 		out = append(out, j)
 	}
 	return c.JSON(http.StatusOK, map[string]any{"items": out})
+}
+
+func (s *Server) proposeAgain(c echo.Context) error {
+	p, err := s.opts.Broker.ProposeAgain(context.WithoutCancel(c.Request().Context()), c.Param("id"), principalName(c))
+	if err != nil {
+		return err
+	}
+	body, err := s.proposalJSON(c.Request().Context(), p)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusAccepted, body)
 }
 
 func (s *Server) getProposal(c echo.Context) error {

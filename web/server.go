@@ -40,6 +40,7 @@ type Broker interface {
 	RevokeAPIToken(ctx context.Context, name, by string) error
 	APITokens(ctx context.Context) ([]*broker.APIToken, error)
 	RecordRefusedAuthentications(ctx context.Context, counts map[string]int, since time.Time) error
+	ProposeAgain(ctx context.Context, id, proposer string) (*broker.Proposal, error)
 	CancelJob(ctx context.Context, id, by string) error
 	Runners
 	PublicKey() []byte
@@ -59,6 +60,7 @@ type Records interface {
 	Execution(ctx context.Context, id string) (*broker.Execution, error)
 	ListExecutions(ctx context.Context, f broker.ExecutionFilter) ([]*broker.Execution, error)
 	Artifact(ctx context.Context, id string) (*broker.Artifact, error)
+	Bundle(ctx context.Context, digest string) ([]byte, error)
 	AuditEntries(ctx context.Context, after int64, limit int) ([]*broker.AuditEntry, error)
 	RevocationEpoch(ctx context.Context, workspace string) (int64, error)
 	PolicyEpoch(ctx context.Context) (int64, error)

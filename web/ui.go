@@ -9,6 +9,7 @@ import (
 	"errors"
 	"html/template"
 	"io/fs"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -568,6 +569,10 @@ func (s *Server) renderProposal(c echo.Context, ctx context.Context, p *broker.P
 		outputs = p.Summary.Outputs
 	}
 	drifted = driftViews(p.Drift)
+	files, err := s.configFiles(ctx, p.ConfigDigest)
+	if err != nil && broker.ErrorCode(err) != broker.ENOTFOUND {
+		return err
+	}
 	sess := currentSession(c)
 	canReview := sess != nil && sess.token.Role == broker.RoleReviewer && p.State == broker.ProposalPending &&
 		sess.token.Name != p.Proposer && !slices.ContainsFunc(reviews, func(r broker.Review) bool { return r.Reviewer == sess.token.Name })
@@ -583,6 +588,7 @@ func (s *Server) renderProposal(c echo.Context, ctx context.Context, p *broker.P
 	}
 	return s.render(c, status, "proposal", "Proposal "+p.ID, map[string]any{
 		"P": p, "Workspace": ws, "Reviews": reviews, "Approvals": approvals, "Needed": max(0, ws.ApprovalsRequired-approvals),
+		"Files": files, "Vars": p.Vars, "VarNames": slices.Sorted(maps.Keys(p.Vars)),
 		"Cert": cert, "CertStatus": certStatus, "Valid": certStatus == "valid", "HasSummary": p.Summary != nil, "Divergence": divergence, "Resources": resources, "Drift": drifted, "Outputs": outputs, "Counts": counts,
 		"CanReview": canReview, "WhyNot": why, "FormError": formError,
 	})

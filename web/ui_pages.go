@@ -244,8 +244,14 @@ func (s *Server) executionPage(c echo.Context) error {
 		}
 		signed = append(signed, ev)
 	}
+	var proposalID string
+	if cert, err := s.opts.Records.Certificate(ctx, e.CertificateID); err == nil {
+		proposalID = cert.ProposalID
+	} else if broker.ErrorCode(err) != broker.ENOTFOUND {
+		return err
+	}
 	return s.render(c, http.StatusOK, "execution", "Execution "+e.ID, map[string]any{
-		"E": e, "Final": final, "Steps": steps, "Decision": decision, "Rows": rows, "Drift": driftChanges, "Logs": logs, "Signed": signed,
+		"ProposalID": proposalID, "E": e, "Final": final, "Steps": steps, "Decision": decision, "Rows": rows, "Drift": driftChanges, "Logs": logs, "Signed": signed,
 	})
 }
 

@@ -619,3 +619,60 @@ func TestUIDriftWording(t *testing.T) {
 		t.Errorf("drift section:\n%s", drift)
 	}
 }
+
+// TestUIConfiguration: reviewers see the configuration they certify: its
+// digest, its variables and every file, with line numbers.
+func TestUIConfiguration(t *testing.T) {
+	s := newSite(t)
+	p := s.propose("5")
+	b := newBrowser(t, s)
+	b.signIn("alice")
+	_, body := b.get("/proposals/" + p.ID)
+	stored, err := s.store.Proposal(context.Background(), p.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		`id="configuration"`, stored.ConfigDigest,
+		`<td><code>replicas</code></td><td><code>5</code></td>`,
+		`<code>main.tf</code>`, `<code>versions.tf</code>`,
+		`<li><code>resource &#34;sandbox_service&#34; &#34;web&#34; {</code></li>`,
+	} {
+		if !strings.Contains(body, want) {
+			t.Errorf("the proposal page lacks %s", want)
+		}
+	}
+}
+
+// TestProposeAgain: after an execution refused for drift, the page says
+// what to do, and the proposer proposes the same change again, planned
+// afresh against live state; nobody else may.
+func TestProposeAgain(t *testing.T) {
+	s := newSite(t)
+	if e := s.execute(s.approve(s.propose("3").ID)); e.State != "succeeded" {
+		t.Fatalf("first apply: %+v", e)
+	}
+	p := s.propose("5")
+	cert := s.approve(p.ID)
+	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
+	e := s.execute(cert)
+	if e.State != "rejected" {
+		t.Fatalf("execution: %+v", e)
+	}
+	b := newBrowser(t, s)
+	b.signIn("alice")
+	if _, body := b.get("/executions/" + e.ID); !strings.Contains(body, `id="next"`) || !strings.Contains(body, "/api/v1/proposals/"+p.ID+"/again") {
+		t.Errorf("the refused execution's page offers no next step")
+	}
+	if status, _ := s.call("agent-2", "POST", "/api/v1/proposals/"+p.ID+"/again", "", nil, nil); status != http.StatusForbidden {
+		t.Errorf("another agent proposed it again: %d", status)
+	}
+	var again proposal
+	if status, body := s.call("agent-1", "POST", "/api/v1/proposals/"+p.ID+"/again", "", nil, &again); status != http.StatusAccepted || again.ID == p.ID {
+		t.Fatalf("again: %d %s", status, body)
+	}
+	again = s.verified(again.ID)
+	if again.State != "pending" || !strings.Contains(again.Rendered, "~ replicas = 7 -> 5") {
+		t.Errorf("the new proposal, planned against live state: %+v", again)
+	}
+}
