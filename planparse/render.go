@@ -16,6 +16,10 @@ type RenderOptions struct {
 	Color bool
 	// Digest, when set, is printed under the totals.
 	Digest string
+	// Sides name the two summaries RenderDivergence compares, when they
+	// are not a certificate's and a live plan's: {"seb's plan", "the
+	// agent's plan"}.
+	Sides [2]string
 }
 
 const (
@@ -387,20 +391,38 @@ func RenderDivergence(w io.Writer, d *Divergence, opts RenderOptions) error {
 		return bw.Flush()
 	}
 	fmt.Fprintln(bw, paint(ansiBold+ansiRed, "Diverged."))
-	fmt.Fprintf(bw, "  certified: %s\n  live:      %s\n\n", d.CertifiedDigest, d.LiveDigest)
+	a, b := opts.Sides[0], opts.Sides[1]
+	if a == "" || b == "" {
+		fmt.Fprintf(bw, "  certified: %s\n  live:      %s\n\n", d.CertifiedDigest, d.LiveDigest)
+	} else {
+		fmt.Fprintf(bw, "  %s: %s\n  %s: %s\n\n", a, d.CertifiedDigest, b, d.LiveDigest)
+	}
 	change := func(c *AttributeChange) string {
 		if c == nil {
 			return "(no change)"
 		}
 		return FormatValue(c.Before) + " -> " + FormatValue(c.After)
 	}
+	named := a != "" && b != ""
 	for i := range d.OnlyCertified {
 		r := &d.OnlyCertified[i]
-		fmt.Fprintf(bw, "  # %s: certified to %s, but the live plan does not change it\n", r.Key(), describeAction(r))
+		if named {
+			fmt.Fprintf(bw, "  # %s: %s would %s it; %s does not change it\n", r.Key(), a, describeAction(r), b)
+		} else {
+			fmt.Fprintf(bw, "  # %s: certified to %s, but the live plan does not change it\n", r.Key(), describeAction(r))
+		}
 	}
 	for i := range d.OnlyLive {
 		r := &d.OnlyLive[i]
-		fmt.Fprintf(bw, "  # %s: the live plan would %s it, which was never certified\n", r.Key(), describeAction(r))
+		if named {
+			fmt.Fprintf(bw, "  # %s: %s would %s it; %s does not change it\n", r.Key(), b, describeAction(r), a)
+		} else {
+			fmt.Fprintf(bw, "  # %s: the live plan would %s it, which was never certified\n", r.Key(), describeAction(r))
+		}
+	}
+	left, right := "certified", "live"
+	if named {
+		left, right = a, b
 	}
 	for i := range d.Resources {
 		rd := &d.Resources[i]
@@ -410,10 +432,10 @@ func RenderDivergence(w io.Writer, d *Divergence, opts RenderOptions) error {
 		}
 		fmt.Fprintf(bw, "  # %s differs:\n", key)
 		for _, f := range rd.Fields {
-			fmt.Fprintf(bw, "      %s: certified %s, live %s\n", f.Field, FormatValue(f.Certified), FormatValue(f.Live))
+			fmt.Fprintf(bw, "      %s: %s %s, %s %s\n", f.Field, left, FormatValue(f.Certified), right, FormatValue(f.Live))
 		}
-		for _, a := range rd.Attributes {
-			fmt.Fprintf(bw, "      %s: certified %s, live %s\n", a.Path, paint(ansiGreen, change(a.Certified)), paint(ansiRed, change(a.Live)))
+		for _, attr := range rd.Attributes {
+			fmt.Fprintf(bw, "      %s: %s %s, %s %s\n", attr.Path, left, paint(ansiGreen, change(attr.Certified)), right, paint(ansiRed, change(attr.Live)))
 		}
 	}
 	for _, o := range d.Outputs {
@@ -423,7 +445,7 @@ func RenderDivergence(w io.Writer, d *Divergence, opts RenderOptions) error {
 			}
 			return FormatValue(c.Before) + " -> " + FormatValue(c.After)
 		}
-		fmt.Fprintf(bw, "  # output %s: certified %s, live %s\n", o.Name, oc(o.Certified), oc(o.Live))
+		fmt.Fprintf(bw, "  # output %s: %s %s, %s %s\n", o.Name, left, oc(o.Certified), right, oc(o.Live))
 	}
 	return bw.Flush()
 }

@@ -557,7 +557,8 @@ func (s *Server) renderProposal(c echo.Context, ctx context.Context, p *broker.P
 	var divergence string
 	if p.Divergence != nil {
 		var b strings.Builder
-		planparse.RenderDivergence(&b, p.Divergence, planparse.RenderOptions{})
+		// A proposal's divergence is seb's plan against the agent's.
+		planparse.RenderDivergence(&b, p.Divergence, planparse.RenderOptions{Sides: [2]string{"seb's plan", "the agent's plan"}})
 		divergence = b.String()
 	}
 	var resources, drifted []resourceView

@@ -2,6 +2,7 @@ package web_test
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -674,5 +675,30 @@ func TestProposeAgain(t *testing.T) {
 	again = s.verified(again.ID)
 	if again.State != "pending" || !strings.Contains(again.Rendered, "~ replicas = 7 -> 5") {
 		t.Errorf("the new proposal, planned against live state: %+v", again)
+	}
+}
+
+// TestUIDivergedProposal: a proposal whose agent plan is not seb's reads
+// as seb's plan against the agent's, never as certified against live, and
+// offers nothing to approve.
+func TestUIDivergedProposal(t *testing.T) {
+	s := newSite(t)
+	agentPlan := `{"format_version":"1.2","resource_changes":[{"address":"sandbox_service.web","mode":"managed","type":"sandbox_service","name":"web",
+	  "provider_name":"seb.invalid/seb/sandbox","change":{"actions":["create"],"before":null,"after":{"name":"web","replicas":1}}}]}`
+	var p proposal
+	status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals",
+		map[string]any{"bundle": bundle(t, "scale"), "vars": map[string]string{"replicas": "3"}, "plan": json.RawMessage(agentPlan)}, &p)
+	if status != http.StatusAccepted {
+		t.Fatalf("propose: %d %s", status, body)
+	}
+	if p = s.verified(p.ID); p.State != "diverged" {
+		t.Fatalf("state %s", p.State)
+	}
+	b := newBrowser(t, s)
+	b.signIn("alice")
+	_, page := b.get("/proposals/" + p.ID)
+	if !strings.Contains(page, "seb&#39;s plan") || !strings.Contains(page, "the agent&#39;s plan") || strings.Contains(page, "certified:") ||
+		strings.Contains(page, `class="approve"`) || strings.Contains(page, "approving certifies") {
+		t.Errorf("diverged proposal page:\n%s", page)
 	}
 }
