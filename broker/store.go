@@ -165,6 +165,9 @@ type ProposalFilter struct {
 	// first.
 	OldestFirst bool
 	Limit       int
+	// After, a proposal's id, starts the list just after it in the
+	// order: the cursor of the next page. ENOTFOUND if there is none.
+	After string
 }
 
 // ExecutionFilter selects executions; zero fields match everything.

@@ -661,7 +661,15 @@ func visible(c echo.Context, p *broker.Proposal) bool {
 }
 
 func (s *Server) listProposals(c echo.Context) error {
-	f := broker.ProposalFilter{Workspace: c.QueryParam("workspace"), State: broker.ProposalState(c.QueryParam("state")), Limit: 100}
+	f := broker.ProposalFilter{Workspace: c.QueryParam("workspace"), State: broker.ProposalState(c.QueryParam("state")),
+		After: c.QueryParam("after"), Limit: 100}
+	if v := c.QueryParam("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 500 {
+			return broker.Errorf(broker.EINVALID, "limit %q: a number from 1 to 500", v)
+		}
+		f.Limit = n
+	}
 	if principal(c).Role == broker.RoleAgent {
 		f.Proposer = principalName(c)
 	}
@@ -689,7 +697,12 @@ func (s *Server) listProposals(c echo.Context) error {
 		}
 		out = append(out, j)
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": out})
+	// A full page has a next one, perhaps empty: after the last item.
+	page := map[string]any{"items": out}
+	if len(list) == f.Limit && len(list) > 0 {
+		page["next"] = list[len(list)-1].ID
+	}
+	return c.JSON(http.StatusOK, page)
 }
 
 func (s *Server) proposeAgain(c echo.Context) error {

@@ -733,3 +733,49 @@ func TestLargeBodiesWaitForRoom(t *testing.T) {
 		t.Errorf("a proposal once the room is back: %d %s", status, body)
 	}
 }
+
+// TestProposalPages: the proposal list pages with a cursor: every
+// proposal once, newest first, whatever the page size.
+func TestProposalPages(t *testing.T) {
+	s := newSite(t)
+	var ids []string
+	for i := range 5 {
+		var p proposal
+		if status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals",
+			map[string]any{"bundle": bundle(t, "scale"), "vars": map[string]any{"replicas": i + 1}}, &p); status != http.StatusAccepted {
+			t.Fatalf("propose: %d %s", status, body)
+		}
+		ids = append([]string{p.ID}, ids...)
+	}
+	var got []string
+	after := ""
+	for pages := 0; pages < 10; pages++ {
+		var page struct {
+			Items []proposal `json:"items"`
+			Next  string     `json:"next"`
+		}
+		path := "/api/v1/proposals?limit=2"
+		if after != "" {
+			path += "&after=" + after
+		}
+		if status, body := s.call("alice", "GET", path, "", nil, &page); status != http.StatusOK {
+			t.Fatalf("%s: %d %s", path, status, body)
+		}
+		for _, p := range page.Items {
+			got = append(got, p.ID)
+		}
+		if page.Next == "" {
+			break
+		}
+		after = page.Next
+	}
+	if strings.Join(got, ",") != strings.Join(ids, ",") {
+		t.Errorf("pages: %v, want %v", got, ids)
+	}
+	if status, _ := s.call("alice", "GET", "/api/v1/proposals?limit=0", "", nil, nil); status != http.StatusBadRequest {
+		t.Errorf("limit 0: %d", status)
+	}
+	if status, _ := s.call("alice", "GET", "/api/v1/proposals?after=prop-nope", "", nil, nil); status != http.StatusNotFound {
+		t.Errorf("after a missing proposal: %d", status)
+	}
+}

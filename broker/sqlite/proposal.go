@@ -202,6 +202,21 @@ func (s *Store) ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*
 	if f.Proposer != "" {
 		where, args = append(where, "proposer = ?"), append(args, f.Proposer)
 	}
+	if f.After != "" {
+		var n int
+		if err := s.rd().QueryRowContext(ctx, "SELECT count(*) FROM proposals WHERE id = ?", f.After).Scan(&n); err != nil {
+			return nil, formatError(err, t)
+		}
+		if n == 0 {
+			return nil, broker.Errorf(broker.ENOTFOUND, "no proposal %s to list after", f.After)
+		}
+		cmp := "<"
+		if f.OldestFirst {
+			cmp = ">"
+		}
+		where = append(where, "(created_at, rowid) "+cmp+" (SELECT created_at, rowid FROM proposals WHERE id = ?)")
+		args = append(args, f.After)
+	}
 	limit, err := limitClause(f.Limit)
 	if err != nil {
 		return nil, err

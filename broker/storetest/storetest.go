@@ -303,6 +303,10 @@ func testListProposals(t *testing.T, s broker.Store) {
 		{"limit with workspace", broker.ProposalFilter{Workspace: "prod", Limit: 2}, []string{"p5", "p3"}},
 		{"oldest first", broker.ProposalFilter{State: broker.ProposalPending, OldestFirst: true, Limit: 2}, []string{"p1", "p2"}},
 		{"no match", broker.ProposalFilter{Workspace: "staging"}, []string{}},
+		{"a page after", broker.ProposalFilter{After: "p4", Limit: 2}, []string{"p3", "p2"}},
+		{"the last page", broker.ProposalFilter{After: "p2", Limit: 2}, []string{"p1"}},
+		{"after, with a filter", broker.ProposalFilter{After: "p5", Workspace: "prod"}, []string{"p3", "p1"}},
+		{"after, oldest first", broker.ProposalFilter{After: "p2", OldestFirst: true}, []string{"p3", "p4", "p5"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -313,6 +317,8 @@ func testListProposals(t *testing.T, s broker.Store) {
 			}
 		})
 	}
+	_, err := s.ListProposals(ctx, broker.ProposalFilter{After: "p-missing"})
+	wantCode(t, "ListProposals after a missing proposal", err, broker.ENOTFOUND, "p-missing")
 	got, err := s.ListProposals(ctx, broker.ProposalFilter{Proposer: "bob"})
 	must(t, "ListProposals", err)
 	if len(got) == 1 {
