@@ -613,8 +613,13 @@ type proposalJSON struct {
 	Disclosure    *planparse.Disclosure `json:"disclosure,omitempty"`
 	Reviews       []reviewJSON          `json:"reviews"`
 	CertificateID string                `json:"certificate_id,omitempty"`
-	CreatedAt     time.Time             `json:"created_at"`
-	UpdatedAt     time.Time             `json:"updated_at"`
+	// CertificateFate is what became of a certified proposal's
+	// certificate: unused, executing, applied, refused at execution,
+	// failed at execution, interrupted at execution, revoked, or no
+	// longer executable.
+	CertificateFate string    `json:"certificate_fate,omitempty"`
+	CreatedAt       time.Time `json:"created_at"`
+	UpdatedAt       time.Time `json:"updated_at"`
 }
 
 type reviewJSON struct {
@@ -649,6 +654,9 @@ func (s *Server) proposalJSON(ctx context.Context, p *broker.Proposal) (*proposa
 			return nil, err
 		}
 		out.CertificateID = cert.ID
+		if out.CertificateFate, err = s.certificateFate(ctx, p); err != nil {
+			return nil, err
+		}
 	}
 	return out, nil
 }

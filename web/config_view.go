@@ -75,3 +75,58 @@ func (s *Server) configFiles(ctx context.Context, digest string) ([]configFile, 
 	})
 	return files, err
 }
+
+// Certificate fates: what became of a certified proposal's certificate.
+const (
+	fateUnused      = "unused"
+	fateExecuting   = "executing"
+	fateApplied     = "applied"
+	fateRefused     = "refused at execution"
+	fateFailed      = "failed at execution"
+	fateInterrupted = "interrupted at execution"
+	fateRevoked     = "revoked"
+	fateLapsed      = "no longer executable"
+)
+
+// certificateFate says what became of a certified proposal's
+// certificate: unused, executing, applied, refused at execution (live
+// state moved on), failed or interrupted at execution, revoked, or no
+// longer executable (expired, or from an old policy or revocation epoch);
+// "" for a proposal that is not certified.
+func (s *Server) certificateFate(ctx context.Context, p *broker.Proposal) (string, error) {
+	if p.State != broker.ProposalCertified {
+		return "", nil
+	}
+	cert, err := s.opts.Records.ProposalCertificate(ctx, p.ID)
+	if err != nil {
+		return "", err
+	}
+	if cert.ConsumedBy != "" {
+		e, err := s.opts.Records.Execution(ctx, cert.ConsumedBy)
+		if err != nil {
+			return "", err
+		}
+		switch e.State {
+		case broker.ExecutionSucceeded:
+			return fateApplied, nil
+		case broker.ExecutionRejected:
+			return fateRefused, nil
+		case broker.ExecutionFailed:
+			return fateFailed, nil
+		case broker.ExecutionInterrupted:
+			return fateInterrupted, nil
+		}
+		return fateExecuting, nil
+	}
+	if cert.RevokedAt != nil {
+		return fateRevoked, nil
+	}
+	switch err := s.opts.Broker.Standing(ctx, cert); broker.ErrorCode(err) {
+	case "":
+		return fateUnused, nil
+	case broker.EINVALID:
+		return fateLapsed, nil
+	default:
+		return "", err
+	}
+}

@@ -414,6 +414,8 @@ func (s *Server) signout(c echo.Context) error {
 type queueRow struct {
 	*broker.Proposal
 	Counts planparse.Counts
+	// Fate is what became of a certified proposal's certificate.
+	Fate string
 }
 
 var queueStates = []broker.ProposalState{broker.ProposalPending, broker.ProposalVerifying, broker.ProposalDiverged,
@@ -450,6 +452,9 @@ func (s *Server) queuePage(c echo.Context) error {
 		row := queueRow{Proposal: p}
 		if p.Summary != nil {
 			row.Counts = p.Summary.Count()
+		}
+		if row.Fate, err = s.certificateFate(c.Request().Context(), p); err != nil {
+			return err
 		}
 		rows = append(rows, row)
 	}

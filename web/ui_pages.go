@@ -274,6 +274,14 @@ func (s *Server) workspacePage(c echo.Context) error {
 		return err
 	}
 	proposals, err := s.opts.Records.ListProposals(ctx, broker.ProposalFilter{Workspace: ws.Name, Limit: 20})
+	var rows []queueRow
+	for _, p := range proposals {
+		fate, ferr := s.certificateFate(ctx, p)
+		if ferr != nil {
+			return ferr
+		}
+		rows = append(rows, queueRow{Proposal: p, Fate: fate})
+	}
 	if err != nil {
 		return err
 	}
@@ -286,7 +294,7 @@ func (s *Server) workspacePage(c echo.Context) error {
 		return err
 	}
 	return s.render(c, http.StatusOK, "workspace", "Workspace "+ws.Name, map[string]any{
-		"W": j, "PolicyEpoch": policy, "Proposals": proposals, "Executions": executions,
+		"W": j, "PolicyEpoch": policy, "Proposals": rows, "Executions": executions,
 		"CanRevoke": currentSession(c).token.Role == broker.RoleAdmin,
 	})
 }

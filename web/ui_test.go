@@ -702,3 +702,47 @@ func TestUIDivergedProposal(t *testing.T) {
 		t.Errorf("diverged proposal page:\n%s", page)
 	}
 }
+
+// TestCertificateFates: a certified proposal says what became of its
+// certificate — applied, refused at execution, revoked or unused — in the
+// API, the queue and the workspace page.
+func TestCertificateFates(t *testing.T) {
+	s := newSite(t)
+	applied := s.propose("3")
+	if e := s.execute(s.approve(applied.ID)); e.State != "succeeded" {
+		t.Fatalf("apply: %+v", e)
+	}
+	refused := s.propose("5")
+	cert := s.approve(refused.ID)
+	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
+	if e := s.execute(cert); e.State != "rejected" {
+		t.Fatalf("execution: %+v", e)
+	}
+	revoked := s.propose("6")
+	if status, _ := s.call("root", "POST", "/api/v1/certificates/"+s.approve(revoked.ID)+"/revoke", "", nil, nil); status != http.StatusOK {
+		t.Fatalf("revoke: %d", status)
+	}
+	unused := s.propose("8")
+	s.approve(unused.ID)
+	want := map[string]string{applied.ID: "applied", refused.ID: "refused at execution", revoked.ID: "revoked", unused.ID: "unused"}
+	for id, fate := range want {
+		var got struct {
+			State           string `json:"state"`
+			CertificateFate string `json:"certificate_fate"`
+		}
+		s.call("alice", "GET", "/api/v1/proposals/"+id, "", nil, &got)
+		if got.State != "certified" || got.CertificateFate != fate {
+			t.Errorf("%s: %+v, want certified, %s", id, got, fate)
+		}
+	}
+	b := newBrowser(t, s)
+	b.signIn("alice")
+	for _, page := range []string{"/?state=all", "/workspaces/sandbox"} {
+		_, body := b.get(page)
+		for _, fate := range want {
+			if !strings.Contains(body, "· "+fate) {
+				t.Errorf("%s does not say %q", page, fate)
+			}
+		}
+	}
+}

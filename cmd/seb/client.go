@@ -312,7 +312,10 @@ type proposalView struct {
 	Divergence    json.RawMessage `json:"divergence"`
 	Reviews       []reviewView    `json:"reviews"`
 	CertificateID string          `json:"certificate_id"`
-	CreatedAt     time.Time       `json:"created_at"`
+	// CertificateFate is what became of a certified proposal's
+	// certificate (unused, applied, refused at execution, …).
+	CertificateFate string    `json:"certificate_fate"`
+	CreatedAt       time.Time `json:"created_at"`
 }
 
 type reviewView struct {

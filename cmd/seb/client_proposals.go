@@ -443,7 +443,11 @@ prints the server's {"items": [...]}. An agent sees only its own proposals.`,
 					n := s.Count()
 					add, change, destroy = fmt.Sprint(n.Add), fmt.Sprint(n.Change), fmt.Sprint(n.Destroy)
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Workspace, p.State, p.Proposer,
+				state := p.State
+				if p.CertificateFate != "" {
+					state += " (" + p.CertificateFate + ")"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", p.ID, p.Workspace, state, p.Proposer,
 					add, change, destroy, p.CreatedAt.Local().Format(time.DateTime))
 			}
 			return tw.Flush()
