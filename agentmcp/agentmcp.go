@@ -9,7 +9,9 @@ package agentmcp
 import (
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -23,6 +25,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/modelcontextprotocol/go-sdk/auth"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/seb-broker/seb/drift"
@@ -97,10 +100,43 @@ type ConfigInput struct {
 	Vars      map[string]any    `json:"vars,omitempty" jsonschema:"Terraform variables by name: strings, numbers, booleans, lists or objects"`
 }
 
+// maxPathBytes bounds a file's path in a configuration.
+const maxPathBytes = 1024
+
+// checkFiles holds the files to the limits seb unpacks a bundle with,
+// before any of them touches the disk: how many, how large, how deep.
+func checkFiles(files map[string]string) error {
+	limits := drift.DefaultBundleLimits
+	if len(files) == 0 {
+		return errors.New("files: the configuration has no files")
+	}
+	if len(files) > limits.MaxFiles {
+		return fmt.Errorf("files: %d files, more than the %d a configuration may have", len(files), limits.MaxFiles)
+	}
+	var total int64
+	for name, text := range files {
+		switch {
+		case len(name) > maxPathBytes:
+			return fmt.Errorf("files: a path of %d bytes, longer than %d", len(name), maxPathBytes)
+		case strings.Count(name, "/")+1 > limits.MaxPathDepth:
+			return fmt.Errorf("files: %.80q is deeper than %d directories", name, limits.MaxPathDepth)
+		case !filepath.IsLocal(filepath.FromSlash(name)) || strings.Contains(name, `\`):
+			return fmt.Errorf("files: %.80q is not a path inside the configuration", name)
+		case int64(len(text)) > limits.MaxFileBytes:
+			return fmt.Errorf("files: %.80q is larger than %d bytes", name, limits.MaxFileBytes)
+		}
+		total += int64(len(text))
+	}
+	if total > limits.MaxBytes {
+		return fmt.Errorf("files: %d bytes in all, more than %d", total, limits.MaxBytes)
+	}
+	return nil
+}
+
 // bundle packs the files as the gzip'd tar seb takes, base64.
 func (in ConfigInput) bundle() (string, error) {
-	if len(in.Files) == 0 {
-		return "", errors.New("files: the configuration has no files")
+	if err := checkFiles(in.Files); err != nil {
+		return "", err
 	}
 	dir, err := os.MkdirTemp("", "seb-mcp-")
 	if err != nil {
@@ -113,9 +149,6 @@ func (in ConfigInput) bundle() (string, error) {
 	}
 	defer root.Close()
 	for _, name := range slices.Sorted(maps.Keys(in.Files)) {
-		if !filepath.IsLocal(filepath.FromSlash(name)) {
-			return "", fmt.Errorf("files: %q is not a path inside the configuration", name)
-		}
 		if d := filepath.Dir(filepath.FromSlash(name)); d != "." {
 			if err := root.MkdirAll(d, 0o700); err != nil {
 				return "", err
@@ -300,13 +333,26 @@ func (c *Client) workspaceState(ctx context.Context, _ *mcp.CallToolRequest, in 
 // the bearer token of the request that opened it, against the seb API at
 // apiBase. Authenticating the token is the caller's (seb serve mounts it
 // behind its API authentication, for agents only).
+//
+// A session belongs to the token that opened it: a request with another
+// token is refused (403), so a session id alone is worth nothing; and an
+// idle session ends after SessionIdle.
 func Handler(apiBase, version string) http.Handler {
-	return mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
+	serve := mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
 		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
 		c, err := NewClient(apiBase, token)
 		if err != nil {
 			return nil
 		}
 		return NewServer(c, version)
-	}, nil)
+	}, &mcp.StreamableHTTPOptions{SessionTimeout: SessionIdle})
+	// The user of a session is its token, by hash: the SDK compares it on
+	// every request of the session.
+	return auth.RequireBearerToken(func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
+		sum := sha256.Sum256([]byte(token))
+		return &auth.TokenInfo{UserID: hex.EncodeToString(sum[:]), Expiration: time.Now().Add(SessionIdle)}, nil
+	}, nil)(serve)
 }
+
+// SessionIdle is how long an idle MCP session lives.
+const SessionIdle = 30 * time.Minute

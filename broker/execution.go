@@ -237,6 +237,12 @@ func (b *Service) refuseExecution(ctx context.Context, actor string, envelope []
 // execution's live plan, the one its decision was made on.
 func PlanJSONArtifact(executionID string) string { return "plan-json-" + executionID }
 
+// LogArtifact is the id of the signed log of an execution's phase: it
+// names the execution, so whoever may read that may read its logs.
+func LogArtifact(phase drift.Phase, executionID string) string {
+	return string(phase) + "-log-" + executionID
+}
+
 // checkHold refuses a workspace held for reconciliation (EINVALID, with
 // why), reading through st.
 func (b *Service) checkHold(ctx context.Context, st Store, workspace string) error {
@@ -456,7 +462,7 @@ func (b *Service) endExecution(ctx context.Context, st Store, j *Job, e *Executi
 			if len(log) == 0 {
 				continue
 			}
-			a := &Artifact{ID: newID("art"), Kind: string(phase) + "-log", Data: log, CreatedAt: b.now()}
+			a := &Artifact{ID: LogArtifact(phase, e.ID), Kind: string(phase) + "-log", Data: log, CreatedAt: b.now()}
 			b.opts.Signer.SignArtifact(a)
 			if err := tx.PutArtifact(ctx, a); err != nil {
 				return err

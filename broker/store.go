@@ -159,8 +159,10 @@ type Store interface {
 // ProposalFilter selects proposals; zero fields match everything.
 type ProposalFilter struct {
 	Workspace string
-	State     ProposalState
-	Proposer  string
+	// Workspaces, when set, keeps only proposals of these workspaces.
+	Workspaces []string
+	State      ProposalState
+	Proposer   string
 	// OldestFirst orders by creation ascending; the default is newest
 	// first.
 	OldestFirst bool

@@ -217,6 +217,9 @@ func checkNativeFile(root, rel string) error {
 	}
 	for _, b := range file.Body.(*hclsyntax.Body).Blocks {
 		if t, ok := b.Body.Attributes["type"]; ok && b.Type == "variable" {
+			if err := c.checkTypeCalls(t.Expr); err != nil {
+				return err
+			}
 			c.types = append(c.types, t.Expr.Range())
 		}
 	}
@@ -249,7 +252,13 @@ func checkJSONFile(root, rel string) error {
 		}
 		return c.template(at, where, key)
 	}, func(keys []string, value string, line int) error {
-		return c.template(hcl.Range{Start: hcl.Pos{Line: line}}, strings.Join(keys, "."), value)
+		at := hcl.Range{Start: hcl.Pos{Line: line}}
+		if len(keys) > 0 && exprKeys[keys[len(keys)-1]] {
+			if err := c.checkJSONExpression(at, strings.Join(keys, "."), keys[len(keys)-1], value); err != nil {
+				return err
+			}
+		}
+		return c.template(at, strings.Join(keys, "."), value)
 	})
 	if err != nil {
 		if IsRefusal(err) {
@@ -496,6 +505,47 @@ func (c *checker) functions(node hclsyntax.Node, allowFiles bool) error {
 	hclsyntax.VisitAll(node, func(n hclsyntax.Node) hcl.Diagnostics {
 		if call, ok := n.(*hclsyntax.FunctionCallExpr); ok && err == nil && !c.isType(call) {
 			err = c.call(call, allowFiles)
+		}
+		return nil
+	})
+	return err
+}
+
+// typeConstructors are the calls a type constraint may make.
+var typeConstructors = setOf("list", "map", "set", "object", "tuple", "optional")
+
+// checkTypeCalls refuses any call in a type constraint but the type
+// constructors: Terraform evaluates none of them, and seb does not rely
+// on that.
+func (c *checker) checkTypeCalls(expr hclsyntax.Node) error {
+	var err error
+	hclsyntax.VisitAll(expr, func(n hclsyntax.Node) hcl.Diagnostics {
+		if call, ok := n.(*hclsyntax.FunctionCallExpr); ok && err == nil && !typeConstructors[call.Name] {
+			err = c.refuse(call.NameRange, "%s() in a type constraint; only list, map, set, object, tuple and optional belong there", call.Name)
+		}
+		return nil
+	})
+	return err
+}
+
+// exprKeys are the JSON keys whose strings Terraform reads as expressions
+// (references, or a type), not as templates.
+var exprKeys = setOf("to", "from", "replace_triggered_by", "ignore_changes", "depends_on", "provider", "providers", "type")
+
+// checkJSONExpression reads a string Terraform parses as an expression:
+// a reference needs no function, and a type only its constructors.
+func (c *checker) checkJSONExpression(at hcl.Range, where, key, s string) error {
+	expr, diags := hclsyntax.ParseExpression([]byte(s), c.file, hcl.Pos{Line: at.Start.Line, Column: 1})
+	if diags.HasErrors() {
+		return nil // not an expression: Terraform refuses it, or reads it as text
+	}
+	if key == "type" {
+		return c.checkTypeCalls(expr)
+	}
+	var err error
+	hclsyntax.VisitAll(expr, func(n hclsyntax.Node) hcl.Diagnostics {
+		if call, ok := n.(*hclsyntax.FunctionCallExpr); ok && err == nil {
+			err = c.refuse(at, "%s: %s() where Terraform expects a reference", where, call.Name)
 		}
 		return nil
 	})

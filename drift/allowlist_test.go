@@ -93,6 +93,11 @@ func TestAllowlistRefuses(t *testing.T) {
 		{"duplicate JSON key", map[string]string{"main.tf.json": "{\"terraform\": {\"backend\": {\"http\": {}}},\n\"terraform\": {}}"}, `main.tf.json line 2: the key "terraform" appears twice`},
 		{"JSON that does not parse", map[string]string{"main.tf.json": `{"output": `}, `main.tf.json does not parse`},
 		{"native that does not parse", map[string]string{"main.tf": "resource \"x\" {"}, `main.tf does not parse`},
+		// Strings Terraform reads as expressions, and type constraints.
+		{"function in a JSON import target", map[string]string{"main.tf.json": `{"import": [{"to": "terraform_data.x[file(\"/etc/passwd\")]", "id": "a"}]}`}, `import.to: file() where Terraform expects a reference`},
+		{"function in a JSON replace_triggered_by", map[string]string{"main.tf.json": `{"resource": {"terraform_data": {"x": {"lifecycle": {"replace_triggered_by": ["file(\"/etc/passwd\")"]}}}}}`}, `file() where Terraform expects a reference`},
+		{"function in a JSON type", map[string]string{"main.tf.json": `{"variable": {"v": {"type": "object({a = optional(string, file(\"/etc/passwd\"))})"}}}`}, `file() in a type constraint`},
+		{"function in a type default", map[string]string{"main.tf": "variable \"v\" {\n  type = object({ a = optional(string, file(\"/etc/passwd\")) })\n}\n"}, `main.tf line 2: file() in a type constraint`},
 		// Meta-arguments seb does not know.
 		{"unknown lifecycle argument", map[string]string{"main.tf": "resource \"x\" \"y\" {\n  lifecycle {\n    action_trigger = 1\n  }\n}\n"}, `main.tf line 3: Unsupported argument`},
 		{"unknown variable argument", map[string]string{"main.tf": "variable \"v\" {\n  secret_source = \"env\"\n}\n"}, `main.tf line 2: Unsupported argument`},

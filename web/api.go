@@ -689,6 +689,17 @@ func (s *Server) listProposals(c echo.Context) error {
 			return broker.Errorf(broker.EFORBIDDEN, "token %s may not act on workspace %s", principalName(c), f.Workspace)
 		}
 	}
+	// A limited token lists in its workspaces only — in the query, so that
+	// its cursor never names another's proposal — and may page only after
+	// one it may read.
+	if p := principal(c); len(p.Workspaces) > 0 {
+		f.Workspaces = p.Workspaces
+		if f.After != "" {
+			if after, err := s.opts.Records.Proposal(c.Request().Context(), f.After); err != nil || !p.Allows(after.Workspace) {
+				return broker.Errorf(broker.ENOTFOUND, "no proposal %s to list after", f.After)
+			}
+		}
+	}
 	list, err := s.opts.Records.ListProposals(c.Request().Context(), f)
 	if err != nil {
 		return err

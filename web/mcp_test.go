@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -85,27 +86,48 @@ func TestMCPOverHTTP(t *testing.T) {
 	}
 	hs := httptest.NewServer(server)
 	defer hs.Close()
-	connect := func(who string) (*mcp.ClientSession, error) {
+	connect := func(token *bearer) (*mcp.ClientSession, error) {
 		transport := &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp", MaxRetries: -1,
-			HTTPClient: &http.Client{Transport: bearer{s.tokens[who]}}}
+			HTTPClient: &http.Client{Transport: token}}
 		return mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(context.Background(), transport, nil)
 	}
-	if _, err := connect("alice"); err == nil {
+	if _, err := connect(&bearer{token: s.tokens["alice"]}); err == nil {
 		t.Errorf("a reviewer's token opened an MCP session")
 	}
-	session, err := connect("agent-1")
+	token := &bearer{token: s.tokens["agent-1"]}
+	session, err := connect(token)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer session.Close()
 	exerciseMCP(t, s, session)
+
+	// The session belongs to agent-1's token: another agent's token, with
+	// its session id, is refused.
+	token.set(s.tokens["agent-2"])
+	if _, err := session.ListTools(context.Background(), nil); err == nil {
+		t.Errorf("agent-2's token used agent-1's session")
+	}
 }
 
-type bearer struct{ token string }
+// bearer adds a token, which a test may change, to each request.
+type bearer struct {
+	mu    sync.Mutex
+	token string
+}
 
-func (b bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+func (b *bearer) set(token string) {
+	b.mu.Lock()
+	b.token = token
+	b.mu.Unlock()
+}
+
+func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
+	b.mu.Lock()
+	token := b.token
+	b.mu.Unlock()
 	r = r.Clone(r.Context())
-	r.Header.Set("Authorization", "Bearer "+b.token)
+	r.Header.Set("Authorization", "Bearer "+token)
 	return http.DefaultTransport.RoundTrip(r)
 }
 

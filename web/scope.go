@@ -87,12 +87,14 @@ func (s *Server) routeWorkspace(c echo.Context) (string, error) {
 	case path == "/artifacts/:id":
 		// The JSON of an execution's plan and an agent's plan name their
 		// subject; a log, only its execution does.
-		if exec, ok := strings.CutPrefix(id, "plan-json-"); ok {
-			e, err := s.opts.Records.Execution(ctx, exec)
-			if err != nil {
-				return found("", err)
+		for _, prefix := range []string{"plan-json-", "plan-log-", "apply-log-"} {
+			if exec, ok := strings.CutPrefix(id, prefix); ok {
+				e, err := s.opts.Records.Execution(ctx, exec)
+				if err != nil {
+					return found("", err)
+				}
+				return e.Workspace, nil
 			}
-			return e.Workspace, nil
 		}
 		if prop, ok := strings.CutPrefix(id, "agent-plan-"); ok {
 			p, err := s.opts.Records.Proposal(ctx, prop)

@@ -432,7 +432,10 @@ func (s *Server) queuePage(c echo.Context) error {
 		return broker.Errorf(broker.EINVALID, "state %q is not one of pending, verifying, diverged, certified, rejected, refused, all", state)
 	}
 	workspace := c.QueryParam("workspace")
-	list, err := s.opts.Records.ListProposals(c.Request().Context(), broker.ProposalFilter{Workspace: workspace, State: state, Limit: 200})
+	// A limited token's queue is of its workspaces: filtered in the query,
+	// not after the newest 200 of all.
+	list, err := s.opts.Records.ListProposals(c.Request().Context(), broker.ProposalFilter{Workspace: workspace,
+		Workspaces: currentSession(c).token.Workspaces, State: state, Limit: 200})
 	if err != nil {
 		return err
 	}

@@ -542,9 +542,35 @@ func TestTokensLimitedToWorkspaces(t *testing.T) {
 	if len(props.Items) != 0 {
 		t.Errorf("proposals for b-reviewer: %+v", props.Items)
 	}
+	// Paging never names another workspace's proposal.
+	var page struct {
+		Items []struct{ ID string } `json:"items"`
+		Next  string                `json:"next"`
+	}
+	if status, body := s.call("b-reviewer", "GET", "/api/v1/proposals?limit=1", "", nil, &page); status != http.StatusOK || len(page.Items) != 0 || page.Next != "" {
+		t.Errorf("b-reviewer's first page: %d %s", status, body)
+	}
+	if status, _ := s.call("b-reviewer", "GET", "/api/v1/proposals?after="+propA, "", nil, nil); status != http.StatusNotFound {
+		t.Errorf("paging after team A's proposal: %d", status)
+	}
 	// The refused execution consumed nothing: team A's CI runs it.
-	if e := s.execute(cert); e.State != "succeeded" {
+	e := s.execute(cert)
+	if e.State != "succeeded" {
 		t.Errorf("team A's execution after b-ci's refusal: %+v", e)
+	}
+	// Its signed logs are team A's: named by execution, refused to team B.
+	var got struct {
+		PlanLogID string `json:"plan_log_id"`
+	}
+	s.call("ci", "GET", "/api/v1/executions/"+e.ID, "", nil, &got)
+	if got.PlanLogID != "plan-log-"+e.ID {
+		t.Errorf("plan log id %q", got.PlanLogID)
+	}
+	if status, _ := s.call("ci", "GET", "/api/v1/artifacts/"+got.PlanLogID, "", nil, nil); status != http.StatusOK {
+		t.Errorf("team A's CI reading its log: %d", status)
+	}
+	if status, _ := s.call("b-ci", "GET", "/api/v1/artifacts/"+got.PlanLogID, "", nil, nil); status != http.StatusForbidden {
+		t.Errorf("b-ci reading team A's log: %d", status)
 	}
 
 	b := newBrowser(t, s)

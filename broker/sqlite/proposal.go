@@ -193,6 +193,12 @@ func (s *Store) ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*
 	if f.Workspace != "" {
 		where, args = append(where, "workspace = ?"), append(args, f.Workspace)
 	}
+	if len(f.Workspaces) > 0 {
+		where = append(where, "workspace IN ("+strings.Repeat("?, ", len(f.Workspaces)-1)+"?)")
+		for _, w := range f.Workspaces {
+			args = append(args, w)
+		}
+	}
 	if f.State != "" {
 		if err := validProposalState(f.State); err != nil {
 			return nil, err

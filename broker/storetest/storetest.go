@@ -304,6 +304,8 @@ func testListProposals(t *testing.T, s broker.Store) {
 		{"oldest first", broker.ProposalFilter{State: broker.ProposalPending, OldestFirst: true, Limit: 2}, []string{"p1", "p2"}},
 		{"no match", broker.ProposalFilter{Workspace: "staging"}, []string{}},
 		{"a page after", broker.ProposalFilter{After: "p4", Limit: 2}, []string{"p3", "p2"}},
+		{"any of workspaces", broker.ProposalFilter{Workspaces: []string{"dev", "staging"}}, []string{"p4", "p2"}},
+		{"any of workspaces, after", broker.ProposalFilter{Workspaces: []string{"prod"}, After: "p5", Limit: 1}, []string{"p3"}},
 		{"the last page", broker.ProposalFilter{After: "p2", Limit: 2}, []string{"p1"}},
 		{"after, with a filter", broker.ProposalFilter{After: "p5", Workspace: "prod"}, []string{"p3", "p1"}},
 		{"after, oldest first", broker.ProposalFilter{After: "p2", OldestFirst: true}, []string{"p3", "p4", "p5"}},
