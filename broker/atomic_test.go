@@ -247,7 +247,7 @@ func (w *world) consistent(when string) {
 		}
 		for _, e := range executions {
 			want(1, "execution.started "+e.ID, "every execution started")
-			for _, s := range []broker.ExecutionState{broker.ExecutionSucceeded, broker.ExecutionRejected, broker.ExecutionFailed, broker.ExecutionInterrupted} {
+			for _, s := range []broker.ExecutionState{broker.ExecutionSucceeded, broker.ExecutionRefused, broker.ExecutionFailed, broker.ExecutionInterrupted} {
 				n := 0
 				if e.State == s {
 					n = 1
@@ -257,7 +257,7 @@ func (w *world) consistent(when string) {
 			switch e.State {
 			case broker.ExecutionApplying, broker.ExecutionSucceeded:
 				want(1, "credential.apply_issued "+e.ID, "it was allowed to apply")
-			case broker.ExecutionRejected:
+			case broker.ExecutionRefused:
 				want(0, "credential.apply_issued "+e.ID, "it was refused")
 			}
 		}

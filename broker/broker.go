@@ -147,13 +147,16 @@ type ExecutionState string
 // one of succeeded, rejected, failed, interrupted (the broker died
 // mid-run; never silently retried).
 const (
-	ExecutionQueued      ExecutionState = "queued"
-	ExecutionVerifying   ExecutionState = "verifying"
-	ExecutionPlanning    ExecutionState = "planning"
-	ExecutionComparing   ExecutionState = "comparing"
-	ExecutionApplying    ExecutionState = "applying"
-	ExecutionSucceeded   ExecutionState = "succeeded"
-	ExecutionRejected    ExecutionState = "rejected"
+	ExecutionQueued    ExecutionState = "queued"
+	ExecutionVerifying ExecutionState = "verifying"
+	ExecutionPlanning  ExecutionState = "planning"
+	ExecutionComparing ExecutionState = "comparing"
+	ExecutionApplying  ExecutionState = "applying"
+	ExecutionSucceeded ExecutionState = "succeeded"
+	// ExecutionRefused: seb refused to apply, because the live plan was
+	// not the certified diff or the certificate no longer stood. (A
+	// reviewer rejects a proposal; seb refuses.)
+	ExecutionRefused     ExecutionState = "refused"
 	ExecutionFailed      ExecutionState = "failed"
 	ExecutionInterrupted ExecutionState = "interrupted"
 )
@@ -161,7 +164,7 @@ const (
 // Final reports whether the state is an end state.
 func (s ExecutionState) Final() bool {
 	switch s {
-	case ExecutionSucceeded, ExecutionRejected, ExecutionFailed, ExecutionInterrupted:
+	case ExecutionSucceeded, ExecutionRefused, ExecutionFailed, ExecutionInterrupted:
 		return true
 	}
 	return false

@@ -151,8 +151,8 @@ func (b *Service) WaitExecution(ctx context.Context, id string) (*Execution, err
 		switch e.State {
 		case ExecutionSucceeded:
 			return e, nil
-		case ExecutionRejected:
-			return e, Errorf(ECONFLICT, "execution %s rejected: %s", e.ID, e.Reason)
+		case ExecutionRefused:
+			return e, Errorf(ECONFLICT, "execution %s refused: %s", e.ID, e.Reason)
 		case ExecutionFailed, ExecutionInterrupted:
 			return e, fmt.Errorf("execution %s %s: %s", e.ID, e.State, e.Reason)
 		}
@@ -310,7 +310,7 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 	}
 	if !decision.Accepted {
 		e.Divergence, _ = json.Marshal(decision)
-		return &PlanVerdict{Reason: decision.Reason}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionRejected, decision.Reason, nil, planJSON)
+		return &PlanVerdict{Reason: decision.Reason}, b.endExecution(ctx, b.opts.Store, j, e, ExecutionRefused, decision.Reason, nil, planJSON)
 	}
 	grant, err := RunCredentials{Issuer: b.opts.Issuer, Profile: ws.Credentials, Workspace: ws.Name,
 		ExecutionID: e.ID, CertificateID: cert.ID}.Grant(drift.PhaseApply)

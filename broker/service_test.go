@@ -214,7 +214,7 @@ func TestScenario(t *testing.T) {
 	w.sb.Scale(w.sb.Service("sandbox", "web").ID, 7)
 
 	e, err := w.execute(cert)
-	if broker.ErrorCode(err) != broker.ECONFLICT || e.State != broker.ExecutionRejected {
+	if broker.ErrorCode(err) != broker.ECONFLICT || e.State != broker.ExecutionRefused {
 		t.Fatalf("execution %+v, %v", e, err)
 	}
 	stored, _ := w.store.Execution(ctx, e.ID)
@@ -255,7 +255,7 @@ func TestScenario(t *testing.T) {
 	actions := strings.Join(auditActions(t, w.store, w.svc.PublicKey()), " ")
 	want := strings.Join([]string{
 		"proposal.received proposal.verified proposal.approved certificate.issued execution.started credential.apply_issued execution.succeeded",
-		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.rejected",
+		"proposal.received proposal.verified proposal.approved certificate.issued execution.started execution.refused",
 		"proposal.received proposal.verified proposal.approved certificate.issued execution.started credential.apply_issued execution.succeeded",
 	}, " ")
 	if actions != want {
@@ -475,7 +475,7 @@ func TestRevokedWhileWaiting(t *testing.T) {
 	}
 	_, err = w.svc.WaitExecution(ctx, e.ID)
 	stored, _ := w.store.Execution(ctx, e.ID)
-	if broker.ErrorCode(err) != broker.ECONFLICT || stored.State != broker.ExecutionRejected || !strings.Contains(stored.Reason, "was revoked by admin") {
+	if broker.ErrorCode(err) != broker.ECONFLICT || stored.State != broker.ExecutionRefused || !strings.Contains(stored.Reason, "was revoked by admin") {
 		t.Fatalf("err %v, execution %+v", err, stored)
 	}
 	if len(w.sb.Services()) != 0 {

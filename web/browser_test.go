@@ -176,7 +176,7 @@ func TestBrowserReview(t *testing.T) {
 
 	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
 	e := s.execute(cert)
-	if e.State != "rejected" {
+	if e.State != "refused" {
 		t.Fatalf("execution after drift: %+v", e)
 	}
 	b.run("open the execution", chromedp.Navigate(s.url+"/executions/"+e.ID), chromedp.WaitVisible("table.divergence-table", chromedp.ByQuery))

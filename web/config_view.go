@@ -109,7 +109,7 @@ func (s *Server) certificateFate(ctx context.Context, p *broker.Proposal) (strin
 		switch e.State {
 		case broker.ExecutionSucceeded:
 			return fateApplied, nil
-		case broker.ExecutionRejected:
+		case broker.ExecutionRefused:
 			return fateRefused, nil
 		case broker.ExecutionFailed:
 			return fateFailed, nil

@@ -37,7 +37,7 @@ func newMetrics() *metrics {
 		proposals: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seb_proposals_total", Help: "Proposals admitted, by their state after seb's plan (pending, diverged, certified)."},
 			[]string{"state"}),
 		certificates: prometheus.NewCounter(prometheus.CounterOpts{Name: "seb_certificates_issued_total", Help: "Certificates issued."}),
-		executions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seb_executions_total", Help: "Executions by outcome; rejected ones are divergences from the certified diff."},
+		executions: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "seb_executions_total", Help: "Executions by outcome; refused ones are live plans that were not the certified diff."},
 			[]string{"outcome"}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "seb_execution_duration_seconds", Help: "Execution duration, from start to outcome.",
 			Buckets: []float64{1, 2, 5, 10, 30, 60, 120, 300, 600, 1800}}),

@@ -237,7 +237,7 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 	}
 	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
 	e := s.execute(cert)
-	if e.State != "rejected" || !strings.Contains(string(e.Decision), `"replicas"`) || !strings.Contains(string(e.Decision), `"accepted":false`) ||
+	if e.State != "refused" || !strings.Contains(string(e.Decision), `"replicas"`) || !strings.Contains(string(e.Decision), `"accepted":false`) ||
 		!strings.Contains(string(e.Decision), `"drift":[{"action":"update","address":"sandbox_service.web"`) {
 		t.Fatalf("execution after drift: %+v %s", e, e.Decision)
 	}
@@ -282,7 +282,7 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 		digests[kind] = a.Digest
 	}
 	_, metrics := s.call("", "GET", "/metrics", "", nil, nil)
-	for _, want := range []string{`seb_executions_total{outcome="rejected"} 1`, `seb_executions_total{outcome="succeeded"} 2`,
+	for _, want := range []string{`seb_executions_total{outcome="refused"} 1`, `seb_executions_total{outcome="succeeded"} 2`,
 		`seb_proposals_total{state="pending"} 3`, `seb_certificates_issued_total 3`, `seb_http_requests_total{method="POST",route="/api/v1/executions",status="409"} 1`} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %s", want)
@@ -318,7 +318,7 @@ func TestSeedScenarioOverHTTP(t *testing.T) {
 	if len(digests) != 3 {
 		t.Errorf("artifacts %v", digests)
 	}
-	for _, want := range []string{"execution.rejected", "execution.refused", "execution.succeeded", "certificate.issued"} {
+	for _, want := range []string{"execution.refused", "execution.started", "execution.succeeded", "certificate.issued"} {
 		if !strings.Contains(joined, want) {
 			t.Errorf("audit lacks %s: %s", want, joined)
 		}

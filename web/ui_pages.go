@@ -195,7 +195,7 @@ func (s *Server) executionPage(c echo.Context) error {
 	switch e.State {
 	case broker.ExecutionSucceeded:
 		reached = len(executionSteps)
-	case broker.ExecutionRejected:
+	case broker.ExecutionRefused:
 		reached = slices.Index(executionSteps, broker.ExecutionApplying)
 	case broker.ExecutionFailed, broker.ExecutionInterrupted:
 		reached = 0
@@ -257,7 +257,7 @@ func (s *Server) executionPage(c echo.Context) error {
 
 func isFinal(st broker.ExecutionState) bool {
 	switch st {
-	case broker.ExecutionSucceeded, broker.ExecutionRejected, broker.ExecutionFailed, broker.ExecutionInterrupted:
+	case broker.ExecutionSucceeded, broker.ExecutionRefused, broker.ExecutionFailed, broker.ExecutionInterrupted:
 		return true
 	}
 	return false

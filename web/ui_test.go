@@ -284,7 +284,7 @@ func TestUIRefusedExecution(t *testing.T) {
 	cert := s.approve(s.propose("5").ID)
 	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
 	e := s.execute(cert)
-	if e.State != "rejected" {
+	if e.State != "refused" {
 		t.Fatalf("execution after drift: %+v", e)
 	}
 	b := newBrowser(t, s)
@@ -292,7 +292,7 @@ func TestUIRefusedExecution(t *testing.T) {
 	resp, body := b.get("/executions/" + e.ID)
 	row := regexp.MustCompile(`<td><code>sandbox_service.web</code></td><td><code>replicas</code></td>\s*<td class="certified"><code>3 → 5</code></td><td class="live"><code>7 → 5</code></td>`)
 	if resp.StatusCode != 200 || !row.MatchString(body) || !strings.Contains(body, `<li class="done">comparing</li><li class="">applying</li>`) ||
-		!strings.Contains(body, `aria-current="step">rejected`) || !strings.Contains(body, "Nothing was applied") {
+		!strings.Contains(body, `aria-current="step">refused`) || !strings.Contains(body, "Nothing was applied") {
 		t.Errorf("refused execution page: %d\n%s", resp.StatusCode, body)
 	}
 	if _, body := b.get("/executions/" + first.ID); !strings.Contains(body, "Apply complete!") || strings.Contains(body, "divergence-table") {
@@ -683,7 +683,7 @@ func TestProposeAgain(t *testing.T) {
 	cert := s.approve(p.ID)
 	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
 	e := s.execute(cert)
-	if e.State != "rejected" {
+	if e.State != "refused" {
 		t.Fatalf("execution: %+v", e)
 	}
 	b := newBrowser(t, s)
@@ -741,7 +741,7 @@ func TestCertificateFates(t *testing.T) {
 	refused := s.propose("5")
 	cert := s.approve(refused.ID)
 	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
-	if e := s.execute(cert); e.State != "rejected" {
+	if e := s.execute(cert); e.State != "refused" {
 		t.Fatalf("execution: %+v", e)
 	}
 	revoked := s.propose("6")

@@ -203,7 +203,7 @@ func (s *Store) ConsumeCertificate(ctx context.Context, certificateID string, e 
 // executionStates are all the execution states.
 var executionStates = []broker.ExecutionState{
 	broker.ExecutionQueued, broker.ExecutionVerifying, broker.ExecutionPlanning, broker.ExecutionComparing,
-	broker.ExecutionApplying, broker.ExecutionSucceeded, broker.ExecutionRejected, broker.ExecutionFailed,
+	broker.ExecutionApplying, broker.ExecutionSucceeded, broker.ExecutionRefused, broker.ExecutionFailed,
 	broker.ExecutionInterrupted,
 }
 

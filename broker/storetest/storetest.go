@@ -605,7 +605,7 @@ func testExecutions(t *testing.T, s broker.Store) {
 	must(t, "ConsumeCertificate", s.ConsumeCertificate(ctx, "cert-1", e))
 
 	updated := *e
-	updated.State = broker.ExecutionRejected
+	updated.State = broker.ExecutionRefused
 	updated.Reason = "the live plan differs from the certified diff"
 	updated.Divergence = json.RawMessage(`{"divergence":{"certified_digest":"sha256:a","live_digest":"sha256:b"},"reason":"x"}`)
 	updated.PlanLogID = "art-plan"
@@ -619,7 +619,7 @@ func testExecutions(t *testing.T, s broker.Store) {
 	// Clearing fields clears them.
 	cleared := updated
 	cleared.State, cleared.Reason, cleared.Divergence, cleared.UpdatedAt = broker.ExecutionFailed, "", nil, at(46)
-	must(t, "UpdateExecution", s.UpdateExecution(ctx, &cleared, broker.ExecutionRejected))
+	must(t, "UpdateExecution", s.UpdateExecution(ctx, &cleared, broker.ExecutionRefused))
 	got, err = s.Execution(ctx, "exec-1")
 	must(t, "Execution", err)
 	checkExecution(t, got, &cleared)

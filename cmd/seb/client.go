@@ -418,9 +418,9 @@ type valueChangeJSON struct {
 
 // decisionJSON is an execution's "decision": drift.Decision as JSON.
 type decisionJSON struct {
-	Reason     string          `json:"Reason"`
-	Divergence *divergenceJSON `json:"Divergence"`
-	Drift      []resourceJSON  `json:"Drift"`
+	Reason     string          `json:"reason"`
+	Divergence *divergenceJSON `json:"divergence"`
+	Drift      []resourceJSON  `json:"drift"`
 }
 
 // decodeNumbers decodes data into v keeping numbers exact.

@@ -202,7 +202,7 @@ func reportExecution(cmd *cobra.Command, cf *clientFlags, c *apiClient, e *execu
 	case "succeeded":
 		fmt.Fprintf(stderr, "seb: execution %s succeeded\n", e.ID)
 		return nil
-	case "rejected":
+	case "refused":
 		fmt.Fprintf(stderr, "seb: execution %s was refused: %s\n", e.ID, e.Reason)
 		var d decisionJSON
 		if len(e.Decision) > 0 && decodeNumbers(e.Decision, &d) == nil {

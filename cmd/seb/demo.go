@@ -192,7 +192,7 @@ func (d *demo) play() error {
 	if err != nil {
 		return err
 	}
-	if e.State != "rejected" {
+	if e.State != "refused" {
 		return fmt.Errorf("the execution after the change by hand was %s, not refused", e.State)
 	}
 	d.say("\n5. The agent proposes again, now from what is really there: 7 to 5.")
@@ -285,7 +285,7 @@ func (d *demo) execute(cert string) (*executionView, error) {
 	switch e.State {
 	case "succeeded":
 		d.say("   execution %s: applied, with an apply-phase token minted for it alone.", e.ID)
-	case "rejected":
+	case "refused":
 		d.say("   execution %s REFUSED: %s", e.ID, e.Reason)
 		var dec decisionJSON
 		if len(e.Decision) > 0 && decodeNumbers(e.Decision, &dec) == nil {

@@ -5,8 +5,8 @@
 // Exit codes: 0 success (for compare: the summaries are the same; for
 // audit verify: the log verifies), 1 the summaries diverged, the audit log
 // does not verify, or a proposal diverged, 2 an error (bad input, bad
-// flags, a failed execution), 3 rejected (by a reviewer, or at execution
-// because live state moved), 4 the certificate expired, 5 timed out.
+// flags, a failed execution), 3 rejected by a reviewer, or refused at
+// execution because live state moved, 4 the certificate expired, 5 timed out.
 package main
 
 import (
@@ -85,8 +85,8 @@ Exit status:
   1  diverged: compare's summaries differ, the audit log does not verify,
      or the plan a proposal sent is not seb's
   2  an error: bad input or flags, the server refused, an execution failed
-  3  rejected: by a reviewer, or at execution because live state no longer
-     matches the certified diff
+  3  rejected by a reviewer, or refused at execution because live state no
+     longer matches the certified diff
   4  the certificate expired
   5  timed out: wait or execute gave up (the server goes on)`,
 		SilenceUsage:  true,
