@@ -449,10 +449,19 @@ func (s *Server) speculativePlan(c echo.Context) error {
 	// Terraform's plan JSON is returned too, so that an agent can send it
 	// with its proposal: it holds the prior state in clear, as the state
 	// endpoint does for the same callers.
-	return c.JSON(http.StatusOK, map[string]any{
-		"digest": plan.Plan.Digest, "summary": plan.Plan.Summary, "drift": drift, "rendered": rendered.String(),
-		"has_changes": plan.HasChanges, "plan": json.RawMessage(plan.JSON),
-	})
+	return c.JSON(http.StatusOK, planJSON{Digest: plan.Plan.Digest, Summary: plan.Plan.Summary, Drift: drift,
+		Rendered: rendered.String(), HasChanges: plan.HasChanges, Plan: json.RawMessage(plan.JSON)})
+}
+
+// planJSON is a speculative plan.
+type planJSON struct {
+	Digest     string                     `json:"digest"`
+	Summary    *planparse.Summary         `json:"summary"`
+	Drift      []planparse.ResourceChange `json:"drift"`
+	Rendered   string                     `json:"rendered"`
+	HasChanges bool                       `json:"has_changes"`
+	// Plan is Terraform's plan JSON.
+	Plan json.RawMessage `json:"plan"`
 }
 
 // getState serves the workspace's state as Terraform's http backend reads

@@ -34,6 +34,16 @@ func OpenAPI() map[string]any {
 				"2XX": map[string]any{"description": "Success (JSON)"},
 			},
 		}
+		// Bodies the route table's types describe (schema.go).
+		if in, out, err := bodySchemas(r.method, r.path); err == nil {
+			if in != nil {
+				op["requestBody"] = map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": in}}}
+			}
+			if out != nil {
+				op["responses"].(map[string]any)["2XX"] = map[string]any{"description": "Success",
+					"content": map[string]any{"application/json": map[string]any{"schema": out}}}
+			}
+		}
 		var params []map[string]any
 		for _, m := range pathParam.FindAllStringSubmatch(r.path, -1) {
 			params = append(params, map[string]any{"name": m[1], "in": "path", "required": true, "schema": map[string]string{"type": "string"}})
@@ -41,8 +51,8 @@ func OpenAPI() map[string]any {
 		if params != nil {
 			op["parameters"] = params
 		}
-		if r.method == http.MethodPost {
-			op["requestBody"] = map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": map[string]string{"type": "object"}}}}
+		if _, ok := op["requestBody"]; !ok && r.method == http.MethodPost {
+			op["requestBody"] = map[string]any{"required": false, "content": map[string]any{"application/json": map[string]any{"schema": map[string]string{"type": "object"}}}}
 		}
 		if paths["/api/v1"+path] == nil {
 			paths["/api/v1"+path] = map[string]any{}
@@ -56,7 +66,7 @@ func OpenAPI() map[string]any {
 		}}
 	}
 	return map[string]any{
-		"openapi": "3.0.3",
+		"openapi": "3.1.0",
 		"info":    map[string]string{"title": "seb, the Sovereign Execution Broker for Terraform", "version": "1"},
 		"paths":   paths,
 		"components": map[string]any{

@@ -41,6 +41,17 @@ type site struct {
 	server *web.Server
 	svc    *broker.Service
 	tokens map[string]string // name → token
+	// exchanges are the API calls made through call, for the contract
+	// test.
+	exchanges []exchange
+}
+
+// An exchange is one API call and its answer.
+type exchange struct {
+	method, path string // the path without its query
+	request      []byte
+	status       int
+	response     []byte
 }
 
 // newSite starts the sandbox cloud (adjusted by tune, if any) and a seb
@@ -116,12 +127,20 @@ func (s *site) call(who, method, path, contentType string, body io.Reader, out a
 	if contentType != "" {
 		req.Header.Set("Content-Type", contentType)
 	}
+	var sent []byte
+	if body != nil {
+		sent, _ = io.ReadAll(body)
+		req.Body = io.NopCloser(bytes.NewReader(sent))
+		req.ContentLength = int64(len(sent))
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		s.t.Fatal(err)
 	}
 	defer resp.Body.Close()
 	data, _ := io.ReadAll(resp.Body)
+	p, _, _ := strings.Cut(path, "?")
+	s.exchanges = append(s.exchanges, exchange{method: method, path: p, request: sent, status: resp.StatusCode, response: data})
 	if out != nil && len(data) > 0 {
 		if err := json.Unmarshal(data, out); err != nil {
 			s.t.Fatalf("%s %s: %v\n%s", method, path, err, data)
