@@ -493,10 +493,8 @@ func (s *Server) planCredential(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{
-		"token": cred.Token, "expires_at": cred.ExpiresAt, "phase": "plan", "audience": ws.Credentials.Audience,
-		"token_file_env": ws.Credentials.TokenFileEnv, "env": ws.Credentials.Env,
-	})
+	return c.JSON(http.StatusOK, planCredentialJSON{Token: cred.Token, ExpiresAt: cred.ExpiresAt, Phase: "plan",
+		Audience: ws.Credentials.Audience, TokenFileEnv: ws.Credentials.TokenFileEnv, Env: ws.Credentials.Env})
 }
 
 // multipartProposal reads a proposal sent as multipart/form-data: the
@@ -834,7 +832,7 @@ func (s *Server) revoke(c echo.Context) error {
 	if err := s.opts.Broker.Revoke(context.WithoutCancel(c.Request().Context()), c.Param("id"), principalName(c)); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]string{"revoked": c.Param("id")})
+	return c.JSON(http.StatusOK, revokedJSON{Revoked: c.Param("id")})
 }
 
 func (s *Server) revokeAll(c echo.Context) error {
@@ -842,7 +840,7 @@ func (s *Server) revokeAll(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"workspace": c.Param("workspace"), "revocation_epoch": epoch})
+	return c.JSON(http.StatusOK, revokedAllJSON{Workspace: c.Param("workspace"), RevocationEpoch: epoch})
 }
 
 // executionRequest names a certificate by id, or carries its envelope.
@@ -1070,7 +1068,7 @@ func (s *Server) listAudit(c echo.Context) error {
 	if entries == nil {
 		entries = []*broker.AuditEntry{}
 	}
-	return c.JSON(http.StatusOK, map[string]any{"items": entries, "next_after": nextAfter(entries, after)})
+	return c.JSON(http.StatusOK, auditPageJSON{Items: entries, NextAfter: nextAfter(entries, after)})
 }
 
 // auditPages walks the whole audit log in order.
@@ -1131,12 +1129,12 @@ func (s *Server) verifyAudit(c echo.Context) error {
 	}, keys...)
 	var brk *broker.AuditBreak
 	if errors.As(err, &brk) {
-		return c.JSON(http.StatusOK, map[string]any{"verified": false, "entries": count, "broken_at": brk.Seq, "reason": brk.Error()})
+		return c.JSON(http.StatusOK, auditVerifyJSON{Verified: false, Entries: count, BrokenAt: brk.Seq, Reason: brk.Error()})
 	}
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, map[string]any{"verified": true, "entries": count, "head": head, "key_id": broker.PublicKeyID(keys[0])})
+	return c.JSON(http.StatusOK, auditVerifyJSON{Verified: true, Entries: count, Head: head, KeyID: broker.PublicKeyID(keys[0])})
 }
 
 func nextAfter(entries []*broker.AuditEntry, after int64) string {

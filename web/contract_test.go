@@ -35,6 +35,11 @@ func TestAPIContract(t *testing.T) {
 	s.json("root", "POST", "/api/v1/tokens", map[string]any{"name": "contract", "role": "agent", "workspaces": []string{"sandbox"}}, nil)
 	s.call("root", "GET", "/api/v1/tokens", "", nil, nil)
 	s.json("alice", "POST", "/api/v1/proposals/"+p.ID+"/reject", map[string]string{"comment": "no"}, nil)
+	s.call("agent-1", "POST", "/api/v1/workspaces/sandbox/credentials", "", nil, nil)
+	s.call("root", "POST", "/api/v1/certificates/"+s.approve(s.propose("7").ID)+"/revoke", "", nil, nil)
+	s.call("root", "POST", "/api/v1/workspaces/sandbox/revoke-all", "", nil, nil)
+	s.call("root", "GET", "/api/v1/audit?limit=5", "", nil, nil)
+	s.call("root", "GET", "/api/v1/audit/verify", "", nil, nil)
 	// Errors.
 	s.call("alice", "GET", "/api/v1/proposals/prop-nope", "", nil, nil)
 	s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", map[string]any{"bundel": "x"}, nil)
@@ -85,7 +90,8 @@ func TestAPIContract(t *testing.T) {
 	}
 	for _, want := range []string{"POST /workspaces/:workspace/proposals", "GET /proposals/:id", "POST /proposals/:id/approve",
 		"POST /executions", "GET /executions/:id", "GET /certificates/:id", "GET /proposals", "GET /workspaces", "POST /workspaces/:workspace/plan",
-		"POST /tokens", "GET /tokens", "POST /proposals/:id/reject", "errors"} {
+		"POST /tokens", "GET /tokens", "POST /proposals/:id/reject", "POST /workspaces/:workspace/credentials",
+		"POST /certificates/:id/revoke", "POST /workspaces/:workspace/revoke-all", "GET /audit", "GET /audit/verify", "errors"} {
 		if checked[want] == 0 {
 			t.Errorf("no answer of %s was checked (checked: %v)", want, checked)
 		}

@@ -28,6 +28,41 @@ type tokenList struct {
 	Items []tokenJSON `json:"items"`
 }
 
+type revokedJSON struct {
+	Revoked string `json:"revoked"`
+}
+
+type revokedAllJSON struct {
+	Workspace       string `json:"workspace"`
+	RevocationEpoch int64  `json:"revocation_epoch"`
+}
+
+type auditPageJSON struct {
+	Items []*broker.AuditEntry `json:"items"`
+	// NextAfter is the seq to page from: ?after=NextAfter.
+	NextAfter string `json:"next_after"`
+}
+
+type auditVerifyJSON struct {
+	Verified bool   `json:"verified"`
+	Entries  int64  `json:"entries"`
+	Head     string `json:"head,omitempty"`
+	KeyID    string `json:"key_id,omitempty"`
+	BrokenAt int64  `json:"broken_at,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+}
+
+// planCredentialJSON is a plan-phase credential for an agent that plans
+// itself, and how to hand it to Terraform.
+type planCredentialJSON struct {
+	Token        string            `json:"token"`
+	ExpiresAt    time.Time         `json:"expires_at"`
+	Phase        string            `json:"phase"`
+	Audience     string            `json:"audience"`
+	TokenFileEnv []string          `json:"token_file_env"`
+	Env          map[string]string `json:"env"`
+}
+
 type tokenRequest struct {
 	Name       string      `json:"name"`
 	Role       broker.Role `json:"role"`
@@ -37,21 +72,26 @@ type tokenRequest struct {
 // bodies are the request and 2XX response types of the routes that have
 // them, by "METHOD path".
 var bodies = map[string]struct{ in, out reflect.Type }{
-	"GET /workspaces":                       {nil, reflect.TypeFor[workspaceList]()},
-	"GET /workspaces/:workspace":            {nil, reflect.TypeFor[workspaceJSON]()},
-	"POST /workspaces/:workspace/plan":      {reflect.TypeFor[planRequest](), reflect.TypeFor[planJSON]()},
-	"POST /workspaces/:workspace/proposals": {reflect.TypeFor[proposalRequest](), reflect.TypeFor[proposalJSON]()},
-	"GET /proposals":                        {nil, reflect.TypeFor[proposalPage]()},
-	"GET /proposals/:id":                    {nil, reflect.TypeFor[proposalJSON]()},
-	"POST /proposals/:id/approve":           {reflect.TypeFor[reviewRequest](), reflect.TypeFor[proposalJSON]()},
-	"POST /proposals/:id/reject":            {reflect.TypeFor[reviewRequest](), reflect.TypeFor[proposalJSON]()},
-	"POST /proposals/:id/again":             {nil, reflect.TypeFor[proposalJSON]()},
-	"GET /certificates/:id":                 {nil, reflect.TypeFor[certificateJSON]()},
-	"POST /executions":                      {reflect.TypeFor[executionRequest](), reflect.TypeFor[executionJSON]()},
-	"GET /executions/:id":                   {nil, reflect.TypeFor[executionJSON]()},
-	"GET /tokens":                           {nil, reflect.TypeFor[tokenList]()},
-	"POST /tokens":                          {reflect.TypeFor[tokenRequest](), reflect.TypeFor[tokenJSON]()},
-	"POST /workspaces/:workspace/reconcile": {reflect.TypeFor[reconcileRequest](), nil},
+	"GET /workspaces":                         {nil, reflect.TypeFor[workspaceList]()},
+	"GET /workspaces/:workspace":              {nil, reflect.TypeFor[workspaceJSON]()},
+	"POST /workspaces/:workspace/plan":        {reflect.TypeFor[planRequest](), reflect.TypeFor[planJSON]()},
+	"POST /workspaces/:workspace/proposals":   {reflect.TypeFor[proposalRequest](), reflect.TypeFor[proposalJSON]()},
+	"GET /proposals":                          {nil, reflect.TypeFor[proposalPage]()},
+	"GET /proposals/:id":                      {nil, reflect.TypeFor[proposalJSON]()},
+	"POST /proposals/:id/approve":             {reflect.TypeFor[reviewRequest](), reflect.TypeFor[proposalJSON]()},
+	"POST /proposals/:id/reject":              {reflect.TypeFor[reviewRequest](), reflect.TypeFor[proposalJSON]()},
+	"POST /proposals/:id/again":               {nil, reflect.TypeFor[proposalJSON]()},
+	"GET /certificates/:id":                   {nil, reflect.TypeFor[certificateJSON]()},
+	"POST /executions":                        {reflect.TypeFor[executionRequest](), reflect.TypeFor[executionJSON]()},
+	"GET /executions/:id":                     {nil, reflect.TypeFor[executionJSON]()},
+	"GET /tokens":                             {nil, reflect.TypeFor[tokenList]()},
+	"POST /tokens":                            {reflect.TypeFor[tokenRequest](), reflect.TypeFor[tokenJSON]()},
+	"POST /workspaces/:workspace/reconcile":   {reflect.TypeFor[reconcileRequest](), nil},
+	"POST /workspaces/:workspace/revoke-all":  {nil, reflect.TypeFor[revokedAllJSON]()},
+	"POST /workspaces/:workspace/credentials": {nil, reflect.TypeFor[planCredentialJSON]()},
+	"POST /certificates/:id/revoke":           {nil, reflect.TypeFor[revokedJSON]()},
+	"GET /audit":                              {nil, reflect.TypeFor[auditPageJSON]()},
+	"GET /audit/verify":                       {nil, reflect.TypeFor[auditVerifyJSON]()},
 }
 
 // schemaFor infers the JSON Schema of t. A type that encodes itself
