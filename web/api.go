@@ -355,7 +355,7 @@ func (s *Server) workspaceJSON(ctx context.Context, w broker.Workspace) (workspa
 }
 
 type reconcileRequest struct {
-	Note string `json:"note"`
+	Note string `json:"note,omitempty"`
 }
 
 // reconcile releases a held workspace; the note says what the admin did.
@@ -412,7 +412,7 @@ type planRequest struct {
 	// Bundle is base64 in the JSON; encoding/json decodes it into its
 	// bytes directly.
 	Bundle []byte   `json:"bundle"`
-	Vars   varsJSON `json:"vars"`
+	Vars   varsJSON `json:"vars,omitempty"`
 }
 
 // speculativePlan plans a bundle against live state with a plan-phase
@@ -559,8 +559,8 @@ func bundleError(err error) error {
 // encoded, and the agent's plan JSON as a JSON value if it made one.
 type proposalRequest struct {
 	Bundle    []byte          `json:"bundle"`
-	Vars      varsJSON        `json:"vars"`
-	Rationale string          `json:"rationale"`
+	Vars      varsJSON        `json:"vars,omitempty"`
+	Rationale string          `json:"rationale,omitempty"`
 	Plan      json.RawMessage `json:"plan,omitempty"`
 }
 
@@ -759,9 +759,9 @@ func (s *Server) getProposal(c echo.Context) error {
 }
 
 type reviewRequest struct {
-	Comment string `json:"comment"`
+	Comment string `json:"comment,omitempty"`
 	// Validity shortens the certificate's validity, e.g. "30m".
-	Validity string `json:"validity"`
+	Validity string `json:"validity,omitempty"`
 }
 
 func (s *Server) review(decision broker.Decision) echo.HandlerFunc {
@@ -845,8 +845,8 @@ func (s *Server) revokeAll(c echo.Context) error {
 
 // executionRequest names a certificate by id, or carries its envelope.
 type executionRequest struct {
-	CertificateID string          `json:"certificate_id"`
-	Envelope      json.RawMessage `json:"envelope"`
+	CertificateID string          `json:"certificate_id,omitempty"`
+	Envelope      json.RawMessage `json:"envelope,omitempty"`
 }
 
 // createExecution verifies and consumes the certificate, answers 202 with

@@ -87,11 +87,26 @@ func TestAPIContract(t *testing.T) {
 			t.Errorf("%s %s (%s): the answer breaks its schema: %v\n%.500s", x.method, x.path, route, err, x.response)
 		}
 		checked[x.method+" "+route]++
+		// The request the server took is one its schema describes.
+		if in, err := web.RequestSchema(x.method, route); err == nil && in != nil && len(x.request) > 0 {
+			var sent any
+			if err := json.Unmarshal(x.request, &sent); err != nil {
+				t.Fatal(err)
+			}
+			resolvedIn, err := in.Resolve(nil)
+			if err != nil {
+				t.Fatalf("%s %s request: %v", x.method, route, err)
+			}
+			if err := resolvedIn.Validate(sent); err != nil {
+				t.Errorf("%s %s: a request the server took breaks its schema: %v\n%.300s", x.method, route, err, x.request)
+			}
+			checked["requests"]++
+		}
 	}
 	for _, want := range []string{"POST /workspaces/:workspace/proposals", "GET /proposals/:id", "POST /proposals/:id/approve",
 		"POST /executions", "GET /executions/:id", "GET /certificates/:id", "GET /proposals", "GET /workspaces", "POST /workspaces/:workspace/plan",
 		"POST /tokens", "GET /tokens", "POST /proposals/:id/reject", "POST /workspaces/:workspace/credentials",
-		"POST /certificates/:id/revoke", "POST /workspaces/:workspace/revoke-all", "GET /audit", "GET /audit/verify", "errors"} {
+		"POST /certificates/:id/revoke", "POST /workspaces/:workspace/revoke-all", "GET /audit", "GET /audit/verify", "errors", "requests"} {
 		if checked[want] == 0 {
 			t.Errorf("no answer of %s was checked (checked: %v)", want, checked)
 		}

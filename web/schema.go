@@ -182,3 +182,10 @@ func DocumentedRoutes() []string {
 	}
 	return out
 }
+
+// RequestSchema returns the JSON Schema of an API route's request body,
+// or nil when it has none documented.
+func RequestSchema(method, path string) (*jsonschema.Schema, error) {
+	in, _, err := bodySchemas(method, path)
+	return in, err
+}
