@@ -244,10 +244,18 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	// The proposal, its bundle, the agent's claim, the audit entry and the
 	// verification's job are stored together, in one transaction.
 	err = b.opts.Store.Tx(ctx, func(tx Store) error {
-		_, err := tx.AdmitProposal(ctx, p, req.Bundle, agentPlan, func(last *AuditEntry) (*AuditEntry, error) {
-			return b.opts.Signer.SealAudit(last, entry)
-		})
-		if err != nil {
+		if err := tx.PutBundle(ctx, p.ConfigDigest, req.Bundle); err != nil {
+			return err
+		}
+		if agentPlan != nil {
+			if err := tx.PutArtifact(ctx, agentPlan); err != nil {
+				return err
+			}
+		}
+		if err := tx.CreateProposal(ctx, p); err != nil {
+			return err
+		}
+		if _, err := tx.AppendAudit(ctx, func(last *AuditEntry) (*AuditEntry, error) { return b.opts.Signer.SealAudit(last, entry) }); err != nil {
 			return err
 		}
 		return b.queueVerificationIn(ctx, tx, p)
@@ -379,8 +387,12 @@ func (b *Service) completeVerification(ctx context.Context, st Store, p *Proposa
 	if err != nil {
 		return err
 	}
-	return st.CompleteVerification(ctx, p, func(last *AuditEntry) (*AuditEntry, error) {
-		return b.opts.Signer.SealAudit(last, entry)
+	return st.Tx(ctx, func(tx Store) error {
+		if err := tx.CompleteVerification(ctx, p); err != nil {
+			return err
+		}
+		_, err := tx.AppendAudit(ctx, func(last *AuditEntry) (*AuditEntry, error) { return b.opts.Signer.SealAudit(last, entry) })
+		return err
 	})
 }
 

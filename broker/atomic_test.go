@@ -516,13 +516,6 @@ func (s *faultStore) CreateProposal(ctx context.Context, p *broker.Proposal) err
 	return s.Store.CreateProposal(ctx, p)
 }
 
-func (s *faultStore) AdmitProposal(ctx context.Context, p *broker.Proposal, bundle []byte, agentPlan *broker.Artifact, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
-	if err := hit(ctx, "AdmitProposal"); err != nil {
-		return nil, err
-	}
-	return s.Store.AdmitProposal(ctx, p, bundle, agentPlan, seal)
-}
-
 func (s *faultStore) Proposal(ctx context.Context, id string) (*broker.Proposal, error) {
 	if err := hit(ctx, "Proposal"); err != nil {
 		return nil, err
@@ -537,11 +530,11 @@ func (s *faultStore) ListProposals(ctx context.Context, f broker.ProposalFilter)
 	return s.Store.ListProposals(ctx, f)
 }
 
-func (s *faultStore) CompleteVerification(ctx context.Context, p *broker.Proposal, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) error {
+func (s *faultStore) CompleteVerification(ctx context.Context, p *broker.Proposal) error {
 	if err := hit(ctx, "CompleteVerification"); err != nil {
 		return err
 	}
-	return s.Store.CompleteVerification(ctx, p, seal)
+	return s.Store.CompleteVerification(ctx, p)
 }
 
 func (s *faultStore) SetProposalState(ctx context.Context, id string, from broker.ProposalState, to broker.ProposalState, at time.Time) error {

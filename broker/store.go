@@ -18,11 +18,6 @@ type Store interface {
 
 	// CreateProposal stores a new proposal; ECONFLICT if the id exists.
 	CreateProposal(ctx context.Context, p *Proposal) error
-	// AdmitProposal stores, atomically, a new proposal with its bundle (by
-	// p.ConfigDigest, kept if already stored), the agent's plan artifact
-	// (nil for none) and the audit entry seal makes, as AppendAudit does.
-	AdmitProposal(ctx context.Context, p *Proposal, bundle []byte, agentPlan *Artifact,
-		seal func(last *AuditEntry) (*AuditEntry, error)) (*AuditEntry, error)
 	// Proposal returns a proposal, or ENOTFOUND.
 	Proposal(ctx context.Context, id string) (*Proposal, error)
 	// ProposerBundleBytes returns the total size of the distinct bundles
@@ -30,11 +25,11 @@ type Store interface {
 	ProposerBundleBytes(ctx context.Context, proposer string, since time.Time) (int64, error)
 	// ListProposals returns proposals matching the filter, newest first.
 	ListProposals(ctx context.Context, f ProposalFilter) ([]*Proposal, error)
-	// CompleteVerification records, atomically with the audit entry seal
-	// makes, the outcome of seb's plan of a verifying proposal: its
-	// summary, digests, drift, divergence, state, reason and update time;
-	// ECONFLICT if it is not verifying.
-	CompleteVerification(ctx context.Context, p *Proposal, seal func(last *AuditEntry) (*AuditEntry, error)) error
+	// CompleteVerification records the outcome of seb's plan of a
+	// verifying proposal: its summary, digests, drift, divergence,
+	// disclosure, state, reason and update time; ECONFLICT if it is not
+	// verifying. (Its audit entry is appended in the same Tx.)
+	CompleteVerification(ctx context.Context, p *Proposal) error
 	// SetProposalState moves a proposal from state from to state to at
 	// time at; ECONFLICT if it is not in state from.
 	SetProposalState(ctx context.Context, id string, from, to ProposalState, at time.Time) error

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -318,9 +317,8 @@ func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, dri
 }
 
 // CompleteVerification records the outcome of seb's plan of a verifying
-// proposal and its audit entry, in one transaction; ECONFLICT if it is not
-// verifying.
-func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) error {
+// proposal; ECONFLICT if it is not verifying.
+func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) error {
 	t := target{kind: "proposal", id: p.ID}
 	if err := validProposalState(p.State); err != nil {
 		return err
@@ -329,7 +327,7 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal, se
 	if err != nil {
 		return err
 	}
-	err = s.write(ctx, t, func(tx *sql.Tx) error {
+	return s.write(ctx, t, func(tx *sql.Tx) error {
 		res, err := tx.ExecContext(ctx, `UPDATE proposals SET summary = ?, digest = ?, plan_digest = ?, divergence = ?, drift = ?,
 			disclosure = ?, state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
 			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), disclosure, string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
@@ -347,43 +345,8 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal, se
 			}
 			return broker.Errorf(broker.ECONFLICT, "proposal %s is %s, not verifying", p.ID, state)
 		}
-		_, err = appendAudit(ctx, tx, seal)
-		return err
+		return nil
 	})
-	var se sealError
-	if errors.As(err, &se) {
-		return se.err
-	}
-	return err
-}
-
-// AdmitProposal stores, in one transaction, a proposal with its bundle,
-// the agent's plan (nil when it sent none) and the audit entry seal makes:
-// all of them or none.
-func (s *Store) AdmitProposal(ctx context.Context, p *broker.Proposal, bundle []byte, agentPlan *broker.Artifact,
-	seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
-	var sealed *broker.AuditEntry
-	err := s.write(ctx, target{kind: "proposal", id: p.ID}, func(tx *sql.Tx) error {
-		if err := insertBundle(ctx, tx, p.ConfigDigest, bundle); err != nil {
-			return err
-		}
-		if agentPlan != nil {
-			if err := insertArtifact(ctx, tx, agentPlan); err != nil {
-				return err
-			}
-		}
-		if err := insertProposal(ctx, tx, p); err != nil {
-			return err
-		}
-		var err error
-		sealed, err = appendAudit(ctx, tx, seal)
-		return err
-	})
-	var se sealError
-	if errors.As(err, &se) {
-		return nil, se.err
-	}
-	return sealed, err
 }
 
 // AddReview stores a reviewer's verdict; ECONFLICT if that reviewer

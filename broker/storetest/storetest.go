@@ -975,45 +975,28 @@ func testCompleteVerification(t *testing.T, s broker.Store) {
 	ctx := context.Background()
 	p := proposal(t, "prop-v", 0)
 	want := *p
-	p.State, p.Summary, p.Digest, p.PlanDigest, p.Divergence, p.Drift = broker.ProposalVerifying, nil, "", "", nil, nil
+	p.State, p.Summary, p.Digest, p.PlanDigest, p.Divergence, p.Drift, p.Disclosure = broker.ProposalVerifying, nil, "", "", nil, nil, nil
 	must(t, "CreateProposal", s.CreateProposal(ctx, p))
 	got, err := s.Proposal(ctx, "prop-v")
 	must(t, "Proposal", err)
-	if got.State != broker.ProposalVerifying || got.Summary != nil || got.Digest != "" {
+	if got.State != broker.ProposalVerifying || got.Summary != nil || got.Digest != "" || got.Disclosure != nil {
 		t.Fatalf("verifying proposal = %+v", got)
 	}
 	want.UpdatedAt = at(5)
-	must(t, "CompleteVerification", s.CompleteVerification(ctx, &want, seal("seb", 0)))
+	must(t, "CompleteVerification", s.CompleteVerification(ctx, &want))
 	got, err = s.Proposal(ctx, "prop-v")
 	must(t, "Proposal", err)
 	checkProposal(t, got, &want)
-	wantCode(t, "a second completion", s.CompleteVerification(ctx, &want, seal("seb", 1)), broker.ECONFLICT, "not verifying")
+	wantCode(t, "a second completion", s.CompleteVerification(ctx, &want), broker.ECONFLICT, "not verifying")
 	refused := proposal(t, "prop-r", 1)
 	refused.State, refused.Summary = broker.ProposalVerifying, nil
 	must(t, "CreateProposal", s.CreateProposal(ctx, refused))
 	refused.State, refused.Reason = broker.ProposalRefused, "the proposal changes nothing"
-	must(t, "CompleteVerification", s.CompleteVerification(ctx, refused, seal("seb", 1)))
+	must(t, "CompleteVerification", s.CompleteVerification(ctx, refused))
 	if got, _ := s.Proposal(ctx, "prop-r"); got.State != broker.ProposalRefused || got.Reason != refused.Reason {
 		t.Errorf("refused proposal = %+v", got)
 	}
-	entries, err := s.AuditEntries(ctx, 0, 10)
-	must(t, "AuditEntries", err)
-	if len(entries) != 2 {
-		t.Errorf("%d audit entries after two completions and a conflict, want 2", len(entries))
-	}
-
-	// A failing seal stores nothing: the proposal stays verifying.
-	failing := proposal(t, "prop-f", 2)
-	failing.State, failing.Summary = broker.ProposalVerifying, nil
-	must(t, "CreateProposal", s.CreateProposal(ctx, failing))
-	failing.State, failing.Reason = broker.ProposalRefused, "refused"
-	sealErr := broker.Errorf(broker.EINVALID, "audit entry has no actor")
-	if err := s.CompleteVerification(ctx, failing, func(*broker.AuditEntry) (*broker.AuditEntry, error) { return nil, sealErr }); !errors.Is(err, sealErr) {
-		t.Errorf("CompleteVerification with a failing seal = %v, want the seal's error", err)
-	}
-	if got, _ := s.Proposal(ctx, "prop-f"); got.State != broker.ProposalVerifying {
-		t.Errorf("after a failing seal the proposal is %s, want verifying", got.State)
-	}
+	wantCode(t, "a missing proposal", s.CompleteVerification(ctx, proposal(t, "prop-missing", 2)), broker.ENOTFOUND, "")
 }
 
 // testProposerBundleBytes: the bytes of the distinct bundles of one
