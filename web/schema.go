@@ -8,6 +8,7 @@ import (
 	"github.com/google/jsonschema-go/jsonschema"
 
 	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/planparse"
 )
 
 // The API's bodies, described by their Go types: the same types the
@@ -92,6 +93,13 @@ var bodies = map[string]struct{ in, out reflect.Type }{
 	"POST /certificates/:id/revoke":           {nil, reflect.TypeFor[revokedJSON]()},
 	"GET /audit":                              {nil, reflect.TypeFor[auditPageJSON]()},
 	"GET /audit/verify":                       {nil, reflect.TypeFor[auditVerifyJSON]()},
+	"POST /runner/lease":                      {reflect.TypeFor[leaseRequest](), reflect.TypeFor[broker.Lease]()},
+	"POST /runner/jobs/:id/heartbeat":         {reflect.TypeFor[jobReport](), nil},
+	"POST /runner/jobs/:id/log":               {reflect.TypeFor[jobReport](), nil},
+	"POST /runner/jobs/:id/plan":              {reflect.TypeFor[jobReport](), reflect.TypeFor[broker.PlanVerdict]()},
+	"POST /runner/jobs/:id/state":             {reflect.TypeFor[jobReport](), nil},
+	"POST /runner/jobs/:id/apply":             {reflect.TypeFor[jobReport](), nil},
+	"POST /runner/jobs/:id/fail":              {reflect.TypeFor[jobReport](), nil},
 }
 
 // schemaFor infers the JSON Schema of t. A type that encodes itself
@@ -104,6 +112,8 @@ func schemaFor(t reflect.Type) (*jsonschema.Schema, error) {
 		reflect.TypeFor[[]byte]():          {Type: "string", ContentEncoding: "base64"},
 		reflect.TypeFor[varsJSON]():        {Type: "object", AdditionalProperties: &jsonschema.Schema{}},
 		reflect.TypeFor[time.Time]():       {Type: "string", Format: "date-time"},
+		// A recursive type (a schema tree): an object, unchecked inside.
+		reflect.TypeFor[planparse.SchemaNode](): {Type: "object"},
 	}
 	marshalers(t, overrides, map[reflect.Type]bool{})
 	return jsonschema.ForType(t, &jsonschema.ForOptions{IgnoreInvalidTypes: true, TypeSchemas: overrides})

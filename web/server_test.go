@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -42,8 +43,60 @@ type site struct {
 	svc    *broker.Service
 	tokens map[string]string // name → token
 	// exchanges are the API calls made through call, for the contract
-	// test.
+	// test; served records every exchange the server served, the
+	// runner's included.
 	exchanges []exchange
+	served    *recorder
+}
+
+// A recorder keeps every API exchange its handler serves.
+type recorder struct {
+	next      http.Handler
+	mu        sync.Mutex
+	exchanges []exchange
+}
+
+func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	if !strings.HasPrefix(req.URL.Path, "/api/v1/") {
+		r.next.ServeHTTP(w, req)
+		return
+	}
+	body, _ := io.ReadAll(req.Body)
+	req.Body = io.NopCloser(bytes.NewReader(body))
+	rw := &recordingWriter{ResponseWriter: w, status: http.StatusOK}
+	r.next.ServeHTTP(rw, req)
+	r.mu.Lock()
+	r.exchanges = append(r.exchanges, exchange{method: req.Method, path: req.URL.Path, request: body, status: rw.status, response: rw.body.Bytes()})
+	r.mu.Unlock()
+}
+
+// all returns what was served so far.
+func (r *recorder) all() []exchange {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]exchange{}, r.exchanges...)
+}
+
+type recordingWriter struct {
+	http.ResponseWriter
+	status int
+	body   bytes.Buffer
+}
+
+func (w *recordingWriter) WriteHeader(status int) {
+	w.status = status
+	w.ResponseWriter.WriteHeader(status)
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	w.body.Write(p)
+	return w.ResponseWriter.Write(p)
+}
+
+func (w *recordingWriter) Flush() {
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // An exchange is one API call and its answer.
@@ -95,9 +148,10 @@ func newSiteWith(t testing.TB, workspaces []string, tune ...func(*sandboxcloud.O
 	if err != nil {
 		t.Fatal(err)
 	}
-	hs := httptest.NewServer(server)
+	rec := &recorder{next: server}
+	hs := httptest.NewServer(rec)
 	t.Cleanup(hs.Close)
-	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, svc: svc, tokens: map[string]string{}}
+	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, svc: svc, tokens: map[string]string{}, served: rec}
 	startRunner(t, hs.URL, store)
 	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent,
 		"runner-1": broker.RoleRunner} {
