@@ -195,6 +195,18 @@ func auditActions(t *testing.T, store broker.Store, pub []byte) []string {
 	return actions
 }
 
+// audited counts the world's verified audit entries with this action.
+func (w *world) audited(t *testing.T, action string) int {
+	t.Helper()
+	n := 0
+	for _, a := range auditActions(t, w.store, w.svc.PublicKey()) {
+		if a == action {
+			n++
+		}
+	}
+	return n
+}
+
 // TestScenario is the whole story in one test: propose 3 → 5, verify,
 // approve; the console scales to 7; the execution is rejected with the
 // replicas divergence; propose again 7 → 5, approve, execute: applied, and
@@ -539,12 +551,7 @@ func TestRunnersDrainTogether(t *testing.T) {
 	if len(runners) != 2 {
 		t.Errorf("jobs ran on %v; want both runners", runners)
 	}
-	verified := 0
-	for _, a := range auditActions(t, w.store, w.svc.PublicKey()) {
-		if a == "proposal.verified" {
-			verified++
-		}
-	}
+	verified := w.audited(t, "proposal.verified")
 	if verified != len(ids) {
 		t.Errorf("%d proposal.verified entries for %d proposals", verified, len(ids))
 	}
@@ -608,12 +615,7 @@ func TestRunnerReportsBound(t *testing.T) {
 	if err := w.svc.ReportState(thief, lease.Job, lease.Token, []byte(`{"version":4}`)); broker.ErrorCode(err) != broker.ECONFLICT {
 		t.Errorf("another runner's state: %v", err)
 	}
-	issued := 0
-	for _, a := range auditActions(t, w.store, w.svc.PublicKey()) {
-		if a == "credential.apply_issued" {
-			issued++
-		}
-	}
+	issued := w.audited(t, "credential.apply_issued")
 	if issued != 1 {
 		t.Errorf("%d apply credentials issued, want 1", issued)
 	}
@@ -678,12 +680,7 @@ func TestCancelJobs(t *testing.T) {
 	if len(w.sb.Services()) != 0 {
 		t.Errorf("%d services; the cancelled execution ran", len(w.sb.Services()))
 	}
-	cancelled := 0
-	for _, a := range auditActions(t, w.store, w.svc.PublicKey()) {
-		if a == "job.cancelled" {
-			cancelled++
-		}
-	}
+	cancelled := w.audited(t, "job.cancelled")
 	if cancelled != 2 {
 		t.Errorf("%d job.cancelled entries, want 2", cancelled)
 	}

@@ -288,6 +288,18 @@ func (s *site) execute(certificate string) execution {
 	return e
 }
 
+// executeAfterDrift scales web to 7 outside of seb, as someone at the
+// console would, then executes the certificate: seb must refuse it.
+func (s *site) executeAfterDrift(certificate string) execution {
+	s.t.Helper()
+	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
+	e := s.execute(certificate)
+	if e.State != "refused" {
+		s.t.Fatalf("execution after drift: %+v", e)
+	}
+	return e
+}
+
 // TestSeedScenarioOverHTTP drives the seed scenario only through the API:
 // certified 3 → 5 is refused after the console scales to 7; a new 7 → 5 is
 // applied; the audit log lists it all.

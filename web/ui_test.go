@@ -282,11 +282,7 @@ func TestUIRefusedExecution(t *testing.T) {
 	s := newSite(t)
 	first := s.execute(s.approve(s.propose("3").ID))
 	cert := s.approve(s.propose("5").ID)
-	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
-	e := s.execute(cert)
-	if e.State != "refused" {
-		t.Fatalf("execution after drift: %+v", e)
-	}
+	e := s.executeAfterDrift(cert)
 	b := newBrowser(t, s)
 	b.signIn("alice")
 	resp, body := b.get("/executions/" + e.ID)
@@ -680,12 +676,7 @@ func TestProposeAgain(t *testing.T) {
 		t.Fatalf("first apply: %+v", e)
 	}
 	p := s.propose("5")
-	cert := s.approve(p.ID)
-	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
-	e := s.execute(cert)
-	if e.State != "refused" {
-		t.Fatalf("execution: %+v", e)
-	}
+	e := s.executeAfterDrift(s.approve(p.ID))
 	b := newBrowser(t, s)
 	b.signIn("alice")
 	if _, body := b.get("/executions/" + e.ID); !strings.Contains(body, `id="next"`) || !strings.Contains(body, "/api/v1/proposals/"+p.ID+"/again") {
@@ -739,11 +730,7 @@ func TestCertificateFates(t *testing.T) {
 		t.Fatalf("apply: %+v", e)
 	}
 	refused := s.propose("5")
-	cert := s.approve(refused.ID)
-	s.sb.Scale(s.sb.Service("sandbox", "web").ID, 7)
-	if e := s.execute(cert); e.State != "refused" {
-		t.Fatalf("execution: %+v", e)
-	}
+	s.executeAfterDrift(s.approve(refused.ID))
 	revoked := s.propose("6")
 	if status, _ := s.call("root", "POST", "/api/v1/certificates/"+s.approve(revoked.ID)+"/revoke", "", nil, nil); status != http.StatusOK {
 		t.Fatalf("revoke: %d", status)
