@@ -309,9 +309,11 @@ func (g *reportGate) ReportApply(ctx context.Context, id string, token int64, r 
 func TestDecisionsAtomic(t *testing.T) {
 	ctx := context.Background()
 	gate := &reportGate{}
-	w := newWorldWith(t, func(ws *broker.Workspace) { ws.ApprovalsRequired = 0 },
-		func(s broker.Store) broker.Store { return &faultStore{s} },
-		func(b runner.Broker) runner.Broker { gate.Broker = b; return gate })
+	w := newWorldWith(t, worldOptions{
+		configure:  func(ws *broker.Workspace) { ws.ApprovalsRequired = 0 },
+		wrapStore:  func(s broker.Store) broker.Store { return &faultStore{s} },
+		wrapBroker: func(b runner.Broker) runner.Broker { gate.Broker = b; return gate },
+	})
 	gate.w = w
 	submit := func(replicas string) *broker.Proposal {
 		t.Helper()
@@ -433,7 +435,10 @@ func TestDecisionsAtomic(t *testing.T) {
 // that certifies, and an approval that loses the race to another.
 func TestReviewsAtomic(t *testing.T) {
 	ctx := context.Background()
-	w := newWorldWith(t, func(ws *broker.Workspace) { ws.ApprovalsRequired = 1 }, func(s broker.Store) broker.Store { return &faultStore{s} }, nil)
+	w := newWorldWith(t, worldOptions{
+		configure: func(ws *broker.Workspace) { ws.ApprovalsRequired = 1 },
+		wrapStore: func(s broker.Store) broker.Store { return &faultStore{s} },
+	})
 	review := func(p *broker.Proposal, reviewer string, d broker.Decision) (*broker.Certificate, error) {
 		var cert *broker.Certificate
 		err := w.atomically(ctx, "Review", func(ctx context.Context) error {

@@ -3,36 +3,21 @@ package broker_test
 import (
 	"bytes"
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/seb-broker/seb/broker"
-	"github.com/seb-broker/seb/drift"
 )
 
 // bundleWith packs the scale fixture with main.tf's image line replaced.
 func bundleWith(t *testing.T, image string) []byte {
 	t.Helper()
-	dir := t.TempDir()
-	if err := os.CopyFS(dir, os.DirFS("../fixtures/terraform/scale")); err != nil {
-		t.Fatal(err)
-	}
-	main, err := os.ReadFile(filepath.Join(dir, "main.tf"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	main = bytes.Replace(main, []byte("image    = var.image"), []byte("image    = "+image), 1)
-	main = append(main, []byte("\nresource \"terraform_data\" \"seed\" {\n  input = \"x\"\n}\n")...)
-	if err := os.WriteFile(filepath.Join(dir, "main.tf"), main, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	if _, err := drift.BundleDirectory(dir, &buf); err != nil {
-		t.Fatal(err)
-	}
-	return buf.Bytes()
+	return bundleVariant(t, func(dir string) error {
+		return editFile(dir, "main.tf", func(main []byte) []byte {
+			main = bytes.Replace(main, []byte("image    = var.image"), []byte("image    = "+image), 1)
+			return append(main, []byte("\nresource \"terraform_data\" \"seed\" {\n  input = \"x\"\n}\n")...)
+		})
+	})
 }
 
 // TestHiddenValuesRefused: an agent wraps the image in sensitive(), so

@@ -67,14 +67,22 @@ func (c *testClock) Advance(d time.Duration) {
 
 func newWorld(t *testing.T, configure func(*broker.Workspace)) *world {
 	t.Helper()
-	return newWorldWith(t, configure, nil, nil)
+	return newWorldWith(t, worldOptions{configure: configure})
 }
 
-// newWorldWith builds a world whose broker uses the store wrapStore
-// returns, and whose runner reaches the broker through what wrapBroker
-// returns (nil: as they are).
-func newWorldWith(t *testing.T, configure func(*broker.Workspace), wrapStore func(broker.Store) broker.Store,
-	wrapBroker func(runner.Broker) runner.Broker) *world {
+// worldOptions changes a world from the default one; a nil field leaves
+// that part as it is.
+type worldOptions struct {
+	configure func(*broker.Workspace)
+	// wrapStore returns the store the broker uses.
+	wrapStore func(broker.Store) broker.Store
+	// wrapBroker returns what the runner reaches the broker through.
+	wrapBroker func(runner.Broker) runner.Broker
+	// service changes the broker's options.
+	service func(*broker.Options)
+}
+
+func newWorldWith(t *testing.T, o worldOptions) *world {
 	t.Helper()
 	issuer := sandboxtest.StartIssuer(t)
 	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")})
@@ -99,24 +107,28 @@ func newWorldWith(t *testing.T, configure func(*broker.Workspace), wrapStore fun
 		ApprovalsRequired:   1,
 		ProtectedActions:    []planparse.Action{planparse.ActionDelete, planparse.ActionReplace},
 	}
-	if configure != nil {
-		configure(&ws)
+	if o.configure != nil {
+		o.configure(&ws)
 	}
 	clock := &testClock{}
 	var serviceStore broker.Store = store
-	if wrapStore != nil {
-		serviceStore = wrapStore(store)
+	if o.wrapStore != nil {
+		serviceStore = o.wrapStore(store)
 	}
-	svc, err := broker.New(broker.Options{
+	opts := broker.Options{
 		Store: serviceStore, State: state, Signer: signer, Issuer: issuer,
 		Workspaces: []broker.Workspace{ws}, SensitiveKey: sensitiveKey, ClockSkew: 30 * time.Second, Now: clock.Now,
-	})
+	}
+	if o.service != nil {
+		o.service(&opts)
+	}
+	svc, err := broker.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var runnerBroker runner.Broker = svc
-	if wrapBroker != nil {
-		runnerBroker = wrapBroker(svc)
+	if o.wrapBroker != nil {
+		runnerBroker = o.wrapBroker(svc)
 	}
 	stop := runnertest.Start(t, runnerBroker, "test-runner")
 	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, state: state, stopRunner: stop}
@@ -125,11 +137,39 @@ func newWorldWith(t *testing.T, configure func(*broker.Workspace), wrapStore fun
 // bundle packs a fixture configuration as an agent would.
 func bundle(t *testing.T, config string) []byte {
 	t.Helper()
+	return bundleDir(t, filepath.Join("../fixtures/terraform", config))
+}
+
+func bundleDir(t *testing.T, dir string) []byte {
+	t.Helper()
 	var buf bytes.Buffer
-	if _, err := drift.BundleDirectory(filepath.Join("../fixtures/terraform", config), &buf); err != nil {
+	if _, err := drift.BundleDirectory(dir, &buf); err != nil {
 		t.Fatal(err)
 	}
 	return buf.Bytes()
+}
+
+// bundleVariant packs a copy of the scale fixture that edit changed.
+func bundleVariant(t *testing.T, edit func(dir string) error) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.CopyFS(dir, os.DirFS("../fixtures/terraform/scale")); err != nil {
+		t.Fatal(err)
+	}
+	if err := edit(dir); err != nil {
+		t.Fatal(err)
+	}
+	return bundleDir(t, dir)
+}
+
+// editFile rewrites one file of dir with what change returns for it.
+func editFile(dir, name string, change func([]byte) []byte) error {
+	path := filepath.Join(dir, name)
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, change(data), 0o644)
 }
 
 func (w *world) propose(replicas string) *broker.Proposal {
@@ -401,13 +441,12 @@ func TestSeparationOfDuties(t *testing.T) {
 			t.Fatal(err)
 		}
 		// Renaming the service replaces it: a protected action.
-		dir := t.TempDir()
-		os.CopyFS(dir, os.DirFS("../fixtures/terraform/scale"))
-		main, _ := os.ReadFile(filepath.Join(dir, "main.tf"))
-		os.WriteFile(filepath.Join(dir, "main.tf"), bytes.Replace(main, []byte(`name     = "web"`), []byte(`name     = "www"`), 1), 0o644)
-		var buf bytes.Buffer
-		drift.BundleDirectory(dir, &buf)
-		p, cert, err := w.svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: buf.Bytes()})
+		renamed := bundleVariant(t, func(dir string) error {
+			return editFile(dir, "main.tf", func(main []byte) []byte {
+				return bytes.Replace(main, []byte(`name     = "web"`), []byte(`name     = "www"`), 1)
+			})
+		})
+		p, cert, err := w.svc.Propose(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: renamed})
 		if err != nil || cert != nil || p.State != broker.ProposalPending {
 			t.Fatalf("a replacement was certified without a human: %+v, %v, %v", p, cert, err)
 		}
@@ -747,42 +786,18 @@ func TestRunnerFailureRetriedLater(t *testing.T) {
 // with bundles; the cap counts the distinct bundles it stored in a day.
 func TestBundleBytesCapPerAgent(t *testing.T) {
 	ctx := context.Background()
-	issuer := sandboxtest.StartIssuer(t)
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { store.Close() })
-	signer, err := broker.OpenSigner(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	state, err := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	one := bundle(t, "scale")
-	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: sensitiveKey,
-		MaxAgentBundleBytes: int64(len(one))*2 + 100,
-		Workspaces: []broker.Workspace{{Name: "sandbox", Credentials: broker.CredentialProfile{PlanSecrets: map[string]string{"T": "x"}, ApplySecrets: map[string]string{"T": "y"}},
-			DriftMode: drift.ModeDefault, CertificateLifetime: time.Hour}}})
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := newWorldWith(t, worldOptions{service: func(o *broker.Options) { o.MaxAgentBundleBytes = int64(len(one))*2 + 100 }})
+	w.stopRunner()
 	submit := func(agent string, b []byte) error {
-		_, err := svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: agent, Bundle: b})
+		_, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: agent, Bundle: b})
 		return err
 	}
 	// A bundle that differs by one file's content is another bundle.
 	other := func(n int) []byte {
-		dir := t.TempDir()
-		os.CopyFS(dir, os.DirFS("../fixtures/terraform/scale"))
-		os.WriteFile(filepath.Join(dir, "note.tf"), []byte(fmt.Sprintf("# %d\n", n)), 0o644)
-		var buf bytes.Buffer
-		if _, err := drift.BundleDirectory(dir, &buf); err != nil {
-			t.Fatal(err)
-		}
-		return buf.Bytes()
+		return bundleVariant(t, func(dir string) error {
+			return os.WriteFile(filepath.Join(dir, "note.tf"), []byte(fmt.Sprintf("# %d\n", n)), 0o644)
+		})
 	}
 	if err := submit("greedy", one); err != nil {
 		t.Fatal(err)
