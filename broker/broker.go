@@ -144,7 +144,7 @@ type Certificate struct {
 type ExecutionState string
 
 // Execution states: queued → verifying → planning → comparing → applying →
-// one of succeeded, rejected, failed, interrupted (the broker died
+// one of succeeded, refused, failed, interrupted (the broker died
 // mid-run; never silently retried).
 const (
 	ExecutionQueued    ExecutionState = "queued"
@@ -176,9 +176,9 @@ type Execution struct {
 	CertificateID string
 	Workspace     string
 	State         ExecutionState
-	// Reason says why it was rejected, failed or interrupted.
+	// Reason says why it was refused, failed or interrupted.
 	Reason string
-	// Divergence is the decision's detail on rejection (JSON of
+	// Divergence is the decision's detail on refusal (JSON of
 	// drift.Decision).
 	Divergence json.RawMessage
 	// PlanLogID and ApplyLogID name the signed log artifacts.
