@@ -1,7 +1,6 @@
 package web
 
 import (
-	"context"
 	"net/http"
 	"strconv"
 	"time"
@@ -9,8 +8,6 @@ import (
 	"github.com/labstack/echo/v4"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-
-	"github.com/seb-broker/seb/broker"
 )
 
 // metrics are the server's Prometheus metrics, on /metrics.
@@ -87,14 +84,4 @@ func labels(c echo.Context) (method, route string) {
 
 func (m *metrics) handler() echo.HandlerFunc {
 	return echo.WrapHandler(promhttp.HandlerFor(m.registry, promhttp.HandlerOpts{}))
-}
-
-// executionEnded records an execution's outcome, read back from the store.
-func (s *Server) executionEnded(e *broker.Execution) {
-	stored, err := s.opts.Records.Execution(context.Background(), e.ID)
-	if err != nil {
-		return
-	}
-	s.metrics.executions.WithLabelValues(string(stored.State)).Inc()
-	s.metrics.duration.Observe(stored.UpdatedAt.Sub(stored.StartedAt).Seconds())
 }

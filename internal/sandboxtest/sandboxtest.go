@@ -9,7 +9,6 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"path/filepath"
 	"sync"
 	"testing"
 
@@ -28,13 +27,6 @@ type Sandbox struct {
 	t     testing.TB
 	URL   string
 	close func()
-}
-
-// Start runs a sandbox trusting issuer, with its state in a file under the
-// test's temp dir; it stops when the test ends.
-func Start(t testing.TB, issuer string) *Sandbox {
-	t.Helper()
-	return StartWith(t, sandboxcloud.Options{Issuer: issuer, StatePath: filepath.Join(t.TempDir(), "sandbox.json")})
 }
 
 // StartWith runs a sandbox with opts; Audience and AdminToken default to
