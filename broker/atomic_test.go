@@ -182,9 +182,21 @@ func lineDiff(before, after string) string {
 
 // consistent checks that the store's decisions and its audit log say the
 // same thing: each recorded decision has exactly its entry, and the chain
-// verifies.
+// verifies. It reads in one transaction: the runner's reports and the
+// test's own calls write concurrently, and reads that straddled a commit
+// would see a decision without its entry that the store never held.
 func (w *world) consistent(when string) {
-	t, st, ctx := w.t, w.store, context.Background()
+	w.t.Helper()
+	if err := w.store.Tx(context.Background(), func(tx broker.Store) error {
+		w.consistentIn(tx, when)
+		return nil
+	}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+func (w *world) consistentIn(st broker.Store, when string) {
+	t, ctx := w.t, context.Background()
 	t.Helper()
 	auditActions(t, st, w.signer.PublicKeyPEM()) // the chain verifies
 	entries, err := st.AuditEntries(ctx, 0, 100000)
