@@ -203,18 +203,24 @@ func AsRunner(ctx context.Context, name string) context.Context {
 // Renewing changes nothing else of the job, so that a heartbeat never
 // undoes what a report beside it records.
 func (b *Service) leased(ctx context.Context, id string, token int64) (*Job, error) {
-	runner, _ := ctx.Value(runnerKey{}).(string)
+	// Another runner is refused before it renews anything: it cannot keep
+	// alive the lease of a job whose runner died.
+	if runner, _ := ctx.Value(runnerKey{}).(string); runner != "" {
+		j, err := b.opts.Store.Job(ctx, id)
+		if err != nil && ErrorCode(err) != ENOTFOUND {
+			return nil, err
+		}
+		if err != nil || (j.Runner != runner && !strings.HasPrefix(j.Runner, runner+"/")) {
+			return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
+		}
+	}
+	// The lease is renewed only with its token: a runner leased the job
+	// again since holds another.
 	j, err := b.opts.Store.RenewJob(ctx, id, token, b.now().Add(b.opts.JobLease), b.now())
 	if ErrorCode(err) == ENOTFOUND {
 		return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
 	}
-	if err != nil {
-		return nil, err
-	}
-	if runner != "" && j.Runner != runner && !strings.HasPrefix(j.Runner, runner+"/") {
-		return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
-	}
-	return j, nil
+	return j, err
 }
 
 // Heartbeat renews a runner's lease; ECONFLICT when it was lost, and the

@@ -612,8 +612,17 @@ func TestRunnerReportsBound(t *testing.T) {
 		t.Fatal(err)
 	}
 	mine, thief := broker.AsRunner(ctx, "mine"), broker.AsRunner(ctx, "thief")
+	before, err := w.store.Job(ctx, lease.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.clock.Advance(time.Second)
 	if err := w.svc.Heartbeat(thief, lease.Job, lease.Token); broker.ErrorCode(err) != broker.ECONFLICT {
 		t.Errorf("another runner's heartbeat: %v", err)
+	}
+	// ... and it renewed nothing: it cannot keep a dead runner's job alive.
+	if after, err := w.store.Job(ctx, lease.Job); err != nil || !after.LeaseExpires.Equal(before.LeaseExpires) {
+		t.Errorf("another runner's heartbeat moved the lease from %s to %+v (%v)", before.LeaseExpires, after, err)
 	}
 	if err := w.svc.AppendLog(thief, lease.Job, lease.Token, "plan", []byte("forged\n")); broker.ErrorCode(err) != broker.ECONFLICT {
 		t.Errorf("another runner's log: %v", err)

@@ -176,6 +176,7 @@ func (s *Server) apiRoutes() []route {
 func (s *Server) publicRoutes() []route {
 	return []route{
 		{http.MethodGet, "/keys/signing", nil, s.signingKey, "", "seb's public signing key (PEM): it verifies certificates, signed artifacts, checkpoints and the audit log (seb verify, seb audit verify)"},
+		{http.MethodGet, "/openapi.json", nil, s.openAPI, "", "This document: the API's OpenAPI 3.1 description, a schema for every request and answer"},
 		{http.MethodGet, "/audit/checkpoint", nil, s.auditCheckpoint, "", "A checkpoint of the audit log signed now (DSSE): its length and head; save it, and seb audit verify --checkpoint proves a later log was not cut below it"},
 	}
 }
@@ -201,7 +202,6 @@ func (s *Server) routes() {
 	if s.opts.Issuer != nil {
 		e.GET("/.well-known/*", echo.WrapHandler(s.opts.Issuer))
 	}
-	e.GET("/api/v1/openapi.json", s.openAPI)
 	e.GET("/metrics", s.metrics.handler())
 	for _, r := range s.publicRoutes() {
 		e.Add(r.method, "/api/v1"+r.path, r.handler)

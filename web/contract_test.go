@@ -1,12 +1,22 @@
 package web_test
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
 	"regexp"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/google/jsonschema-go/jsonschema"
+
+	"github.com/seb-broker/seb/fixtures/sandboxcloud"
 	"github.com/seb-broker/seb/web"
 )
 
@@ -16,14 +26,18 @@ func routePattern(path string) *regexp.Regexp {
 	return regexp.MustCompile("^/api/v1" + regexp.MustCompile(`:[a-z_]+`).ReplaceAllString(regexp.QuoteMeta(path), "[^/]+") + "$")
 }
 
-// TestAPIContract runs the seed scenario, and the errors of the API, and
-// holds every answer to the API's documented schemas: each 2XX body to
-// its route's, each error to {"error": {"code", "message"}}.
+// TestAPIContract runs the seed scenario, the rest of the API and its
+// errors, and holds every exchange to the API's documentation: each
+// request to its route's schema, each success to a documented status,
+// media type and schema (line by line for JSON Lines), each error to the
+// error body. Every documented route must have been served.
 func TestAPIContract(t *testing.T) {
-	s := newSite(t)
+	// A slow cloud, so that an execution can be caught applying.
+	s := newSite(t, func(o *sandboxcloud.Options) { o.MutationDelay = 2 * time.Second })
 	cert := s.approve(s.propose("3").ID)
-	if e := s.execute(cert); e.State != "succeeded" {
-		t.Fatalf("apply: %+v", e)
+	var done execution
+	if done = s.execute(cert); done.State != "succeeded" {
+		t.Fatalf("apply: %+v", done)
 	}
 	p := s.propose("5")
 	s.call("alice", "GET", "/api/v1/proposals/"+p.ID, "", nil, nil)
@@ -31,88 +45,154 @@ func TestAPIContract(t *testing.T) {
 	s.call("alice", "GET", "/api/v1/certificates/"+cert, "", nil, nil)
 	s.call("alice", "GET", "/api/v1/workspaces", "", nil, nil)
 	s.call("alice", "GET", "/api/v1/workspaces/sandbox", "", nil, nil)
+	s.call("alice", "GET", "/api/v1/workspaces/sandbox/state", "", nil, nil)
+	s.call("agent-1", "POST", "/api/v1/workspaces/sandbox/state", "application/json", strings.NewReader("{}"), nil)
+	s.call("agent-1", "DELETE", "/api/v1/workspaces/sandbox/state", "", nil, nil)
 	s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/plan", map[string]any{"bundle": bundle(t, "scale"), "vars": map[string]any{"replicas": 6}}, nil)
 	s.json("root", "POST", "/api/v1/tokens", map[string]any{"name": "contract", "role": "agent", "workspaces": []string{"sandbox"}}, nil)
 	s.call("root", "GET", "/api/v1/tokens", "", nil, nil)
+	s.call("root", "DELETE", "/api/v1/tokens/contract", "", nil, nil)
 	s.json("alice", "POST", "/api/v1/proposals/"+p.ID+"/reject", map[string]string{"comment": "no"}, nil)
+	var again proposal
+	s.call("agent-1", "POST", "/api/v1/proposals/"+p.ID+"/again", "", nil, &again)
+	s.verified(again.ID)
 	s.call("agent-1", "POST", "/api/v1/workspaces/sandbox/credentials", "", nil, nil)
 	s.call("root", "POST", "/api/v1/certificates/"+s.approve(s.propose("7").ID)+"/revoke", "", nil, nil)
 	s.call("root", "POST", "/api/v1/workspaces/sandbox/revoke-all", "", nil, nil)
 	s.call("root", "GET", "/api/v1/audit?limit=5", "", nil, nil)
 	s.call("root", "GET", "/api/v1/audit/verify", "", nil, nil)
+	s.call("root", "GET", "/api/v1/audit/export", "", nil, nil)
+	s.call("ci", "GET", "/api/v1/executions/"+done.ID+"/logs", "", nil, nil)
+	var ended struct {
+		PlanLogID string `json:"plan_log_id"`
+	}
+	s.call("ci", "GET", "/api/v1/executions/"+done.ID, "", nil, &ended)
+	s.call("ci", "GET", "/api/v1/artifacts/"+ended.PlanLogID, "", nil, nil)
+	s.call("", "GET", "/api/v1/keys/signing", "", nil, nil)
+	s.call("", "GET", "/api/v1/audit/checkpoint", "", nil, nil)
+	s.call("", "GET", "/api/v1/openapi.json", "", nil, nil)
+	// An execution cancelled while it applies: its log followed meanwhile,
+	// its workspace held, then reconciled.
+	p = s.propose("4")
+	var running execution
+	if status, body := s.json("ci", "POST", "/api/v1/executions", map[string]string{"certificate_id": s.approve(p.ID)}, &running); status != http.StatusAccepted {
+		t.Fatalf("execute: %d %s", status, body)
+	}
+	following := make(chan struct{})
+	go func() {
+		defer close(following)
+		req, _ := http.NewRequest("GET", s.url+"/api/v1/executions/"+running.ID+"/logs?follow=true", nil)
+		req.Header.Set("Authorization", "Bearer "+s.tokens["ci"])
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+	for deadline := time.Now().Add(time.Minute); running.State != "applying"; time.Sleep(50 * time.Millisecond) {
+		if s.call("ci", "GET", "/api/v1/executions/"+running.ID, "", nil, &running); running.Final || time.Now().After(deadline) {
+			t.Fatalf("the execution was never seen applying: %+v", running)
+		}
+	}
+	// A heartbeat as the runner holding the lease, as its own would be.
+	job, err := s.store.Job(context.Background(), "job-"+running.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if status, body := s.json("runner", "POST", "/api/v1/runner/jobs/"+job.ID+"/heartbeat", map[string]any{"token": job.Token}, nil); status != http.StatusNoContent {
+		t.Fatalf("heartbeat: %d %s", status, body)
+	}
+	if status, body := s.call("root", "POST", "/api/v1/jobs/job-"+running.ID+"/cancel", "", nil, nil); status != http.StatusNoContent {
+		t.Fatalf("cancel: %d %s", status, body)
+	}
+	<-following
+	if status, body := s.json("root", "POST", "/api/v1/workspaces/sandbox/reconcile", map[string]string{"note": "checked the cloud by hand"}, nil); status != http.StatusNoContent {
+		t.Fatalf("reconcile: %d %s", status, body)
+	}
 	// Errors.
 	s.call("alice", "GET", "/api/v1/proposals/prop-nope", "", nil, nil)
 	s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals", map[string]any{"bundel": "x"}, nil)
 	s.call("", "GET", "/api/v1/proposals", "", nil, nil)
 	s.call("agent-1", "GET", "/api/v1/tokens", "", nil, nil)
+	s.json("runner-1", "POST", "/api/v1/runner/jobs/job-nope/fail", map[string]any{"token": 1, "reason": "x"}, nil)
 
-	checked := map[string]int{}
-	// What the server served: the test's calls and its runner's reports.
+	docs, err := web.Documented()
+	if err != nil {
+		t.Fatal(err)
+	}
+	served := map[string]int{}
 	for _, x := range s.served.all() {
-		if !strings.HasPrefix(x.path, "/api/v1/") || strings.HasSuffix(x.path, "/logs") || strings.HasPrefix(x.path, "/api/v1/artifacts/") {
-			continue
-		}
-		var body any
-		if len(x.response) > 0 {
-			if err := json.Unmarshal(x.response, &body); err != nil {
-				t.Errorf("%s %s: %d, not JSON: %.200s", x.method, x.path, x.status, x.response)
-				continue
-			}
-		}
-		if x.status >= 400 {
-			e, _ := body.(map[string]any)["error"].(map[string]any)
-			if e == nil || e["code"] == nil || e["message"] == nil {
-				t.Errorf("%s %s: %d is not an error body: %s", x.method, x.path, x.status, x.response)
-			}
-			checked["errors"]++
-			continue
-		}
 		route := ""
-		for _, r := range web.DocumentedRoutes() {
-			if strings.HasPrefix(r, x.method+" ") && routePattern(strings.TrimPrefix(r, x.method+" ")).MatchString(x.path) {
-				route = strings.TrimPrefix(r, x.method+" ")
+		for r := range docs {
+			method, path, _ := strings.Cut(r, " ")
+			if method == x.method && routePattern(path).MatchString(x.path) && (route == "" || len(path) < len(route)) {
+				route = r
 			}
 		}
 		if route == "" {
+			t.Errorf("%s %s: served, but no documented route matches it", x.method, x.path)
 			continue
 		}
-		schema, err := web.BodySchema(x.method, route)
-		if err != nil {
-			t.Fatal(err)
+		served[route]++
+		doc := docs[route]
+		if x.status >= 400 {
+			validate(t, fmt.Sprintf("%s %s: %d", x.method, x.path, x.status), web.ErrorSchema(), x.response)
+			served["errors"]++
+			continue
 		}
-		if schema != nil && x.status != http.StatusNoContent {
-			resolved, err := schema.Resolve(nil)
-			if err != nil {
-				t.Fatalf("%s %s: %v", x.method, route, err)
-			}
-			if err := resolved.Validate(body); err != nil {
-				t.Errorf("%s %s (%s): the answer breaks its schema: %v\n%.500s", x.method, x.path, route, err, x.response)
-			}
+		// A request the server took is one its schema describes.
+		if len(x.request) > 0 && doc.Request != nil {
+			validate(t, route+" request", doc.Request, x.request)
+			served["requests"]++
 		}
-		checked[x.method+" "+route]++
-		// The request the server took is one its schema describes.
-		if in, err := web.RequestSchema(x.method, route); err == nil && in != nil && len(x.request) > 0 {
-			var sent any
-			if err := json.Unmarshal(x.request, &sent); err != nil {
-				t.Fatal(err)
+		if !slices.Contains(doc.Statuses, x.status) {
+			t.Errorf("%s %s: %d is not a documented status (%v)", x.method, x.path, x.status, doc.Statuses)
+			continue
+		}
+		if x.status == http.StatusNoContent {
+			if len(x.response) > 0 {
+				t.Errorf("%s %s: 204 with a body", x.method, x.path)
 			}
-			resolvedIn, err := in.Resolve(nil)
-			if err != nil {
-				t.Fatalf("%s %s request: %v", x.method, route, err)
+			continue
+		}
+		if media, _, _ := strings.Cut(x.contentType, ";"); media != doc.Media {
+			t.Errorf("%s %s: media type %q, documented %q", x.method, x.path, x.contentType, doc.Media)
+		}
+		switch {
+		case doc.Answer == nil:
+			t.Errorf("%s %s: answered %d with no documented body", x.method, x.path, x.status)
+		case doc.Lines:
+			for line := range bytes.Lines(x.response) {
+				validate(t, route+" line", doc.Answer, line)
 			}
-			if err := resolvedIn.Validate(sent); err != nil {
-				t.Errorf("%s %s: a request the server took breaks its schema: %v\n%.300s", x.method, route, err, x.request)
-			}
-			checked["requests"]++
+		case doc.Media == "application/x-pem-file":
+			validate(t, route, doc.Answer, strconv.AppendQuote(nil, string(x.response)))
+		default:
+			validate(t, route, doc.Answer, x.response)
 		}
 	}
-	for _, want := range []string{"POST /workspaces/:workspace/proposals", "GET /proposals/:id", "POST /proposals/:id/approve",
-		"POST /executions", "GET /executions/:id", "GET /certificates/:id", "GET /proposals", "GET /workspaces", "POST /workspaces/:workspace/plan",
-		"POST /tokens", "GET /tokens", "POST /proposals/:id/reject", "POST /workspaces/:workspace/credentials",
-		"POST /certificates/:id/revoke", "POST /workspaces/:workspace/revoke-all", "GET /audit", "GET /audit/verify", "errors", "requests",
-		"POST /runner/lease", "POST /runner/jobs/:id/plan"} {
-		if checked[want] == 0 {
-			t.Errorf("no answer of %s was checked (checked: %v)", want, checked)
+	for r := range docs {
+		if served[r] == 0 {
+			t.Errorf("%s was never served", r)
 		}
+	}
+	if served["errors"] == 0 || served["requests"] == 0 {
+		t.Errorf("no error or no request was checked: %v", served)
+	}
+}
+
+// validate holds data, a JSON value, to schema.
+func validate(t *testing.T, what string, schema *jsonschema.Schema, data []byte) {
+	t.Helper()
+	var v any
+	if err := json.Unmarshal(data, &v); err != nil {
+		t.Errorf("%s: not JSON: %v\n%.200s", what, err, data)
+		return
+	}
+	resolved, err := schema.Resolve(nil)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if err := resolved.Validate(v); err != nil {
+		t.Errorf("%s breaks its schema: %v\n%.500s", what, err, data)
 	}
 }

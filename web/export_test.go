@@ -1,30 +1,40 @@
 package web
 
-import "github.com/google/jsonschema-go/jsonschema"
+import (
+	"strings"
 
-// What the contract tests read of the API's schemas; the server itself
-// only serves them.
+	"github.com/google/jsonschema-go/jsonschema"
+)
 
-// BodySchema returns the JSON Schema of the 2XX answer of an API route
-// ("GET", "/proposals/:id"), or nil when it has none documented.
-func BodySchema(method, path string) (*jsonschema.Schema, error) {
-	_, out, err := bodySchemas(method, path)
-	return out, err
+// What the contract tests read of the API's documentation; the server
+// itself only serves it.
+
+// A RouteDoc is what the API documents of one route.
+type RouteDoc struct {
+	Request, Answer *jsonschema.Schema // nil: none
+	Media           string             // the answer's media type
+	Lines           bool               // the answer is JSON Lines of Answer
+	Statuses        []int              // its success statuses
 }
 
-// DocumentedRoutes lists, as "METHOD path", the API routes whose bodies
-// have a schema.
-func DocumentedRoutes() []string {
-	var out []string
+// Documented returns what the API documents of each route, by
+// "METHOD path" ("GET /proposals/:id").
+func Documented() (map[string]RouteDoc, error) {
+	out := map[string]RouteDoc{}
 	for r := range bodies {
-		out = append(out, r)
+		method, path, _ := strings.Cut(r, " ")
+		b, in, answer, err := bodyOf(method, path)
+		if err != nil {
+			return nil, err
+		}
+		media := b.media
+		if media == "" {
+			media = "application/json"
+		}
+		out[r] = RouteDoc{Request: in, Answer: answer, Media: media, Lines: b.lines, Statuses: b.statuses()}
 	}
-	return out
+	return out, nil
 }
 
-// RequestSchema returns the JSON Schema of an API route's request body,
-// or nil when it has none documented.
-func RequestSchema(method, path string) (*jsonschema.Schema, error) {
-	in, _, err := bodySchemas(method, path)
-	return in, err
-}
+// ErrorSchema is the schema of every error's body.
+func ErrorSchema() *jsonschema.Schema { return errorSchema() }

@@ -3,46 +3,41 @@ package web
 import (
 	"net/http"
 	"regexp"
+	"strconv"
 	"strings"
+
+	"github.com/google/jsonschema-go/jsonschema"
 
 	"github.com/labstack/echo/v4"
 )
 
 var pathParam = regexp.MustCompile(`:([a-z_]+)`)
 
-// OpenAPI returns the OpenAPI 3 document of the API, built from the same
-// route table the server registers, so the two cannot drift apart.
-func OpenAPI() map[string]any {
+// OpenAPI returns the OpenAPI 3.1 document of the API, built from the
+// same route table the server registers and the bodies schema.go
+// documents for each route, so the three cannot drift apart.
+func OpenAPI() (map[string]any, error) {
 	var s *Server
 	paths := map[string]map[string]any{}
-	for _, r := range s.allRoutes() {
-		if !openAPIMethod(r.method) {
-			continue // LOCK and UNLOCK of the state backend protocol
+	add := func(r route, public bool) error {
+		b, in, out, err := bodyOf(r.method, r.path)
+		if err != nil {
+			return err
 		}
-		path := pathParam.ReplaceAllString(r.path, "{$1}")
-		roles := make([]string, len(r.roles))
-		for i, role := range r.roles {
-			roles[i] = string(role)
-		}
-		op := map[string]any{
-			"summary":     r.summary,
-			"description": "Roles: " + strings.Join(roles, ", ") + ".",
-			"security":    []map[string][]string{{"bearer": {}}},
-			"responses": map[string]any{
-				"default": map[string]any{"description": "An error", "content": map[string]any{
-					"application/json": map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}},
-				"2XX": map[string]any{"description": "Success (JSON)"},
-			},
-		}
-		// Bodies the route table's types describe (schema.go).
-		if in, out, err := bodySchemas(r.method, r.path); err == nil {
-			if in != nil {
-				op["requestBody"] = map[string]any{"content": map[string]any{"application/json": map[string]any{"schema": in}}}
+		op := map[string]any{"summary": r.summary, "responses": responses(b, out)}
+		if public {
+			op["description"] = "No token needed."
+			op["security"] = []map[string][]string{}
+		} else {
+			roles := make([]string, len(r.roles))
+			for i, role := range r.roles {
+				roles[i] = string(role)
 			}
-			if out != nil {
-				op["responses"].(map[string]any)["2XX"] = map[string]any{"description": "Success",
-					"content": map[string]any{"application/json": map[string]any{"schema": out}}}
-			}
+			op["description"] = "Roles: " + strings.Join(roles, ", ") + "."
+			op["security"] = []map[string][]string{{"bearer": {}}}
+		}
+		if in != nil {
+			op["requestBody"] = map[string]any{"content": map[string]any{echo.MIMEApplicationJSON: map[string]any{"schema": in}}}
 		}
 		var params []map[string]any
 		for _, m := range pathParam.FindAllStringSubmatch(r.path, -1) {
@@ -51,19 +46,25 @@ func OpenAPI() map[string]any {
 		if params != nil {
 			op["parameters"] = params
 		}
-		if _, ok := op["requestBody"]; !ok && r.method == http.MethodPost {
-			op["requestBody"] = map[string]any{"required": false, "content": map[string]any{"application/json": map[string]any{"schema": map[string]string{"type": "object"}}}}
+		path := "/api/v1" + pathParam.ReplaceAllString(r.path, "{$1}")
+		if paths[path] == nil {
+			paths[path] = map[string]any{}
 		}
-		if paths["/api/v1"+path] == nil {
-			paths["/api/v1"+path] = map[string]any{}
+		paths[path][strings.ToLower(r.method)] = op
+		return nil
+	}
+	for _, r := range s.allRoutes() {
+		if !openAPIMethod(r.method) {
+			continue // LOCK and UNLOCK of the state backend protocol
 		}
-		paths["/api/v1"+path][strings.ToLower(r.method)] = op
+		if err := add(r, false); err != nil {
+			return nil, err
+		}
 	}
 	for _, r := range s.publicRoutes() {
-		paths["/api/v1"+r.path] = map[string]any{strings.ToLower(r.method): map[string]any{
-			"summary": r.summary, "description": "No token needed.", "security": []map[string][]string{},
-			"responses": map[string]any{"200": map[string]any{"description": "Success"}},
-		}}
+		if err := add(r, true); err != nil {
+			return nil, err
+		}
 	}
 	return map[string]any{
 		"openapi": "3.1.0",
@@ -71,16 +72,50 @@ func OpenAPI() map[string]any {
 		"paths":   paths,
 		"components": map[string]any{
 			"securitySchemes": map[string]any{"bearer": map[string]string{"type": "http", "scheme": "bearer", "description": "An API token from `seb tokens create`"}},
-			"schemas": map[string]any{"Error": map[string]any{
-				"type": "object", "required": []string{"error"},
-				"properties": map[string]any{"error": map[string]any{"type": "object", "required": []string{"code", "message"},
-					"properties": map[string]any{"code": map[string]string{"type": "string"}, "message": map[string]string{"type": "string"}}}},
-			}},
+			"schemas":         map[string]any{"Error": errorSchema()},
 		},
-	}
+	}, nil
 }
 
-func (s *Server) openAPI(c echo.Context) error { return c.JSON(http.StatusOK, OpenAPI()) }
+// responses describes a route's answers: each success status with its
+// body, and any error as the Error body.
+func responses(b body, out *jsonschema.Schema) map[string]any {
+	errorBody := map[string]any{"description": "An error", "content": map[string]any{
+		echo.MIMEApplicationJSON: map[string]any{"schema": map[string]any{"$ref": "#/components/schemas/Error"}}}}
+	rs := map[string]any{"default": errorBody}
+	if b.refused {
+		rs["403"] = errorBody
+	}
+	for _, status := range b.statuses() {
+		if status == http.StatusNoContent || out == nil {
+			rs[strconv.Itoa(status)] = map[string]any{"description": http.StatusText(status)}
+			continue
+		}
+		media, description := b.media, http.StatusText(status)
+		if media == "" {
+			media = echo.MIMEApplicationJSON
+		}
+		content := map[string]any{"schema": out}
+		if b.lines {
+			description += ": JSON Lines, each line one value of this schema"
+			content["x-seb-json-lines"] = true
+		}
+		rs[strconv.Itoa(status)] = map[string]any{"description": description, "content": map[string]any{media: content}}
+	}
+	return rs
+}
+
+// errorSchema is the schema of every error's body.
+func errorSchema() *jsonschema.Schema {
+	str := func() *jsonschema.Schema { return &jsonschema.Schema{Type: "string"} }
+	return &jsonschema.Schema{Type: "object", Required: []string{"error"}, Properties: map[string]*jsonschema.Schema{
+		"error": {Type: "object", Required: []string{"code", "message"}, Properties: map[string]*jsonschema.Schema{"code": str(), "message": str()}},
+	}}
+}
+
+func (s *Server) openAPI(c echo.Context) error {
+	return c.JSONBlob(http.StatusOK, s.openAPIDoc)
+}
 
 // openAPIMethod reports whether OpenAPI 3 can describe an operation of
 // this method.

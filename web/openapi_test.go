@@ -13,7 +13,7 @@ import (
 )
 
 // TestOpenAPIMatchesRoutes: the served document lists exactly the routes
-// the server answers under /api/v1 (but itself and the public key).
+// the server answers under /api/v1, itself and the public ones included.
 func TestOpenAPIMatchesRoutes(t *testing.T) {
 	srv, err := web.New(web.Options{Broker: nilBroker{}, Records: nilRecords{}})
 	if err != nil {
@@ -36,7 +36,7 @@ func TestOpenAPIMatchesRoutes(t *testing.T) {
 	}
 	var registered []string
 	for _, r := range srv.RegisteredRoutes() {
-		if strings.HasPrefix(r, "GET /api/v1/openapi.json") || !strings.Contains(r, " /api/v1/") {
+		if !strings.Contains(r, " /api/v1/") {
 			continue
 		}
 		registered = append(registered, r)

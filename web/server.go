@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -92,9 +93,11 @@ type Options struct {
 
 // A Server serves the API.
 type Server struct {
-	opts    Options
-	echo    *echo.Echo
-	metrics *metrics
+	opts Options
+	// openAPIDoc is the API's OpenAPI document, encoded once.
+	openAPIDoc []byte
+	echo       *echo.Echo
+	metrics    *metrics
 
 	// planSlots bounds the speculative plans waiting at once.
 	planSlots chan struct{}
@@ -136,6 +139,14 @@ func New(opts Options) (*Server, error) {
 	}
 	var err error
 	if s.pages, err = parsePages(); err != nil {
+		return nil, err
+	}
+	// Every route is documented, or the server does not start.
+	doc, err := OpenAPI()
+	if err != nil {
+		return nil, err
+	}
+	if s.openAPIDoc, err = json.Marshal(doc); err != nil {
 		return nil, err
 	}
 	s.ui = &sessions{byID: map[string]*session{}}

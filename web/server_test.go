@@ -66,7 +66,8 @@ func (r *recorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
 	rw := &recordingWriter{ResponseWriter: w, status: http.StatusOK}
 	r.next.ServeHTTP(rw, req)
 	r.mu.Lock()
-	r.exchanges = append(r.exchanges, exchange{method: req.Method, path: req.URL.Path, request: body, status: rw.status, response: rw.body.Bytes()})
+	r.exchanges = append(r.exchanges, exchange{method: req.Method, path: req.URL.Path, request: body, status: rw.status,
+		contentType: rw.Header().Get("Content-Type"), response: rw.body.Bytes()})
 	r.mu.Unlock()
 }
 
@@ -104,6 +105,7 @@ type exchange struct {
 	method, path string // the path without its query
 	request      []byte
 	status       int
+	contentType  string // of the answer; only the recorder keeps it
 	response     []byte
 }
 
@@ -152,7 +154,7 @@ func newSiteWith(t testing.TB, workspaces []string, tune ...func(*sandboxcloud.O
 	hs := httptest.NewServer(rec)
 	t.Cleanup(hs.Close)
 	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, svc: svc, tokens: map[string]string{}, served: rec}
-	startRunner(t, hs.URL, store)
+	s.tokens["runner"] = startRunner(t, hs.URL, store)
 	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent,
 		"runner-1": broker.RoleRunner} {
 		token, record, err := broker.NewAPIToken(name, role, time.Now())
@@ -573,8 +575,9 @@ func TestRequestEdges(t *testing.T) {
 }
 
 // startRunner runs a runner against the server over HTTP, with a runner
-// token, as `seb runner` does, until the test ends.
-func startRunner(t testing.TB, url string, store broker.Store) {
+// token, as `seb runner` does, until the test ends. It returns the
+// runner's token.
+func startRunner(t testing.TB, url string, store broker.Store) string {
 	t.Helper()
 	token, record, err := broker.NewAPIToken("runner-"+strings.ToLower(strings.NewReplacer("/", "-", " ", "-").Replace(t.Name())), broker.RoleRunner, time.Now())
 	if err != nil {
@@ -588,6 +591,7 @@ func startRunner(t testing.TB, url string, store broker.Store) {
 		t.Fatal(err)
 	}
 	runnertest.Start(t, client, "web-test")
+	return token
 }
 
 // TestSpeculativePlan: an agent without Terraform gets seb's plan of its
