@@ -44,6 +44,7 @@ bubblewrap:
 RACE_PKGS := ./broker/... ./web/... ./runner/... ./drift/... ./sandbox/...
 RACE      := $(shell [ "$$($(GO) env CGO_ENABLED)" = 1 ] && command -v "$$($(GO) env CC)" >/dev/null 2>&1 && echo -race)
 
+# The PostgreSQL tests use the server scripts/postgres.sh finds or starts.
 test: build provider
 	@if [ -z "$(RACE)" ]; then \
 	  if [ -n "$$SEB_REQUIRE_RACE" ]; then echo "test: the race detector needs cgo and a C compiler" >&2; exit 1; fi; \
@@ -51,8 +52,8 @@ test: build provider
 	fi
 	@tf=$$(./scripts/terraform.sh) && echo "terraform: $$tf" && \
 	export SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" SEB_SANDBOX_SHIM="$(CURDIR)/bin/seb-sandbox" && \
-	$(GO) test -count=1 $(RACE) $(RACE_PKGS) && \
-	$(GO) test -count=1 $$($(GO) list ./... | grep -v -e '/broker' -e '/web' -e '/runner' -e '/drift' -e '/sandbox$$')
+	./scripts/postgres.sh sh -c '$(GO) test -count=1 $(RACE) $(RACE_PKGS) && \
+	  $(GO) test -count=1 $$($(GO) list ./... | grep -v -e /broker -e /web -e /runner -e /drift -e "/sandbox$$")'
 
 bench: build provider
 	@tf=$$(./scripts/terraform.sh) && \

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -264,42 +263,9 @@ func TestContextCanceled(t *testing.T) {
 	noDriverError(t, "canceled", err)
 }
 
-// twoStores is two Stores on one file, as two broker processes (or a
-// broker and an admin command) would hold it: the atomic methods alternate
-// between them, so the conformance suite's concurrency tests contend
-// through SQLite's locks and not only through one Store's connection.
-type twoStores struct {
-	*sqlite.Store
-	other *sqlite.Store
-	n     atomic.Int64
-}
-
-func (s *twoStores) pick() broker.Store {
-	if s.n.Add(1)%2 == 0 {
-		return s.other
-	}
-	return s.Store
-}
-
-func (s *twoStores) ConsumeCertificate(ctx context.Context, certificateID string, e *broker.Execution) error {
-	return s.pick().ConsumeCertificate(ctx, certificateID, e)
-}
-
-func (s *twoStores) AppendAudit(ctx context.Context, seal func(*broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
-	return s.pick().AppendAudit(ctx, seal)
-}
-
-func (s *twoStores) SetPolicyEpoch(ctx context.Context, digest string) (int64, error) {
-	return s.pick().SetPolicyEpoch(ctx, digest)
-}
-
-func (s *twoStores) BumpRevocationEpoch(ctx context.Context, workspace string) (int64, error) {
-	return s.pick().BumpRevocationEpoch(ctx, workspace)
-}
-
 func TestStoreSharedFile(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) broker.Store {
 		path := filepath.Join(t.TempDir(), "seb.db")
-		return &twoStores{Store: openStore(t, path, sqlite.Options{}), other: openStore(t, path, sqlite.Options{})}
+		return storetest.Alternate(openStore(t, path, sqlite.Options{}), openStore(t, path, sqlite.Options{}))
 	})
 }

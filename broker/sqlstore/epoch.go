@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 func (s *Store) PolicyEpoch(ctx context.Context) (int64, error) {
 	var epoch int64
 	err := s.rd().QueryRowContext(ctx, "SELECT coalesce(max(epoch), 0) FROM policy_epochs").Scan(&epoch)
-	return epoch, formatError(err, target{kind: "policy epoch"})
+	return epoch, s.formatError(err, target{kind: "policy epoch"})
 }
 
 // SetPolicyEpoch records the policy epoch for a configuration digest: if
@@ -24,7 +24,7 @@ func (s *Store) SetPolicyEpoch(ctx context.Context, configDigest string) (int64,
 		return 0, broker.Errorf(broker.EINVALID, "policy configuration digest is empty")
 	}
 	var epoch int64
-	err := s.write(ctx, target{kind: "policy epoch"}, func(tx *sql.Tx) error {
+	err := s.write(ctx, target{kind: "policy epoch"}, func(tx conn) error {
 		var last string
 		err := tx.QueryRowContext(ctx, "SELECT epoch, config_digest FROM policy_epochs ORDER BY epoch DESC LIMIT 1").Scan(&epoch, &last)
 		switch {
@@ -49,18 +49,17 @@ func (s *Store) SetPolicyEpoch(ctx context.Context, configDigest string) (int64,
 func (s *Store) RevocationEpoch(ctx context.Context, workspace string) (int64, error) {
 	var epoch int64
 	err := s.rd().QueryRowContext(ctx, "SELECT coalesce(max(epoch), 0) FROM revocation_epochs WHERE workspace = ?", workspace).Scan(&epoch)
-	return epoch, formatError(err, target{kind: "revocation epoch of workspace", id: workspace})
+	return epoch, s.formatError(err, target{kind: "revocation epoch of workspace", id: workspace})
 }
 
 // BumpRevocationEpoch increments a workspace's revocation epoch (revoking
 // every certificate issued before) and returns the new one.
 func (s *Store) BumpRevocationEpoch(ctx context.Context, workspace string) (int64, error) {
 	var epoch int64
-	err := s.wr().QueryRowContext(ctx, `INSERT INTO revocation_epochs (workspace, epoch, updated_at) VALUES (?, 1, ?)
-		ON CONFLICT (workspace) DO UPDATE SET epoch = epoch + 1, updated_at = excluded.updated_at
-		RETURNING epoch`, workspace, formatTime(s.now())).Scan(&epoch)
-	if err != nil {
-		return 0, formatError(err, target{kind: "revocation epoch of workspace", id: workspace})
-	}
-	return epoch, nil
+	err := s.write(ctx, target{kind: "revocation epoch of workspace", id: workspace}, func(tx conn) error {
+		return tx.QueryRowContext(ctx, `INSERT INTO revocation_epochs (workspace, epoch, updated_at) VALUES (?, 1, ?)
+			ON CONFLICT (workspace) DO UPDATE SET epoch = revocation_epochs.epoch + 1, updated_at = excluded.updated_at
+			RETURNING epoch`, workspace, formatTime(s.now())).Scan(&epoch)
+	})
+	return epoch, err
 }

@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -23,7 +23,7 @@ func (s *Store) EnqueueJob(ctx context.Context, j *broker.Job) error {
 		j.Phase = "plan"
 	}
 	t := target{kind: "job", id: j.ID}
-	return s.write(ctx, t, func(tx *sql.Tx) error {
+	return s.write(ctx, t, func(tx conn) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO jobs (id, kind, workspace, subject, owner, config_digest, vars, state, attempts,
 			max_attempts, phase, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?)`,
 			j.ID, j.Kind, j.Workspace, j.Subject, j.Owner, j.ConfigDigest, string(vars), broker.JobQueued, j.MaxAttempts, j.Phase,
@@ -36,7 +36,7 @@ func (s *Store) EnqueueJob(ctx context.Context, j *broker.Job) error {
 func (s *Store) LeaseJob(ctx context.Context, runner string, now time.Time, ttl time.Duration) (*broker.Job, error) {
 	var leased *broker.Job
 	at := formatTime(now)
-	err := s.write(ctx, target{kind: "job"}, func(tx *sql.Tx) error {
+	err := s.write(ctx, target{kind: "job"}, func(tx conn) error {
 		row := tx.QueryRowContext(ctx, `SELECT `+jobColumns+` FROM jobs j
 			WHERE ((j.state = 'queued' AND j.not_before <= ?) OR (j.state = 'leased' AND j.lease_expires < ? AND j.kind != 'execute' AND j.attempts < j.max_attempts))
 			AND NOT (j.kind = 'execute' AND EXISTS (SELECT 1 FROM jobs o WHERE o.kind = 'execute' AND o.workspace = j.workspace
@@ -69,7 +69,7 @@ func (s *Store) LeaseJob(ctx context.Context, runner string, now time.Time, ttl 
 // UpdateJob implements broker.Store.
 func (s *Store) UpdateJob(ctx context.Context, j *broker.Job, now time.Time) error {
 	t := target{kind: "job", id: j.ID}
-	return s.write(ctx, t, func(tx *sql.Tx) error {
+	return s.write(ctx, t, func(tx conn) error {
 		notBefore := ""
 		if !j.NotBefore.IsZero() {
 			notBefore = formatTime(j.NotBefore)
@@ -100,7 +100,7 @@ func leaseHeld(res sql.Result, id string) error {
 // RenewJob implements broker.Store.
 func (s *Store) RenewJob(ctx context.Context, id string, token int64, expires, now time.Time) (*broker.Job, error) {
 	var j *broker.Job
-	err := s.write(ctx, target{kind: "job", id: id}, func(tx *sql.Tx) error {
+	err := s.write(ctx, target{kind: "job", id: id}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_expires = ?, updated_at = ?
 			WHERE id = ? AND state = 'leased' AND token = ? AND lease_expires >= ?`,
 			formatTime(expires), formatTime(now), id, token, formatTime(now))
@@ -124,7 +124,7 @@ func (s *Store) EndJob(ctx context.Context, id string, state broker.JobState, re
 	if !state.Final() {
 		return broker.Errorf(broker.EINVALID, "job state %q is not final", state)
 	}
-	return s.write(ctx, target{kind: "job", id: id}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "job", id: id}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE jobs SET state = ?, error = ?, updated_at = ? WHERE id = ? AND state IN ('queued', 'leased')`,
 			state, reason, formatTime(at), id)
 		if err != nil {
@@ -145,7 +145,7 @@ func (s *Store) EndJob(ctx context.Context, id string, state broker.JobState, re
 func (s *Store) Job(ctx context.Context, id string) (*broker.Job, error) {
 	j, err := scanJob(s.rd().QueryRowContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE id = ?", id))
 	if err != nil {
-		return nil, formatError(err, target{kind: "job", id: id})
+		return nil, s.formatError(err, target{kind: "job", id: id})
 	}
 	return j, nil
 }
@@ -155,23 +155,23 @@ func (s *Store) StaleJobs(ctx context.Context, now time.Time) ([]*broker.Job, er
 	rows, err := s.rd().QueryContext(ctx, "SELECT "+jobColumns+" FROM jobs WHERE state = 'leased' AND lease_expires < ? ORDER BY created_at",
 		formatTime(now))
 	if err != nil {
-		return nil, formatError(err, target{kind: "job"})
+		return nil, s.formatError(err, target{kind: "job"})
 	}
 	defer rows.Close()
 	var out []*broker.Job
 	for rows.Next() {
 		j, err := scanJob(rows)
 		if err != nil {
-			return nil, formatError(err, target{kind: "job"})
+			return nil, s.formatError(err, target{kind: "job"})
 		}
 		out = append(out, j)
 	}
-	return out, formatError(rows.Err(), target{kind: "job"})
+	return out, s.formatError(rows.Err(), target{kind: "job"})
 }
 
 // AppendJobLog implements broker.Store.
 func (s *Store) AppendJobLog(ctx context.Context, id string, token int64, phase string, data []byte, now time.Time) error {
-	return s.write(ctx, target{kind: "job", id: id}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "job", id: id}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, "UPDATE jobs SET updated_at = ? WHERE id = ? AND state = 'leased' AND token = ? AND lease_expires >= ?",
 			formatTime(now), id, token, formatTime(now))
 		if err != nil {
@@ -190,18 +190,18 @@ func (s *Store) AppendJobLog(ctx context.Context, id string, token int64, phase 
 func (s *Store) JobLog(ctx context.Context, id, phase string) ([]byte, error) {
 	rows, err := s.rd().QueryContext(ctx, "SELECT data FROM job_logs WHERE job_id = ? AND phase = ? ORDER BY seq", id, phase)
 	if err != nil {
-		return nil, formatError(err, target{kind: "job", id: id})
+		return nil, s.formatError(err, target{kind: "job", id: id})
 	}
 	defer rows.Close()
 	var out []byte
 	for rows.Next() {
 		var chunk []byte
 		if err := rows.Scan(&chunk); err != nil {
-			return nil, formatError(err, target{kind: "job", id: id})
+			return nil, s.formatError(err, target{kind: "job", id: id})
 		}
 		out = append(out, chunk...)
 	}
-	return out, formatError(rows.Err(), target{kind: "job", id: id})
+	return out, s.formatError(rows.Err(), target{kind: "job", id: id})
 }
 
 func scanJob(row scanner) (*broker.Job, error) {
@@ -241,7 +241,7 @@ func scanJob(row scanner) (*broker.Job, error) {
 
 // HoldWorkspace implements broker.Store.
 func (s *Store) HoldWorkspace(ctx context.Context, h broker.Hold) error {
-	return s.write(ctx, target{kind: "workspace", id: h.Workspace}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "workspace", id: h.Workspace}, func(tx conn) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO workspace_holds (workspace, execution, reason, since) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING",
 			h.Workspace, h.Execution, h.Reason, formatTime(h.Since))
 		return err
@@ -258,7 +258,7 @@ func (s *Store) WorkspaceHold(ctx context.Context, workspace string) (*broker.Ho
 		return nil, broker.Errorf(broker.ENOTFOUND, "workspace %s is not held", workspace)
 	}
 	if err != nil {
-		return nil, formatError(err, target{kind: "workspace", id: workspace})
+		return nil, s.formatError(err, target{kind: "workspace", id: workspace})
 	}
 	if h.Since, err = parseTime(since); err != nil {
 		return nil, err
@@ -268,7 +268,7 @@ func (s *Store) WorkspaceHold(ctx context.Context, workspace string) (*broker.Ho
 
 // ReleaseWorkspace implements broker.Store.
 func (s *Store) ReleaseWorkspace(ctx context.Context, workspace string) error {
-	return s.write(ctx, target{kind: "workspace", id: workspace}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "workspace", id: workspace}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM workspace_holds WHERE workspace = ?", workspace)
 		if err != nil {
 			return err

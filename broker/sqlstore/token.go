@@ -1,8 +1,7 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 
@@ -17,18 +16,17 @@ func (s *Store) CreateAPIToken(ctx context.Context, t *broker.APIToken) error {
 	}
 	scope, err := json.Marshal(append([]string{}, t.Workspaces...))
 	if err != nil {
-		return formatError(err, target)
+		return s.formatError(err, target)
 	}
-	_, err = s.wr().ExecContext(ctx, "INSERT INTO api_tokens (id, name, role, hash, created_at, workspaces) VALUES (?, ?, ?, ?, ?, ?)",
+	return s.exec(ctx, target, "INSERT INTO api_tokens (id, name, role, hash, created_at, workspaces) VALUES (?, ?, ?, ?, ?, ?)",
 		t.ID, t.Name, string(t.Role), t.Hash, formatTime(t.CreatedAt), string(scope))
-	return formatError(err, target)
 }
 
 // APITokenByHash returns the token with that hash, or ENOTFOUND.
 func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APIToken, error) {
 	t, err := scanAPIToken(s.rd().QueryRowContext(ctx, "SELECT "+tokenColumns+" FROM api_tokens WHERE hash = ?", hash))
 	if err != nil {
-		return nil, formatError(err, target{kind: "API token", id: "with that hash"})
+		return nil, s.formatError(err, target{kind: "API token", id: "with that hash"})
 	}
 	return t, nil
 }
@@ -37,18 +35,18 @@ func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APITok
 func (s *Store) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
 	rows, err := s.rd().QueryContext(ctx, "SELECT "+tokenColumns+" FROM api_tokens ORDER BY name")
 	if err != nil {
-		return nil, formatError(err, target{kind: "API tokens"})
+		return nil, s.formatError(err, target{kind: "API tokens"})
 	}
 	defer rows.Close()
 	var out []*broker.APIToken
 	for rows.Next() {
 		t, err := scanAPIToken(rows)
 		if err != nil {
-			return nil, formatError(err, target{kind: "API tokens"})
+			return nil, s.formatError(err, target{kind: "API tokens"})
 		}
 		out = append(out, t)
 	}
-	return out, formatError(rows.Err(), target{kind: "API tokens"})
+	return out, s.formatError(rows.Err(), target{kind: "API tokens"})
 }
 
 const tokenColumns = "id, name, role, hash, created_at, workspaces"
@@ -77,7 +75,7 @@ func scanAPIToken(row scanner) (*broker.APIToken, error) {
 
 // DeleteAPIToken implements broker.Store.
 func (s *Store) DeleteAPIToken(ctx context.Context, name string) error {
-	return s.write(ctx, target{kind: "API token", id: name}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "API token", id: name}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, "DELETE FROM api_tokens WHERE name = ?", name)
 		if err != nil {
 			return err

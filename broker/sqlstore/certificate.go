@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -34,27 +34,26 @@ func (s *Store) CreateCertificate(ctx context.Context, c *broker.Certificate) er
 	}
 	approvalsJSON, err := json.Marshal(approvals)
 	if err != nil {
-		return formatError(err, t)
+		return s.formatError(err, t)
 	}
 	var revokedAt sql.NullString
 	if c.RevokedAt != nil {
 		revokedAt = sql.NullString{String: formatTime(*c.RevokedAt), Valid: true}
 	}
-	_, err = s.wr().ExecContext(ctx, `INSERT INTO certificates (id, workspace, proposal_id, config_digest, diff_digest,
+	return s.exec(ctx, t, `INSERT INTO certificates (id, workspace, proposal_id, config_digest, diff_digest,
 		plan_digest, summary, not_before, not_after, policy_epoch, revocation_epoch, approvals, issuer_key_id,
 		single_use, envelope, revoked_at, revoked_by)
 		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Workspace, c.ProposalID, c.ConfigDigest, c.DiffDigest,
 		c.PlanDigest, sum, formatTime(c.NotBefore), formatTime(c.NotAfter), c.PolicyEpoch, c.RevocationEpoch,
 		string(approvalsJSON), c.IssuerKeyID, c.SingleUse, blob(c.Envelope), revokedAt, c.RevokedBy)
-	return formatError(err, t)
 }
 
 // Certificate returns a certificate, or ENOTFOUND.
 func (s *Store) Certificate(ctx context.Context, id string) (*broker.Certificate, error) {
 	c, err := s.certificate(ctx, s.rd(), id)
 	if err != nil {
-		return nil, formatError(err, target{kind: "certificate", id: id})
+		return nil, s.formatError(err, target{kind: "certificate", id: id})
 	}
 	return c, nil
 }
@@ -65,7 +64,7 @@ func (s *Store) ProposalCertificate(ctx context.Context, proposalID string) (*br
 	var id string
 	err := s.rd().QueryRowContext(ctx, "SELECT id FROM certificates WHERE proposal_id = ? ORDER BY not_before DESC LIMIT 1", proposalID).Scan(&id)
 	if err != nil {
-		return nil, formatError(err, target{kind: "certificate of proposal", id: proposalID})
+		return nil, s.formatError(err, target{kind: "certificate of proposal", id: proposalID})
 	}
 	return s.Certificate(ctx, id)
 }
@@ -121,7 +120,7 @@ func (s *Store) certificate(ctx context.Context, q querier, id string) (*broker.
 // certificate can still be revoked: that records the revocation and
 // changes nothing else.
 func (s *Store) RevokeCertificate(ctx context.Context, id, by string, at time.Time) error {
-	return s.write(ctx, target{kind: "certificate", id: id}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "certificate", id: id}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, "UPDATE certificates SET revoked_at = ?, revoked_by = ? WHERE id = ? AND revoked_at IS NULL",
 			formatTime(at), by, id)
 		if err != nil {
@@ -166,11 +165,11 @@ func (s *Store) ConsumeCertificate(ctx context.Context, certificateID string, e 
 	if err := validJSON("execution divergence", e.Divergence); err != nil {
 		return err
 	}
-	return s.write(ctx, target{kind: "certificate", id: certificateID}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "certificate", id: certificateID}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, "UPDATE certificates SET consumed_by = ? WHERE id = ? AND consumed_by IS NULL AND revoked_at IS NULL",
 			e.ID, certificateID)
 		if err != nil {
-			return formatError(err, target{kind: "certificate", id: certificateID, conflict: "execution " + e.ID + " already exists"})
+			return s.formatError(err, target{kind: "certificate", id: certificateID, conflict: "execution " + e.ID + " already exists"})
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
@@ -196,7 +195,7 @@ func (s *Store) ConsumeCertificate(ctx context.Context, certificateID string, e 
 				return fmt.Errorf("certificate %s: conditional update matched no row", certificateID)
 			}
 		}
-		return formatError(insertExecution(ctx, tx, e), target{kind: "execution", id: e.ID, refKind: "certificate", refID: certificateID})
+		return s.formatError(insertExecution(ctx, tx, e), target{kind: "execution", id: e.ID, refKind: "certificate", refID: certificateID})
 	})
 }
 
@@ -221,7 +220,7 @@ func validJSON(what string, raw json.RawMessage) error {
 	return nil
 }
 
-func insertExecution(ctx context.Context, tx *sql.Tx, e *broker.Execution) error {
+func insertExecution(ctx context.Context, tx conn, e *broker.Execution) error {
 	_, err := tx.ExecContext(ctx, `INSERT INTO executions (id, certificate_id, workspace, state, reason, divergence,
 		plan_log_id, apply_log_id, started_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		e.ID, e.CertificateID, e.Workspace, string(e.State), e.Reason, nullText(e.Divergence),
@@ -241,7 +240,7 @@ func (s *Store) UpdateExecution(ctx context.Context, e *broker.Execution, from b
 	if err := validJSON("execution divergence", e.Divergence); err != nil {
 		return err
 	}
-	return s.write(ctx, target{kind: "execution", id: e.ID}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "execution", id: e.ID}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE executions SET state = ?, reason = ?, divergence = ?, plan_log_id = ?,
 			apply_log_id = ?, updated_at = ? WHERE id = ? AND state = ?`,
 			string(e.State), e.Reason, nullText(e.Divergence), e.PlanLogID, e.ApplyLogID, formatTime(e.UpdatedAt), e.ID, string(from))
@@ -290,7 +289,7 @@ func scanExecution(row scanner) (*broker.Execution, error) {
 func (s *Store) Execution(ctx context.Context, id string) (*broker.Execution, error) {
 	e, err := scanExecution(s.rd().QueryRowContext(ctx, "SELECT "+executionColumns+" FROM executions WHERE id = ?", id))
 	if err != nil {
-		return nil, formatError(err, target{kind: "execution", id: id})
+		return nil, s.formatError(err, target{kind: "execution", id: id})
 	}
 	return e, nil
 }
@@ -331,19 +330,19 @@ func (s *Store) ListExecutions(ctx context.Context, f broker.ExecutionFilter) ([
 	query := "SELECT " + executionColumns + " FROM executions" + whereClause(where) + " ORDER BY started_at DESC, rowid DESC" + limit
 	rows, err := s.rd().QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	defer rows.Close()
 	out := []*broker.Execution{}
 	for rows.Next() {
 		e, err := scanExecution(rows)
 		if err != nil {
-			return nil, formatError(err, t)
+			return nil, s.formatError(err, t)
 		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	return out, nil
 }

@@ -1,12 +1,9 @@
-package sqlite
+package sqlstore
 
 import (
 	"database/sql"
 	"errors"
 	"fmt"
-
-	"modernc.org/sqlite"
-	sqlite3 "modernc.org/sqlite/lib"
 
 	"github.com/seb-broker/seb/broker"
 )
@@ -32,12 +29,12 @@ func (t target) String() string {
 // formatError translates err, from the driver or database/sql, into what
 // the Store contract promises: a missing row is ENOTFOUND, a violated
 // uniqueness or check ECONFLICT, a dangling reference ENOTFOUND of the
-// record referred to. Anything else of the driver (SQLITE_BUSY once
-// busy_timeout is spent, I/O errors, corruption) becomes an internal error
-// whose text keeps the detail for the log but which wraps no driver type.
-// A *broker.Error passes unchanged, and so do errors that come from
-// neither database/sql nor the driver (they are wrapped with t).
-func formatError(err error, t target) error {
+// record referred to. Anything else of the driver (a lock not taken in
+// time, I/O errors, corruption) becomes an internal error whose text keeps
+// the detail for the log but which wraps no driver type. A *broker.Error
+// passes unchanged, and so do errors that come from neither database/sql
+// nor the driver (they are wrapped with t).
+func (s *Store) formatError(err error, t target) error {
 	if err == nil {
 		return nil
 	}
@@ -48,27 +45,23 @@ func formatError(err error, t target) error {
 	if errors.Is(err, sql.ErrNoRows) {
 		return broker.Errorf(broker.ENOTFOUND, "%s not found", t)
 	}
-	var se *sqlite.Error
-	if !errors.As(err, &se) {
-		return fmt.Errorf("sqlite: %s: %w", t, err)
-	}
-	switch se.Code() {
-	case sqlite3.SQLITE_CONSTRAINT_PRIMARYKEY, sqlite3.SQLITE_CONSTRAINT_UNIQUE:
+	switch s.d.Classify(err) {
+	case NotDriver:
+		return fmt.Errorf("%s: %s: %w", s.d.Name, t, err)
+	case Unique:
 		if t.conflict != "" {
 			return broker.Errorf(broker.ECONFLICT, "%s", t.conflict)
 		}
 		return broker.Errorf(broker.ECONFLICT, "%s already exists", t)
-	case sqlite3.SQLITE_CONSTRAINT_CHECK:
+	case Check:
 		return broker.Errorf(broker.ECONFLICT, "%s breaks a rule of the store", t)
-	case sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+	case ForeignKey:
 		if t.refKind != "" {
 			return broker.Errorf(broker.ENOTFOUND, "%s not found", target{kind: t.refKind, id: t.refID})
 		}
 		return broker.Errorf(broker.ENOTFOUND, "%s refers to a record that does not exist", t)
+	case Busy:
+		return fmt.Errorf("%s: %s: the database stayed locked too long: %v", s.d.Name, t, err)
 	}
-	switch se.Code() & 0xff { // the primary result code
-	case sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED:
-		return fmt.Errorf("sqlite: %s: the database stayed locked past the busy timeout: %v", t, err)
-	}
-	return fmt.Errorf("sqlite: %s: %v", t, err)
+	return fmt.Errorf("%s: %s: %v", s.d.Name, t, err)
 }

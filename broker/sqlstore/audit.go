@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -14,17 +14,17 @@ import (
 // PutArtifact stores a signed artifact; ECONFLICT if the id exists,
 // EINVALID for an empty id.
 func (s *Store) PutArtifact(ctx context.Context, a *broker.Artifact) error {
-	return insertArtifact(ctx, s.wr(), a)
+	return s.write(ctx, target{kind: "artifact", id: a.ID}, func(tx conn) error { return s.insertArtifact(ctx, tx, a) })
 }
 
-func insertArtifact(ctx context.Context, x execer, a *broker.Artifact) error {
+func (s *Store) insertArtifact(ctx context.Context, x conn, a *broker.Artifact) error {
 	if a.ID == "" {
 		return broker.Errorf(broker.EINVALID, "artifact id is empty")
 	}
 	_, err := x.ExecContext(ctx, `INSERT INTO artifacts (id, kind, digest, data, signature, key_id, created_at)
 		VALUES (?, ?, ?, ?, ?, ?, ?)`,
 		a.ID, a.Kind, a.Digest, blob(a.Data), a.Signature, a.KeyID, formatTime(a.CreatedAt))
-	return formatError(err, target{kind: "artifact", id: a.ID})
+	return s.formatError(err, target{kind: "artifact", id: a.ID})
 }
 
 // Artifact returns an artifact, or ENOTFOUND.
@@ -39,7 +39,7 @@ func (s *Store) Artifact(ctx context.Context, id string) (*broker.Artifact, erro
 		a.CreatedAt, err = parseTime(createdAt)
 	}
 	if err != nil {
-		return nil, formatError(err, target{kind: "artifact", id: id})
+		return nil, s.formatError(err, target{kind: "artifact", id: id})
 	}
 	return &a, nil
 }
@@ -77,9 +77,9 @@ func scanAuditEntry(row scanner) (*broker.AuditEntry, error) {
 // internal error: the caller's seal is broken.
 func (s *Store) AppendAudit(ctx context.Context, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
 	var sealed *broker.AuditEntry
-	err := s.write(ctx, target{kind: "audit entry"}, func(tx *sql.Tx) error {
+	err := s.write(ctx, target{kind: "audit entry"}, func(tx conn) error {
 		var err error
-		sealed, err = appendAudit(ctx, tx, seal)
+		sealed, err = s.appendAudit(ctx, tx, seal)
 		return err
 	})
 	var se sealError
@@ -90,7 +90,7 @@ func (s *Store) AppendAudit(ctx context.Context, seal func(last *broker.AuditEnt
 }
 
 // appendAudit appends the entry seal makes after the last one, inside tx.
-func appendAudit(ctx context.Context, tx *sql.Tx, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
+func (s *Store) appendAudit(ctx context.Context, tx conn, seal func(last *broker.AuditEntry) (*broker.AuditEntry, error)) (*broker.AuditEntry, error) {
 	var sealed *broker.AuditEntry
 	err := func() error {
 		last, err := scanAuditEntry(tx.QueryRowContext(ctx, "SELECT "+auditColumns+" FROM audit_log ORDER BY seq DESC LIMIT 1"))
@@ -98,7 +98,7 @@ func appendAudit(ctx context.Context, tx *sql.Tx, seal func(last *broker.AuditEn
 		case errors.Is(err, sql.ErrNoRows):
 			last = nil
 		case err != nil:
-			return formatError(err, target{kind: "last audit entry"})
+			return s.formatError(err, target{kind: "last audit entry"})
 		}
 		var want int64 = 1
 		if last != nil {
@@ -122,7 +122,7 @@ func appendAudit(ctx context.Context, tx *sql.Tx, seal func(last *broker.AuditEn
 			entry.Seq, formatTime(entry.Time), entry.Actor, entry.Action, entry.Subject, entry.DetailsDigest,
 			nullText(entry.Details), entry.PrevHash, entry.Hash, entry.Signature, entry.KeyID)
 		if err != nil {
-			return formatError(err, target{kind: "audit entry", id: strconv.FormatInt(e.Seq, 10)})
+			return s.formatError(err, target{kind: "audit entry", id: strconv.FormatInt(e.Seq, 10)})
 		}
 		sealed = &entry
 		return nil
@@ -144,19 +144,19 @@ func (s *Store) AuditEntries(ctx context.Context, after int64, limit int) ([]*br
 	t := target{kind: "audit entries"}
 	rows, err := s.rd().QueryContext(ctx, "SELECT "+auditColumns+" FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?", after, limit)
 	if err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	defer rows.Close()
 	out := []*broker.AuditEntry{}
 	for rows.Next() {
 		e, err := scanAuditEntry(rows)
 		if err != nil {
-			return nil, formatError(err, t)
+			return nil, s.formatError(err, t)
 		}
 		out = append(out, e)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	return out, nil
 }

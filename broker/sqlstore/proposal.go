@@ -1,4 +1,4 @@
-package sqlite
+package sqlstore
 
 import (
 	"context"
@@ -16,16 +16,16 @@ import (
 // digest again is not an error and keeps the first bytes: the digest
 // names the content.
 func (s *Store) PutBundle(ctx context.Context, digest string, data []byte) error {
-	return insertBundle(ctx, s.wr(), digest, data)
+	return s.write(ctx, target{kind: "bundle", id: digest}, func(tx conn) error { return s.insertBundle(ctx, tx, digest, data) })
 }
 
-func insertBundle(ctx context.Context, x execer, digest string, data []byte) error {
+func (s *Store) insertBundle(ctx context.Context, x conn, digest string, data []byte) error {
 	t := target{kind: "bundle", id: digest}
 	if digest == "" {
 		return broker.Errorf(broker.EINVALID, "bundle digest is empty")
 	}
 	_, err := x.ExecContext(ctx, "INSERT INTO bundles (digest, data) VALUES (?, ?) ON CONFLICT (digest) DO NOTHING", digest, blob(data))
-	return formatError(err, t)
+	return s.formatError(err, t)
 }
 
 // Bundle returns a stored bundle, or ENOTFOUND.
@@ -33,7 +33,7 @@ func (s *Store) Bundle(ctx context.Context, digest string) ([]byte, error) {
 	var data []byte
 	err := s.rd().QueryRowContext(ctx, "SELECT data FROM bundles WHERE digest = ?", digest).Scan(&data)
 	if err != nil {
-		return nil, formatError(err, target{kind: "bundle", id: digest})
+		return nil, s.formatError(err, target{kind: "bundle", id: digest})
 	}
 	return data, nil
 }
@@ -74,16 +74,10 @@ func decodeSummaryColumn(col sql.NullString) (*planparse.Summary, error) {
 // EINVALID for an empty id, an unknown state or a summary that does not
 // validate.
 func (s *Store) CreateProposal(ctx context.Context, p *broker.Proposal) error {
-	return insertProposal(ctx, s.wr(), p)
+	return s.write(ctx, target{kind: "proposal", id: p.ID}, func(tx conn) error { return s.insertProposal(ctx, tx, p) })
 }
 
-// execer is a *sql.DB or *sql.Tx.
-type execer interface {
-	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
-	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
-}
-
-func insertProposal(ctx context.Context, x execer, p *broker.Proposal) error {
+func (s *Store) insertProposal(ctx context.Context, x conn, p *broker.Proposal) error {
 	t := target{kind: "proposal", id: p.ID}
 	if p.ID == "" {
 		return broker.Errorf(broker.EINVALID, "proposal id is empty")
@@ -93,9 +87,9 @@ func insertProposal(ctx context.Context, x execer, p *broker.Proposal) error {
 	}
 	vars, err := json.Marshal(p.Vars)
 	if err != nil {
-		return formatError(err, t)
+		return s.formatError(err, t)
 	}
-	sum, divergence, driftJSON, disclosure, err := encodeVerification(p)
+	sum, divergence, driftJSON, disclosure, err := s.encodeVerification(p)
 	if err != nil {
 		return err
 	}
@@ -105,7 +99,7 @@ func insertProposal(ctx context.Context, x execer, p *broker.Proposal) error {
 		p.ID, p.Workspace, p.ConfigDigest, string(vars), p.Rationale, p.Proposer,
 		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), disclosure, string(p.State), p.Reason,
 		formatTime(p.CreatedAt), formatTime(p.UpdatedAt))
-	return formatError(err, t)
+	return s.formatError(err, t)
 }
 
 const proposalColumns = `id, workspace, config_digest, vars, rationale, proposer, summary, digest,
@@ -167,7 +161,7 @@ func (s *Store) ProposerBundleBytes(ctx context.Context, proposer string, since 
 		WHERE b.digest IN (SELECT config_digest FROM proposals WHERE proposer = ? AND created_at >= ?)`,
 		proposer, formatTime(since)).Scan(&n)
 	if err != nil {
-		return 0, formatError(err, target{kind: "bundles of", id: proposer})
+		return 0, s.formatError(err, target{kind: "bundles of", id: proposer})
 	}
 	return n, nil
 }
@@ -176,7 +170,7 @@ func (s *Store) ProposerBundleBytes(ctx context.Context, proposer string, since 
 func (s *Store) Proposal(ctx context.Context, id string) (*broker.Proposal, error) {
 	p, err := scanProposal(s.rd().QueryRowContext(ctx, "SELECT "+proposalColumns+" FROM proposals WHERE id = ?", id))
 	if err != nil {
-		return nil, formatError(err, target{kind: "proposal", id: id})
+		return nil, s.formatError(err, target{kind: "proposal", id: id})
 	}
 	return p, nil
 }
@@ -210,7 +204,7 @@ func (s *Store) ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*
 	if f.After != "" {
 		var n int
 		if err := s.rd().QueryRowContext(ctx, "SELECT count(*) FROM proposals WHERE id = ?", f.After).Scan(&n); err != nil {
-			return nil, formatError(err, t)
+			return nil, s.formatError(err, t)
 		}
 		if n == 0 {
 			return nil, broker.Errorf(broker.ENOTFOUND, "no proposal %s to list after", f.After)
@@ -234,19 +228,19 @@ func (s *Store) ListProposals(ctx context.Context, f broker.ProposalFilter) ([]*
 	query := "SELECT " + proposalColumns + " FROM proposals" + whereClause(where) + order + limit
 	rows, err := s.rd().QueryContext(ctx, query, args...)
 	if err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	defer rows.Close()
 	out := []*broker.Proposal{}
 	for rows.Next() {
 		p, err := scanProposal(rows)
 		if err != nil {
-			return nil, formatError(err, t)
+			return nil, s.formatError(err, t)
 		}
 		out = append(out, p)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	return out, nil
 }
@@ -268,7 +262,7 @@ func (s *Store) SetProposalState(ctx context.Context, id string, from, to broker
 	if err := validProposalState(to); err != nil {
 		return err
 	}
-	return s.write(ctx, target{kind: "proposal", id: id}, func(tx *sql.Tx) error {
+	return s.write(ctx, target{kind: "proposal", id: id}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, "UPDATE proposals SET state = ?, updated_at = ? WHERE id = ? AND state = ?",
 			string(to), formatTime(at), id, string(from))
 		if err != nil {
@@ -288,7 +282,7 @@ func (s *Store) SetProposalState(ctx context.Context, id string, from, to broker
 // encodeVerification encodes what seb's plan of a proposal found: its
 // summary, the divergence from the agent's plan, the drift, and what
 // reviewers cannot read.
-func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, drift []byte, disclosure sql.NullString, err error) {
+func (s *Store) encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, drift []byte, disclosure sql.NullString, err error) {
 	if sum, err = encodeSummary(p.Summary); err != nil {
 		return sum, divergence, nil, disclosure, err
 	}
@@ -304,12 +298,12 @@ func encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, dri
 		changes = []planparse.ResourceChange{}
 	}
 	if drift, err = json.Marshal(changes); err != nil {
-		return sum, divergence, nil, disclosure, formatError(err, target{kind: "proposal", id: p.ID})
+		return sum, divergence, nil, disclosure, s.formatError(err, target{kind: "proposal", id: p.ID})
 	}
 	if p.Disclosure != nil {
 		data, err := json.Marshal(p.Disclosure)
 		if err != nil {
-			return sum, divergence, nil, disclosure, formatError(err, target{kind: "proposal", id: p.ID})
+			return sum, divergence, nil, disclosure, s.formatError(err, target{kind: "proposal", id: p.ID})
 		}
 		disclosure = sql.NullString{String: string(data), Valid: true}
 	}
@@ -323,11 +317,11 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) er
 	if err := validProposalState(p.State); err != nil {
 		return err
 	}
-	sum, divergence, driftJSON, disclosure, err := encodeVerification(p)
+	sum, divergence, driftJSON, disclosure, err := s.encodeVerification(p)
 	if err != nil {
 		return err
 	}
-	return s.write(ctx, t, func(tx *sql.Tx) error {
+	return s.write(ctx, t, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE proposals SET summary = ?, digest = ?, plan_digest = ?, divergence = ?, drift = ?,
 			disclosure = ?, state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
 			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), disclosure, string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
@@ -364,9 +358,8 @@ func (s *Store) AddReview(ctx context.Context, r broker.Review) error {
 		refKind: "proposal", refID: r.ProposalID,
 		conflict: r.Reviewer + " already reviewed proposal " + r.ProposalID,
 	}
-	_, err := s.wr().ExecContext(ctx, "INSERT INTO reviews (proposal_id, reviewer, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
+	return s.exec(ctx, t, "INSERT INTO reviews (proposal_id, reviewer, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
 		r.ProposalID, r.Reviewer, string(r.Decision), r.Comment, formatTime(r.At))
-	return formatError(err, t)
 }
 
 // Reviews returns a proposal's reviews, oldest first; none (not ENOTFOUND)
@@ -375,7 +368,7 @@ func (s *Store) Reviews(ctx context.Context, proposalID string) ([]broker.Review
 	t := target{kind: "reviews of proposal", id: proposalID}
 	rows, err := s.rd().QueryContext(ctx, "SELECT reviewer, decision, comment, at FROM reviews WHERE proposal_id = ? ORDER BY at, rowid", proposalID)
 	if err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	defer rows.Close()
 	out := []broker.Review{}
@@ -383,16 +376,16 @@ func (s *Store) Reviews(ctx context.Context, proposalID string) ([]broker.Review
 		r := broker.Review{ProposalID: proposalID}
 		var decision, at string
 		if err := rows.Scan(&r.Reviewer, &decision, &r.Comment, &at); err != nil {
-			return nil, formatError(err, t)
+			return nil, s.formatError(err, t)
 		}
 		r.Decision = broker.Decision(decision)
 		if r.At, err = parseTime(at); err != nil {
-			return nil, formatError(err, t)
+			return nil, s.formatError(err, t)
 		}
 		out = append(out, r)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, formatError(err, t)
+		return nil, s.formatError(err, t)
 	}
 	return out, nil
 }

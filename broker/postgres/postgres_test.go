@@ -1,0 +1,192 @@
+package postgres_test
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/broker/postgres"
+	"github.com/seb-broker/seb/broker/storetest"
+	"github.com/seb-broker/seb/internal/pgtest"
+)
+
+func open(t *testing.T, url string) *postgres.Store {
+	t.Helper()
+	s, err := postgres.Open(context.Background(), url, postgres.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestStore(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) broker.Store { return open(t, pgtest.Database(t)) })
+}
+
+// TestStoreTwoReplicas: two replicas' stores on one database pass the
+// suite, its concurrency tests contending across them.
+func TestStoreTwoReplicas(t *testing.T) {
+	storetest.Run(t, func(t *testing.T) broker.Store {
+		url := pgtest.Database(t)
+		return storetest.Alternate(open(t, url), open(t, url))
+	})
+}
+
+// TestReplicasMigrateAtOnce: replicas starting together on an empty
+// database migrate it once.
+func TestReplicasMigrateAtOnce(t *testing.T) {
+	url := pgtest.Database(t)
+	errs := make(chan error, 4)
+	for range 4 {
+		go func() {
+			s, err := postgres.Open(context.Background(), url, postgres.Options{})
+			if err == nil {
+				s.Close()
+			}
+			errs <- err
+		}()
+	}
+	for range 4 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	raw := rawConn(t, url)
+	var n int
+	if err := raw.QueryRow(context.Background(), "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil || n != 1 {
+		t.Errorf("%d migrations recorded, %v", n, err)
+	}
+}
+
+func rawConn(t *testing.T, url string) *pgx.Conn {
+	t.Helper()
+	c, err := pgx.Connect(context.Background(), url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return c
+}
+
+func TestRefuseNewerSchema(t *testing.T) {
+	url := pgtest.Database(t)
+	open(t, url)
+	raw := rawConn(t, url)
+	if _, err := raw.Exec(context.Background(), "INSERT INTO schema_migrations VALUES (999, 'future', 'x')"); err != nil {
+		t.Fatal(err)
+	}
+	_, err := postgres.Open(context.Background(), url, postgres.Options{})
+	if !errors.Is(err, postgres.ErrNewerSchema) || !strings.Contains(err.Error(), "999") {
+		t.Errorf("Open error = %v, want ErrNewerSchema naming version 999", err)
+	}
+}
+
+// TestOpenHidesPassword: a refused connection's error names the server,
+// never the password.
+func TestOpenHidesPassword(t *testing.T) {
+	_, err := postgres.Open(context.Background(), "postgres://seb:hunter2-secret@127.0.0.1:1/seb?connect_timeout=2", postgres.Options{})
+	if err == nil || strings.Contains(err.Error(), "hunter2") || !strings.Contains(err.Error(), "127.0.0.1") {
+		t.Errorf("Open error = %v", err)
+	}
+	_, err = postgres.Open(context.Background(), "postgres://seb:hunter2-secret@127.0.0.1:1/seb?sslmode=bogus", postgres.Options{})
+	if err == nil || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Open error = %v", err)
+	}
+}
+
+func noDriverError(t *testing.T, what string, err error) {
+	t.Helper()
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		t.Errorf("%s: error %v leaks the driver's *pgconn.PgError", what, err)
+	}
+}
+
+func TestDriverErrorsDoNotLeak(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	s := open(t, url)
+	p := &broker.Proposal{ID: "p1", Workspace: "w", State: broker.ProposalPending, CreatedAt: time.Now()}
+	if err := s.CreateProposal(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	err := s.CreateProposal(ctx, p)
+	noDriverError(t, "duplicate proposal", err)
+	if broker.ErrorCode(err) != broker.ECONFLICT {
+		t.Errorf("duplicate proposal: %v, want ECONFLICT", err)
+	}
+	err = s.AddReview(ctx, broker.Review{ProposalID: "p-missing", Reviewer: "alice", Decision: broker.Approve})
+	noDriverError(t, "review of a missing proposal", err)
+	if broker.ErrorCode(err) != broker.ENOTFOUND || !strings.Contains(broker.ErrorMessage(err), "p-missing") {
+		t.Errorf("review of a missing proposal: %v, want ENOTFOUND naming it", err)
+	}
+	// Inside a Tx, a failed method undoes only itself: the transaction
+	// goes on, as on SQLite.
+	err = s.Tx(ctx, func(tx broker.Store) error {
+		if err := tx.CreateProposal(ctx, p); broker.ErrorCode(err) != broker.ECONFLICT {
+			t.Errorf("duplicate inside a Tx: %v", err)
+		}
+		return tx.SetProposalState(ctx, "p1", broker.ProposalPending, broker.ProposalCertified, time.Now())
+	})
+	if err != nil {
+		t.Errorf("a Tx going on after an expected conflict: %v", err)
+	}
+
+	// Another program holds the write lock: a write waits, and gives up
+	// with its context, as an internal error.
+	raw := rawConn(t, url)
+	tx, err := raw.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", postgres.WriteLockKey); err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 200*time.Millisecond)
+	err = s.SetProposalState(short, "p1", broker.ProposalCertified, broker.ProposalPending, time.Now())
+	cancel()
+	noDriverError(t, "locked database", err)
+	if err == nil {
+		t.Error("a write went through while another held the write lock")
+	}
+	tx.Rollback(ctx)
+	if err := s.SetProposalState(ctx, "p1", broker.ProposalCertified, broker.ProposalPending, time.Now()); err != nil {
+		t.Errorf("once the lock is released: %v", err)
+	}
+}
+
+func TestAuditLogIsAppendOnly(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	s := open(t, url)
+	_, err := s.AppendAudit(ctx, func(*broker.AuditEntry) (*broker.AuditEntry, error) {
+		return &broker.AuditEntry{Seq: 1, Time: time.Now(), Actor: "a", Action: "b", Hash: "h"}, nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := rawConn(t, url)
+	for _, stmt := range []string{"UPDATE audit_log SET actor = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"} {
+		if _, err := raw.Exec(ctx, stmt); err == nil || !strings.Contains(err.Error(), "append-only") {
+			t.Errorf("%s: %v, want it refused", stmt, err)
+		}
+	}
+}
+
+func TestContextCanceled(t *testing.T) {
+	s := open(t, pgtest.Database(t))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err := s.PutBundle(ctx, "d", []byte("x"))
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("PutBundle with a canceled context = %v, want context.Canceled", err)
+	}
+	noDriverError(t, "canceled", err)
+}
