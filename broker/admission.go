@@ -92,7 +92,7 @@ func (b *Service) WorkspaceState(ctx context.Context, workspace string) ([]byte,
 	if _, err := b.Workspace(workspace); err != nil {
 		return nil, err
 	}
-	return b.opts.State.Current(ctx, workspace)
+	return b.opts.Store.CurrentState(ctx, workspace)
 }
 
 // PlanCredential mints a plan-phase (read-only) credential of the

@@ -10,6 +10,7 @@ import (
 	"io"
 	"maps"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -59,6 +60,10 @@ type Config struct {
 	// Runner says who runs Terraform for this broker. It is how the
 	// broker is operated, not what it admits: it is not in Digest.
 	Runner RunnerConfig
+	// Database, when set, is the PostgreSQL database several replicas
+	// share (high availability); without it the store is a SQLite file in
+	// DataDir. Not in Digest.
+	Database DatabaseConfig
 	// Digest is sha256:<hex> of what in the configuration is policy: the
 	// RFC 8785 JSON, after defaults, of the issuer, the clock skew and each
 	// workspace's rules (drift mode, certificate lifetime, approvals,
@@ -72,6 +77,20 @@ type Config struct {
 	// published in the audit log.
 	Digest string
 }
+
+// DatabaseConfig is the database block of seb.hcl.
+type DatabaseConfig struct {
+	// URL is postgres://user@host:port/database?sslmode=…, without a
+	// password.
+	URL string
+	// Password is read from where seb.hcl says ("env:VAR" or
+	// "file:PATH"); "" when the URL's user needs none (or PGPASSFILE
+	// gives it).
+	Password string
+}
+
+// HA reports whether replicas share the store: a database is configured.
+func (c *Config) HA() bool { return c.Database.URL != "" }
 
 // RunnerConfig is the runner block of seb.hcl.
 type RunnerConfig struct {
@@ -174,6 +193,13 @@ const maxSecretFileBytes = 64 << 10
 // resolveSecrets replaces each static secret's reference with the secret.
 func resolveSecrets(c *Config, dir string) error {
 	var errs []error
+	if c.Database.Password != "" {
+		value, err := resolveSecret(c.Database.Password, dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("database: password: %w", err))
+		}
+		c.Database.Password = value
+	}
 	for i := range c.Workspaces {
 		w := &c.Workspaces[i]
 		for _, secrets := range []struct {
@@ -291,6 +317,15 @@ type configFile struct {
 	ClockSkewRange hcl.Range         `hcl:"clock_skew,attr_value_range"`
 	Workspaces     []configWorkspace `hcl:"workspace,block"`
 	Runner         *configRunner     `hcl:"runner,block"`
+	Database       *configDatabase   `hcl:"database,block"`
+}
+
+// configDatabase is the database block.
+type configDatabase struct {
+	URL           string    `hcl:"url"`
+	URLRange      hcl.Range `hcl:"url,attr_value_range"`
+	Password      string    `hcl:"password,optional"`
+	PasswordRange hcl.Range `hcl:"password,attr_value_range"`
 }
 
 // configRunner is the runner block.
@@ -373,6 +408,18 @@ func (f *configFile) config() (*Config, hcl.Diagnostics) {
 		var ddiags hcl.Diagnostics
 		c.ClockSkew, ddiags = parseConfigDuration("clock_skew", *f.ClockSkew, f.ClockSkewRange, 0, configMaxClockSkew)
 		diags = append(diags, ddiags...)
+	}
+	if f.Database != nil {
+		c.Database = DatabaseConfig{URL: f.Database.URL, Password: f.Database.Password}
+		u, err := url.Parse(f.Database.URL)
+		switch {
+		case err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "":
+			diags = diags.Append(configDiag(f.Database.URLRange, "Invalid database url",
+				`database url: write a PostgreSQL URL, e.g. "postgres://seb@db.internal:5432/seb?sslmode=verify-full".`))
+		case u.User != nil && func() bool { _, set := u.User.Password(); return set }():
+			diags = diags.Append(configDiag(f.Database.URLRange, "Password in the database url",
+				`database url: leave the password out of the URL; give where it is with password = "env:VAR" or "file:PATH".`))
+		}
 	}
 	if f.Runner != nil {
 		c.Runner = RunnerConfig{External: f.Runner.External, InsecureNoSandbox: f.Runner.InsecureNoSandbox}

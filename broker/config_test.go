@@ -397,3 +397,39 @@ func TestStaticSecrets(t *testing.T) {
 		}
 	}
 }
+
+// TestDatabaseConfig: the database block names a PostgreSQL URL and where
+// its password is, never the password itself; it is not policy.
+func TestDatabaseConfig(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("SEB_TEST_DB_PASSWORD", "s3cret-db")
+	ws := "workspace \"w\" {\n  credentials {\n    audience = \"a\"\n    token_file_env = [\"T\"]\n  }\n}\n"
+	parse := func(db string) (*broker.Config, error) {
+		return broker.ParseConfig([]byte(db+ws), filepath.Join(dir, "seb.hcl"))
+	}
+	c, err := parse("database {\n  url = \"postgres://seb@db.internal:5432/seb?sslmode=verify-full\"\n  password = \"env:SEB_TEST_DB_PASSWORD\"\n}\n")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.HA() || c.Database.URL != "postgres://seb@db.internal:5432/seb?sslmode=verify-full" || c.Database.Password != "s3cret-db" {
+		t.Errorf("database: %+v", c.Database)
+	}
+	plain, err := parse("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if plain.HA() || plain.Digest != c.Digest {
+		t.Errorf("the database changed the policy digest or HA: %v %s %s", plain.HA(), plain.Digest, c.Digest)
+	}
+	for _, tt := range []struct{ db, want string }{
+		{"database {\n  url = \"mysql://db/seb\"\n}\n", "write a PostgreSQL URL"},
+		{"database {\n  url = \"postgres://seb:s3cret-db@db/seb\"\n}\n", "leave the password out of the URL"},
+		{"database {\n  url = \"postgres://seb@db/seb\"\n  password = \"s3cret-db\"\n}\n", "database: password: the secret is written in clear"},
+		{"database {\n  url = \"postgres://seb@db/seb\"\n  password = \"env:SEB_TEST_UNSET\"\n}\n", "SEB_TEST_UNSET is not set"},
+	} {
+		_, err := parse(tt.db)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cret") {
+			t.Errorf("%q: %v; want an error saying %q", tt.db, err, tt.want)
+		}
+	}
+}

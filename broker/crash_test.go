@@ -28,7 +28,7 @@ import (
 // crashEnv is what a broker process needs to run, as directories and URLs
 // both the test and a child process can open.
 type crashEnv struct {
-	dir       string // data: seb.db, keys/, signer/, state/
+	dir       string // data: seb.db, keys/, signer/
 	issuerURL string
 	sandbox   string
 	mirror    string
@@ -47,29 +47,25 @@ func crashEnvFromEnviron() crashEnv {
 
 // open builds a broker over the environment's files, as `seb serve` would
 // at start.
-func (c crashEnv) open() (*broker.Service, broker.Store, *drift.FileStateStore, error) {
+func (c crashEnv) open() (*broker.Service, broker.Store, error) {
 	keys, err := broker.OpenKeySet(filepath.Join(c.dir, "keys"), broker.KeySetOptions{})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	issuer, err := broker.NewIssuer(broker.IssuerOptions{URL: c.issuerURL, Keys: keys})
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	signer, err := broker.OpenSigner(filepath.Join(c.dir, "signer"))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	store, err := sqlite.Open(filepath.Join(c.dir, "seb.db"), sqlite.Options{})
 	if err != nil {
-		return nil, nil, nil, err
-	}
-	state, err := drift.NewFileStateStore(filepath.Join(c.dir, "state"))
-	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, err
 	}
 	svc, err := broker.New(broker.Options{
-		Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: sensitiveKey, JobLease: 5 * time.Second,
+		Store: store, Signer: signer, Issuer: issuer, SensitiveKey: sensitiveKey, JobLease: 5 * time.Second,
 		Workspaces: []broker.Workspace{{
 			Name: "sandbox", DriftMode: drift.ModeDefault, CertificateLifetime: time.Hour, ApprovalsRequired: 1,
 			ProtectedActions: []planparse.Action{planparse.ActionDelete},
@@ -77,14 +73,14 @@ func (c crashEnv) open() (*broker.Service, broker.Store, *drift.FileStateStore, 
 				Env: map[string]string{"SANDBOX_ENDPOINT": c.sandbox}},
 		}},
 	})
-	return svc, store, state, err
+	return svc, store, err
 }
 
 // crashChild runs in the child process: a broker with its runner in one
 // process, executing the certificate, which the parent kills midway.
 func crashChild() {
 	env := crashEnvFromEnviron()
-	svc, _, _, err := env.open()
+	svc, _, err := env.open()
 	if err == nil {
 		err = startChildRunner(env, svc)
 	}
@@ -137,7 +133,7 @@ func TestCrashMidApply(t *testing.T) {
 	sb := sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: hs.URL, StatePath: filepath.Join(t.TempDir(), "sandbox.json"), MutationDelay: 10 * time.Second})
 	env := crashEnv{dir: dir, issuerURL: hs.URL, sandbox: sb.URL, mirror: tftest.Mirror(t), bin: tftest.Binary(t)}
 
-	svc, store, _, err := env.open()
+	svc, store, err := env.open()
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -190,7 +186,7 @@ func TestCrashMidApply(t *testing.T) {
 	probe.Close()
 
 	// Restart, as seb serve with an embedded runner does.
-	svc, store, _, err = env.open()
+	svc, store, err = env.open()
 	if err != nil {
 		t.Fatal(err)
 	}

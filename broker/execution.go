@@ -346,32 +346,38 @@ func (b *Service) decide(ctx context.Context, j *Job, r PlanReport) (*PlanVerdic
 // broker even if the runner dies before it ends. A runner whose lease was
 // lost can never store state.
 func (b *Service) ReportState(ctx context.Context, id string, token int64, state []byte) error {
-	b.stateMu.Lock()
-	defer b.stateMu.Unlock()
-	j, err := b.leased(ctx, id, token)
-	if err != nil {
-		return err
-	}
-	if j.Kind != JobExecute || j.Phase != string(drift.PhaseApply) {
-		return Errorf(ECONFLICT, "job %s is not applying: it has no state to store", id)
-	}
-	return b.putState(ctx, j.Workspace, state)
+	_, err := b.applyingState(ctx, id, token, state, "it has no state to store")
+	return err
 }
 
-// putState stores a workspace's state unless it is the current one.
-func (b *Service) putState(ctx context.Context, workspace string, state []byte) error {
-	if len(state) == 0 {
-		return nil
+// applyingState stores the state an applying execution's runner reports,
+// in one transaction with the check of its lease: the lease fences the
+// write, so a runner whose lease was lost (its job ended by any replica)
+// stores nothing. It returns the job.
+func (b *Service) applyingState(ctx context.Context, id string, token int64, state []byte, notApplying string) (*Job, error) {
+	if len(state) > 0 && !json.Valid(state) {
+		return nil, Errorf(EINVALID, "the state is not JSON")
 	}
-	if !json.Valid(state) {
-		return Errorf(EINVALID, "the state is not JSON")
-	}
-	current, err := b.opts.State.Current(ctx, workspace)
-	if err != nil || bytes.Equal(current, state) {
+	var j *Job
+	err := b.opts.Store.Tx(ctx, func(tx Store) error {
+		var err error
+		if j, err = b.leasedIn(ctx, tx, id, token); err != nil {
+			return err
+		}
+		if j.Kind != JobExecute || j.Phase != string(drift.PhaseApply) {
+			return Errorf(ECONFLICT, "job %s is not applying: %s", id, notApplying)
+		}
+		if len(state) == 0 {
+			return nil
+		}
+		current, err := tx.CurrentState(ctx, j.Workspace)
+		if err != nil || bytes.Equal(current, state) {
+			return err
+		}
+		_, err = tx.PutState(ctx, j.Workspace, state, b.now())
 		return err
-	}
-	_, err = b.opts.State.Put(ctx, workspace, state)
-	return err
+	})
+	return j, err
 }
 
 // ReportApply ends an execution with its apply's outcome: the final
@@ -379,15 +385,7 @@ func (b *Service) putState(ctx context.Context, workspace string, state []byte) 
 // interrupted apply may have changed what Terraform did not record, so
 // its workspace is held for reconciliation.
 func (b *Service) ReportApply(ctx context.Context, id string, token int64, r ApplyReport) error {
-	b.stateMu.Lock()
-	j, err := b.leased(ctx, id, token)
-	if err == nil && (j.Kind != JobExecute || j.Phase != string(drift.PhaseApply)) {
-		err = Errorf(ECONFLICT, "job %s is not applying", id)
-	}
-	if err == nil {
-		err = b.putState(ctx, j.Workspace, r.State)
-	}
-	b.stateMu.Unlock()
+	j, err := b.applyingState(ctx, id, token, r.State, "it has no apply to report")
 	if err != nil {
 		return err
 	}

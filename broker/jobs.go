@@ -165,7 +165,7 @@ func (b *Service) leaseOf(ctx context.Context, j *Job) (*Lease, error) {
 	if err != nil {
 		return nil, err
 	}
-	state, err := b.opts.State.Current(ctx, ws.Name)
+	state, err := b.opts.Store.CurrentState(ctx, ws.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -203,10 +203,16 @@ func AsRunner(ctx context.Context, name string) context.Context {
 // Renewing changes nothing else of the job, so that a heartbeat never
 // undoes what a report beside it records.
 func (b *Service) leased(ctx context.Context, id string, token int64) (*Job, error) {
+	return b.leasedIn(ctx, b.opts.Store, id, token)
+}
+
+// leasedIn is leased on st: a Tx's Store, so that the lease fences what
+// the Tx writes.
+func (b *Service) leasedIn(ctx context.Context, st Store, id string, token int64) (*Job, error) {
 	// Another runner is refused before it renews anything: it cannot keep
 	// alive the lease of a job whose runner died.
 	if runner, _ := ctx.Value(runnerKey{}).(string); runner != "" {
-		j, err := b.opts.Store.Job(ctx, id)
+		j, err := st.Job(ctx, id)
 		if err != nil && ErrorCode(err) != ENOTFOUND {
 			return nil, err
 		}
@@ -216,7 +222,7 @@ func (b *Service) leased(ctx context.Context, id string, token int64) (*Job, err
 	}
 	// The lease is renewed only with its token: a runner leased the job
 	// again since holds another.
-	j, err := b.opts.Store.RenewJob(ctx, id, token, b.now().Add(b.opts.JobLease), b.now())
+	j, err := st.RenewJob(ctx, id, token, b.now().Add(b.opts.JobLease), b.now())
 	if ErrorCode(err) == ENOTFOUND {
 		return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
 	}

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/seb-broker/seb/drift"
@@ -17,9 +16,9 @@ import (
 
 // Options configure the broker's services.
 type Options struct {
+	// Store keeps the broker's records, workspaces' Terraform state
+	// included.
 	Store Store
-	// State is where workspaces' Terraform state lives.
-	State drift.StateStore
 	// JobLease is how long a runner's lease on a job lasts without a
 	// heartbeat; 0 means 30 seconds.
 	JobLease time.Duration
@@ -51,8 +50,6 @@ func (o Options) Valid() error {
 	switch {
 	case o.Store == nil:
 		return errors.New("broker: Options.Store is nil")
-	case o.State == nil:
-		return errors.New("broker: Options.State is nil")
 	case o.JobLease < 0:
 		return errors.New("broker: Options.JobLease is negative")
 	case o.Signer == nil:
@@ -73,9 +70,6 @@ type Service struct {
 	opts       Options
 	workspaces map[string]Workspace
 	queue      jobQueue
-	// stateMu orders the state writes of runners' reports with the
-	// lease checks that guard them.
-	stateMu sync.Mutex
 }
 
 // New returns the broker's services.

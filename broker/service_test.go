@@ -43,7 +43,6 @@ type world struct {
 	sb     *sandboxtest.Sandbox
 	clock  *testClock
 	ws     broker.Workspace
-	state  *drift.FileStateStore
 	// stopRunner stops the world's runner, for tests that lease by hand.
 	stopRunner func()
 }
@@ -95,10 +94,6 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, err := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	ws := broker.Workspace{
 		Name:                "sandbox",
 		Credentials:         sb.Credentials(issuer, "sandbox").Profile,
@@ -116,7 +111,7 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 		serviceStore = o.wrapStore(store)
 	}
 	opts := broker.Options{
-		Store: serviceStore, State: state, Signer: signer, Issuer: issuer,
+		Store: serviceStore, Signer: signer, Issuer: issuer,
 		Workspaces: []broker.Workspace{ws}, SensitiveKey: sensitiveKey, ClockSkew: 30 * time.Second, Now: clock.Now,
 	}
 	if o.service != nil {
@@ -131,7 +126,7 @@ func newWorldWith(t *testing.T, o worldOptions) *world {
 		runnerBroker = o.wrapBroker(svc)
 	}
 	stop := runnertest.Start(t, runnerBroker, "test-runner")
-	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, state: state, stopRunner: stop}
+	return &world{t: t, svc: svc, store: store, signer: signer, sb: sb, clock: clock, ws: ws, stopRunner: stop}
 }
 
 // bundle packs a fixture configuration as an agent would.

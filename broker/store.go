@@ -3,6 +3,8 @@ package broker
 import (
 	"context"
 	"time"
+
+	"github.com/seb-broker/seb/drift"
 )
 
 // A Store keeps the broker's records. Implementations translate their
@@ -138,6 +140,24 @@ type Store interface {
 	WorkspaceHold(ctx context.Context, workspace string) (*Hold, error)
 	// ReleaseWorkspace ends a hold; ENOTFOUND if there is none.
 	ReleaseWorkspace(ctx context.Context, workspace string) error
+
+	// PutState stores state as a workspace's next version (serial 1, 2,
+	// 3… per workspace) at time at, and returns that version. Inside the
+	// Tx that checks a runner's lease, the lease fences the write.
+	PutState(ctx context.Context, workspace string, state []byte, at time.Time) (drift.StateVersion, error)
+	// CurrentState returns a workspace's latest state, nil when it has
+	// none.
+	CurrentState(ctx context.Context, workspace string) ([]byte, error)
+
+	// CreateSession stores a UI session, and deletes the sessions that
+	// expired before its creation.
+	CreateSession(ctx context.Context, s *Session, now time.Time) error
+	// Session returns the session with that id hash, ENOTFOUND when there
+	// is none or it expired before now.
+	Session(ctx context.Context, idHash string, now time.Time) (*Session, error)
+	// DeleteSession ends a session; ending one that is gone is not an
+	// error.
+	DeleteSession(ctx context.Context, idHash string) error
 
 	// Tx runs fn with a Store bound to one transaction and commits what fn
 	// wrote through it if fn returns nil; an error of fn rolls it all back

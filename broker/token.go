@@ -50,6 +50,18 @@ type APIToken struct {
 	Workspaces []string
 }
 
+// A Session is a UI sign-in: a cookie's id, of which only the hash is
+// stored, bound to the API token it was made with. Any replica serves it.
+type Session struct {
+	IDHash string
+	// TokenHash names the API token; the token is read again at every
+	// request, so revoking it ends its sessions.
+	TokenHash string
+	// CSRF is the session's form token.
+	CSRF    string
+	Expires time.Time
+}
+
 // Allows reports whether the token may act on workspace.
 func (t *APIToken) Allows(workspace string) bool {
 	return len(t.Workspaces) == 0 || slices.Contains(t.Workspaces, workspace)

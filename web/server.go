@@ -67,6 +67,9 @@ type Records interface {
 	PolicyEpoch(ctx context.Context) (int64, error)
 	APITokenByHash(ctx context.Context, hash string) (*broker.APIToken, error)
 	JobLog(ctx context.Context, id, phase string) ([]byte, error)
+	CreateSession(ctx context.Context, s *broker.Session, now time.Time) error
+	Session(ctx context.Context, idHash string, now time.Time) (*broker.Session, error)
+	DeleteSession(ctx context.Context, idHash string) error
 }
 
 // Options configure a Server.
@@ -109,7 +112,7 @@ type Server struct {
 	refusals refusals
 
 	// ui holds the UI's sessions; pages its parsed templates.
-	ui      *sessions
+	ui      sessions
 	pages   pages
 	audited auditCheck
 }
@@ -149,7 +152,7 @@ func New(opts Options) (*Server, error) {
 	if s.openAPIDoc, err = json.Marshal(doc); err != nil {
 		return nil, err
 	}
-	s.ui = &sessions{byID: map[string]*session{}}
+	s.ui = sessions{records: opts.Records}
 	e := s.echo
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError

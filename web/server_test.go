@@ -135,14 +135,13 @@ func newSiteWith(t testing.TB, workspaces []string, tune ...func(*sandboxcloud.O
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, _ := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
 	key := []byte("web test key for sensitive values")
 	var wss []broker.Workspace
 	for _, name := range workspaces {
 		wss = append(wss, broker.Workspace{Name: name, Credentials: sb.Credentials(issuer, name).Profile, DriftMode: drift.ModeDefault,
 			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}})
 	}
-	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: key, Workspaces: wss})
+	svc, err := broker.New(broker.Options{Store: store, Signer: signer, Issuer: issuer, SensitiveKey: key, Workspaces: wss})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"embed"
 	"encoding/hex"
@@ -15,7 +16,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -51,45 +51,49 @@ type session struct {
 	expires time.Time
 }
 
-// sessions are held in memory: a restart signs everyone out, which costs
-// a reviewer one sign-in and keeps nothing secret on disk.
-type sessions struct {
-	mu   sync.Mutex
-	byID map[string]*session
+// sessions live in the store, so that any replica serves a browser
+// signed in on another; the store keeps only each id's SHA-256.
+type sessions struct{ records Records }
+
+// sessionHash is what the store keeps of a session's id.
+func sessionHash(id string) string {
+	sum := sha256.Sum256([]byte(id))
+	return hex.EncodeToString(sum[:])
 }
 
-func (ss *sessions) create(tok *broker.APIToken, now time.Time) (string, *session) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	for id, s := range ss.byID {
-		if now.After(s.expires) {
-			delete(ss.byID, id)
-		}
-	}
+func (ss sessions) create(ctx context.Context, tok *broker.APIToken, now time.Time) (string, *session, error) {
 	id := randomHex(32)
 	s := &session{token: tok, csrf: randomHex(32), expires: now.Add(sessionLifetime)}
-	ss.byID[id] = s
-	return id, s
-}
-
-// get returns a copy of the session: a request may change its copy (the
-// token read again) while others read theirs.
-func (ss *sessions) get(id string, now time.Time) *session {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	s := ss.byID[id]
-	if s == nil || now.After(s.expires) {
-		delete(ss.byID, id)
-		return nil
+	err := ss.records.CreateSession(ctx, &broker.Session{IDHash: sessionHash(id), TokenHash: tok.Hash, CSRF: s.csrf, Expires: s.expires}, now)
+	if err != nil {
+		return "", nil, err
 	}
-	own := *s
-	return &own
+	return id, s, nil
 }
 
-func (ss *sessions) end(id string) {
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
-	delete(ss.byID, id)
+// get returns the session of id with its token read again now, so that a
+// token deleted or given another role ends its sessions; nil when there is
+// none, it expired, or its token may no longer sign in.
+func (ss sessions) get(ctx context.Context, id string, now time.Time) (*session, error) {
+	stored, err := ss.records.Session(ctx, sessionHash(id), now)
+	if broker.ErrorCode(err) == broker.ENOTFOUND {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	tok, err := ss.records.APITokenByHash(ctx, stored.TokenHash)
+	switch {
+	case broker.ErrorCode(err) == broker.ENOTFOUND || err == nil && !slices.Contains(uiRoles, tok.Role):
+		return nil, ss.end(ctx, id)
+	case err != nil:
+		return nil, err
+	}
+	return &session{token: tok, csrf: stored.CSRF, expires: stored.Expires}, nil
+}
+
+func (ss sessions) end(ctx context.Context, id string) error {
+	return ss.records.DeleteSession(ctx, sessionHash(id))
 }
 
 func randomHex(n int) string {
@@ -237,20 +241,13 @@ func (s *Server) loadSession(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		c.Set(uiKey, true)
 		if ck, err := c.Cookie(sessionCookie); err == nil {
-			if sess := s.ui.get(ck.Value, time.Now()); sess != nil {
-				// The token is read again on every request, so that a
-				// token deleted or given another role ends its sessions.
-				tok, err := s.opts.Records.APITokenByHash(c.Request().Context(), sess.token.Hash)
-				switch {
-				case broker.ErrorCode(err) == broker.ENOTFOUND || err == nil && !slices.Contains(uiRoles, tok.Role):
-					s.ui.end(ck.Value)
-				case err != nil:
-					return err
-				default:
-					sess.token = tok
-					c.Set(sessionKey, sess)
-					c.Set(principalKey, tok)
-				}
+			sess, err := s.ui.get(c.Request().Context(), ck.Value, time.Now())
+			if err != nil {
+				return err
+			}
+			if sess != nil {
+				c.Set(sessionKey, sess)
+				c.Set(principalKey, sess.token)
 			}
 		}
 		return next(c)
@@ -385,9 +382,14 @@ func (s *Server) signin(c echo.Context) error {
 			"Error": "Token " + tok.Name + " has the role " + string(tok.Role) + "; only reviewers and admins sign in here."})
 	}
 	if old, err := c.Cookie(sessionCookie); err == nil {
-		s.ui.end(old.Value)
+		if err := s.ui.end(c.Request().Context(), old.Value); err != nil {
+			return err
+		}
 	}
-	id, sess := s.ui.create(tok, time.Now())
+	id, sess, err := s.ui.create(c.Request().Context(), tok, time.Now())
+	if err != nil {
+		return err
+	}
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: id, Path: "/", Expires: sess.expires, MaxAge: int(sessionLifetime.Seconds()),
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: secure(c.Request())})
 	s.opts.Logger.Info("signed in", "principal", tok.Name, "role", tok.Role)
@@ -403,7 +405,9 @@ func secure(r *http.Request) bool {
 
 func (s *Server) signout(c echo.Context) error {
 	if ck, err := c.Cookie(sessionCookie); err == nil {
-		s.ui.end(ck.Value)
+		if err := s.ui.end(c.Request().Context(), ck.Value); err != nil {
+			return err
+		}
 	}
 	c.SetCookie(&http.Cookie{Name: sessionCookie, Value: "", Path: "/", MaxAge: -1, HttpOnly: true,
 		SameSite: http.SameSiteStrictMode, Secure: secure(c.Request())})

@@ -38,6 +38,9 @@ type Options struct {
 	Now func() time.Time
 	// MaxConns bounds the connections to the database; 0 means 16.
 	MaxConns int
+	// Password, when set, is the user's password (kept out of the URL,
+	// which shows in messages).
+	Password string
 }
 
 // A Store is the broker's store on PostgreSQL.
@@ -78,6 +81,9 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if err != nil {
 		// pgx's parse errors name the URL with its password masked.
 		return nil, fmt.Errorf("postgres: %v", err)
+	}
+	if opts.Password != "" {
+		cfg.Password = opts.Password
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(opts.MaxConns)

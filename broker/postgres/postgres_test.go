@@ -59,9 +59,9 @@ func TestReplicasMigrateAtOnce(t *testing.T) {
 		}
 	}
 	raw := rawConn(t, url)
-	var n int
-	if err := raw.QueryRow(context.Background(), "SELECT count(*) FROM schema_migrations").Scan(&n); err != nil || n != 1 {
-		t.Errorf("%d migrations recorded, %v", n, err)
+	var n, distinct int
+	if err := raw.QueryRow(context.Background(), "SELECT count(*), count(DISTINCT version) FROM schema_migrations").Scan(&n, &distinct); err != nil || n < 2 || n != distinct {
+		t.Errorf("%d migrations recorded (%d distinct), %v", n, distinct, err)
 	}
 }
 

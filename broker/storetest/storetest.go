@@ -65,6 +65,9 @@ func Run(t *testing.T, open func(t *testing.T) broker.Store) {
 		{"Tx", testTx},
 		{"JobOwnersShareSlots", testJobOwnersShareSlots},
 		{"ProposerBundleBytes", testProposerBundleBytes},
+		{"StateVersions", testStateVersions},
+		{"StateVersionsConcurrently", testStateVersionsConcurrently},
+		{"Sessions", testSessions},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) { tt.test(t, open(t)) })

@@ -76,13 +76,9 @@ func newCLISite(t *testing.T) *cliSite {
 	if err != nil {
 		t.Fatal(err)
 	}
-	state, err := drift.NewFileStateStore(filepath.Join(t.TempDir(), "state"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	key := []byte("cli test key for sensitive values")
 	s := &cliSite{t: t, sb: sb, tokens: map[string]string{}}
-	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, SensitiveKey: key,
+	svc, err := broker.New(broker.Options{Store: store, Signer: signer, Issuer: issuer, SensitiveKey: key,
 		Now: func() time.Time { return time.Now().Add(time.Duration(s.skew.Load())) },
 		Workspaces: []broker.Workspace{{Name: "sandbox", Credentials: sb.Credentials(issuer, "sandbox").Profile, DriftMode: drift.ModeDefault,
 			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}}}})

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"text/tabwriter"
 	"time"
@@ -14,7 +15,7 @@ import (
 )
 
 func newKeysCommand() *cobra.Command {
-	cmd := &cobra.Command{Use: "keys", Short: "List and rotate seb's keys (on this machine's data directory)"}
+	cmd := &cobra.Command{Use: "keys", Short: "Make, list and rotate seb's keys (on this machine's data directory)"}
 	var configPath string
 	list := &cobra.Command{
 		Use:   "list",
@@ -76,7 +77,7 @@ A running seb serve keeps the keys it loaded: restart it.`,
 			if err != nil {
 				return err
 			}
-			store, err := openStore(cfg)
+			store, err := openStore(cmd.Context(), cfg)
 			if err != nil {
 				return err
 			}
@@ -121,7 +122,45 @@ A running seb serve keeps the keys it loaded: restart it.`,
 	}
 	rotate.Flags().BoolVar(&signer, "signer", false, "rotate the key that signs certificates, logs and the audit log")
 	rotate.Flags().BoolVar(&issuer, "issuer", false, "rotate the key that mints scoped tokens")
-	for _, c := range []*cobra.Command{list, rotate} {
+	initKeys := &cobra.Command{
+		Use:   "init",
+		Short: "Make the keys replicas share, once, in the data directory",
+		Long: `Init makes the keys every seb replica must share, in the configuration's data
+directory: the signer's (keys/ is the token issuer's, signer/ the signer's)
+and sensitive.key, the key of sensitive values' digests. Keys already there
+are kept. With a shared database (the database block of seb.hcl), seb serve
+never makes keys: copy these three to each replica's data directory,
+readable by seb alone.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := loadConfig(cmd, configPath)
+			if err != nil {
+				return err
+			}
+			if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
+				return err
+			}
+			if _, err := broker.OpenKeySet(filepath.Join(cfg.DataDir, "keys"), broker.KeySetOptions{}); err != nil {
+				return err
+			}
+			if _, err := broker.OpenSigner(filepath.Join(cfg.DataDir, "signer")); err != nil {
+				return err
+			}
+			if _, err := dataKey(filepath.Join(cfg.DataDir, "sensitive.key")); err != nil {
+				return err
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "keys in %s: ", cfg.DataDir)
+			for i, name := range keyFiles {
+				if i > 0 {
+					fmt.Fprint(cmd.OutOrStdout(), ", ")
+				}
+				fmt.Fprint(cmd.OutOrStdout(), filepath.Join(cfg.DataDir, name))
+			}
+			fmt.Fprintln(cmd.OutOrStdout(), "\ncopy them to each replica's data directory (mode 0700, owned by seb's user)")
+			return nil
+		},
+	}
+	for _, c := range []*cobra.Command{list, rotate, initKeys} {
 		c.Flags().StringVar(&configPath, "config", "seb.hcl", "configuration file (for the data directory)")
 		cmd.AddCommand(c)
 	}

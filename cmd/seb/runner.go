@@ -119,9 +119,15 @@ func runRunner(ctx context.Context, stdin io.Reader, stderr io.Writer, f runnerF
 }
 
 // embeddedRunnerName is the name of the token of the runner `seb serve`
-// at url starts: one per broker address.
+// at url starts: one per broker, its host's name and its address, so that
+// replicas sharing a database (even listening on one address, on several
+// machines) recover only their own runner's jobs.
 func embeddedRunnerName(url string) string {
-	return "embedded-runner@" + strings.NewReplacer(":", "-", "/", "-", "[", "", "]", "").Replace(strings.TrimPrefix(url, "http://"))
+	host, err := os.Hostname()
+	if err != nil || host == "" {
+		host = "unknown-host"
+	}
+	return "embedded-runner@" + strings.NewReplacer(":", "-", "/", "-", "[", "", "]", "").Replace(host+"-"+strings.TrimPrefix(url, "http://"))
 }
 
 // embeddedRunner is the runner `seb serve` starts as its child.

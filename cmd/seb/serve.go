@@ -22,7 +22,9 @@ import (
 
 	"github.com/seb-broker/seb/agentmcp"
 	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/broker/postgres"
 	"github.com/seb-broker/seb/broker/sqlite"
+	"github.com/seb-broker/seb/broker/sqlstore"
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/sandbox"
 	"github.com/seb-broker/seb/web"
@@ -64,7 +66,7 @@ func loadOperatorConfig(cmd *cobra.Command, path string) (*broker.Config, error)
 // app is a running broker's parts, wired together.
 type app struct {
 	cfg    *broker.Config
-	store  *sqlite.Store
+	store  *sqlstore.Store
 	svc    *broker.Service
 	issuer *broker.Issuer
 	server *web.Server
@@ -86,19 +88,99 @@ func loopbackURL(listen string) string {
 	return "http://" + net.JoinHostPort(host, port)
 }
 
-// openStore opens the broker's database under the data directory.
-func openStore(cfg *broker.Config) (*sqlite.Store, error) {
+// openStore opens the broker's store: the PostgreSQL database replicas
+// share when seb.hcl names one, else the SQLite file under the data
+// directory.
+func openStore(ctx context.Context, cfg *broker.Config) (*sqlstore.Store, error) {
 	if err := os.MkdirAll(cfg.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("data directory: %w", err)
 	}
+	if cfg.HA() {
+		return postgres.Open(ctx, cfg.Database.URL, postgres.Options{Password: cfg.Database.Password})
+	}
 	return sqlite.Open(filepath.Join(cfg.DataDir, "seb.db"), sqlite.Options{})
+}
+
+// keyFiles are the keys under the data directory every replica must
+// share: the token issuer's, the signer's, and the key of sensitive
+// values' digests.
+var keyFiles = []string{"keys", "signer", "sensitive.key"}
+
+// requireKeys refuses to start a replica whose data directory lacks a
+// key: a replica making its own would sign what the others cannot verify.
+func requireKeys(dataDir string) error {
+	var missing []string
+	for _, name := range keyFiles {
+		p := filepath.Join(dataDir, name)
+		fi, err := os.Stat(p)
+		if err == nil && fi.IsDir() {
+			entries, _ := os.ReadDir(p)
+			if len(entries) == 0 {
+				err = fs.ErrNotExist
+			}
+		}
+		if err != nil {
+			missing = append(missing, p)
+		}
+	}
+	if missing != nil {
+		return fmt.Errorf("seb.hcl names a shared database, so every replica must sign with the same keys, and these are missing: %s; make them once with seb keys init, and copy them to each replica's data directory (see the README, \"High availability\")",
+			strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+// importFileState moves the Terraform states a broker kept as files under
+// the data directory (before they lived in the store) into the store, for
+// each workspace whose state the store does not hold yet.
+func importFileState(ctx context.Context, dataDir string, store broker.Store) error {
+	dir := filepath.Join(dataDir, "state")
+	entries, err := os.ReadDir(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	files, err := drift.NewFileStateStore(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range entries {
+		if !e.IsDir() || drift.ValidWorkspace(e.Name()) != nil {
+			continue
+		}
+		have, err := store.CurrentState(ctx, e.Name())
+		if err != nil {
+			return err
+		}
+		if have != nil {
+			continue
+		}
+		state, err := files.Current(ctx, e.Name())
+		if err != nil {
+			return fmt.Errorf("import the state of %s: %w", e.Name(), err)
+		}
+		if state == nil {
+			continue
+		}
+		if _, err := store.PutState(ctx, e.Name(), state, time.Now()); err != nil {
+			return fmt.Errorf("import the state of %s: %w", e.Name(), err)
+		}
+	}
+	return nil
 }
 
 // openApp builds the broker from its configuration: keys, signer, store,
 // state, services and the HTTP server. The broker runs no Terraform: its
 // runners do (see start).
 func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *slog.Logger) (*app, error) {
-	store, err := openStore(cfg)
+	if cfg.HA() {
+		if err := requireKeys(cfg.DataDir); err != nil {
+			return nil, err
+		}
+	}
+	store, err := openStore(ctx, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -118,8 +200,7 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	if err != nil {
 		return fail(err)
 	}
-	state, err := drift.NewFileStateStore(filepath.Join(cfg.DataDir, "state"))
-	if err != nil {
+	if err := importFileState(ctx, cfg.DataDir, store); err != nil {
 		return fail(err)
 	}
 	sensitiveKey, err := dataKey(filepath.Join(cfg.DataDir, "sensitive.key"))
@@ -135,7 +216,7 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 			return fail(err)
 		}
 	}
-	svc, err := broker.New(broker.Options{Store: store, State: state, Signer: signer, Issuer: issuer, JobLease: cfg.Runner.Lease,
+	svc, err := broker.New(broker.Options{Store: store, Signer: signer, Issuer: issuer, JobLease: cfg.Runner.Lease,
 		Workspaces: cfg.Workspaces, SensitiveKey: sensitiveKey, ClockSkew: cfg.ClockSkew, Logger: logger})
 	if err != nil {
 		return fail(err)
@@ -337,7 +418,7 @@ func newTokensCommand() *cobra.Command {
 		if err != nil {
 			return nil, nil, err
 		}
-		store, err := openStore(cfg)
+		store, err := openStore(cmd.Context(), cfg)
 		if err != nil {
 			return nil, nil, err
 		}
