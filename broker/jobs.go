@@ -500,7 +500,8 @@ func (b *Service) RecoverJobs(ctx context.Context, runner string) error {
 	return errors.Join(errs...)
 }
 
-// Background sweeps jobs every interval until ctx ends.
+// Background sweeps jobs every interval until ctx ends, while this
+// process leads (Options.Leader) the brokers sharing its store.
 func (b *Service) Background(ctx context.Context, interval time.Duration) {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -509,6 +510,9 @@ func (b *Service) Background(ctx context.Context, interval time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			if b.opts.Leader != nil && !b.opts.Leader.Lead(ctx) {
+				continue
+			}
 			if err := b.SweepJobs(ctx); err != nil && ctx.Err() == nil {
 				b.opts.Logger.Error("sweep jobs", "error", err)
 			}

@@ -14,11 +14,23 @@ import (
 	"github.com/seb-broker/seb/drift"
 )
 
+// A Leader elects one of the brokers sharing a store to run the
+// background work.
+type Leader interface {
+	// Lead reports whether this broker leads now, taking the lead when
+	// nobody holds it.
+	Lead(ctx context.Context) bool
+}
+
 // Options configure the broker's services.
 type Options struct {
 	// Store keeps the broker's records, workspaces' Terraform state
 	// included.
 	Store Store
+	// Leader, when set, says whether this broker leads the brokers sharing
+	// its store, and so runs the background sweeps (one at a time; when
+	// the leader dies another takes over). Nil: it always does.
+	Leader Leader
 	// JobLease is how long a runner's lease on a job lasts without a
 	// heartbeat; 0 means 30 seconds.
 	JobLease time.Duration

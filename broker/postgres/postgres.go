@@ -31,6 +31,10 @@ import (
 // other program taking it stops seb's writes while it holds it.
 const WriteLockKey = 0x5eb0_0001
 
+// LeadLockKey is the advisory lock the replica that runs the background
+// work holds on a connection of its own.
+const LeadLockKey = 0x5eb0_0002
+
 // Options configure Open. The zero value is ready to use.
 type Options struct {
 	// Now is the clock for the times the store records on its own; nil
@@ -62,6 +66,7 @@ func Dialect() sqlstore.Dialect {
 		Placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
 		Classify:    classify,
 		Lock:        "SELECT pg_advisory_xact_lock(" + strconv.Itoa(WriteLockKey) + ")",
+		LeadLock:    "SELECT pg_try_advisory_lock(" + strconv.Itoa(LeadLockKey) + ")",
 		Migrations:  migrations,
 	}
 }
@@ -84,6 +89,11 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.Password != "" {
 		cfg.Password = opts.Password
+	}
+	// Operators find seb's connections in pg_stat_activity by this name;
+	// the URL may give each replica its own.
+	if cfg.RuntimeParams["application_name"] == "" {
+		cfg.RuntimeParams["application_name"] = "seb"
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(opts.MaxConns)

@@ -190,3 +190,34 @@ func TestContextCanceled(t *testing.T) {
 	}
 	noDriverError(t, "canceled", err)
 }
+
+// TestOneLeader: of the replicas sharing a database one leads the
+// background work at a time, and when it goes another takes the lead.
+func TestOneLeader(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	a, b := open(t, url), open(t, url)
+	if !a.Lead(ctx) {
+		t.Fatal("the first replica did not take the lead")
+	}
+	if b.Lead(ctx) || !a.Lead(ctx) {
+		t.Fatal("two replicas lead at once, or the leader lost the lead")
+	}
+	// The leader's connection dies (its process was killed): the
+	// database drops the lock, and another takes the lead.
+	raw := rawConn(t, url)
+	if _, err := raw.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks
+		WHERE locktype = 'advisory' AND objid = $1 AND granted`, postgres.LeadLockKey); err != nil {
+		t.Fatal(err)
+	}
+	if !b.Lead(ctx) {
+		t.Fatal("no replica took the lead once the leader's connection died")
+	}
+	if a.Lead(ctx) {
+		t.Error("the old leader leads again beside the new one")
+	}
+	b.Close()
+	if !a.Lead(ctx) {
+		t.Error("the lead was not given up when the leader closed")
+	}
+}

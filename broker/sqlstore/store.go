@@ -39,6 +39,11 @@ type Dialect struct {
 	// Lock, when set, is run first in every write transaction to take the
 	// write lock that makes writes one at a time across processes.
 	Lock string
+	// LeadLock, when set, tries to take the session lock of the process
+	// that leads the background work, answering one boolean; the database
+	// drops it when that process's connection dies. Without it every
+	// process leads.
+	LeadLock string
 	// Migrations holds the schema's migrations, numbered 1, 2, 3… in
 	// their file names (0001_init.sql), each one SQL script.
 	Migrations fs.FS
@@ -76,7 +81,15 @@ type Store struct {
 	d              *dialect
 	now            func() time.Time
 	// tx is set in the Store a Tx hands to its function.
-	tx conn
+	tx *sql.Tx
+	// lead holds the connection that holds the lead, if this process
+	// leads.
+	lead *leadership
+}
+
+type leadership struct {
+	mu   sync.Mutex
+	conn *sql.Conn
 }
 
 var _ broker.Store = (*Store)(nil)
@@ -99,7 +112,7 @@ func New(ctx context.Context, writer, reader *sql.DB, d Dialect, opts Options) (
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Store{writer: writer, reader: reader, d: &dialect{Dialect: d}, now: opts.Now}
+	s := &Store{writer: writer, reader: reader, d: &dialect{Dialect: d}, now: opts.Now, lead: &leadership{}}
 	migrations, err := loadMigrations(d)
 	if err != nil {
 		return nil, err
@@ -185,7 +198,7 @@ func (s *Store) Tx(ctx context.Context, fn func(broker.Store) error) error {
 		return s.formatError(err, t)
 	}
 	defer tx.Rollback() // a no-op after Commit
-	if err := fn(&Store{writer: s.writer, reader: s.reader, d: s.d, now: s.now, tx: tx}); err != nil {
+	if err := fn(&Store{writer: s.writer, reader: s.reader, d: s.d, now: s.now, tx: tx, lead: s.lead}); err != nil {
 		return err
 	}
 	return s.formatError(tx.Commit(), t)
@@ -206,12 +219,48 @@ func (s *Store) begin(ctx context.Context) (*sql.Tx, error) {
 	return tx, nil
 }
 
-// Close closes the database.
+// Lead reports whether this process leads the background work of the
+// processes sharing the database (sweeping expired leases): one at a
+// time, taken by another within one try once the leader's connection
+// dies. Without a LeadLock every process leads.
+func (s *Store) Lead(ctx context.Context) bool {
+	if s.d.LeadLock == "" {
+		return true
+	}
+	s.lead.mu.Lock()
+	defer s.lead.mu.Unlock()
+	if s.lead.conn != nil {
+		if s.lead.conn.PingContext(ctx) == nil {
+			return true
+		}
+		s.lead.conn.Close() // the database dropped the lock with it
+		s.lead.conn = nil
+	}
+	conn, err := s.writer.Conn(ctx)
+	if err != nil {
+		return false
+	}
+	var took bool
+	if err := conn.QueryRowContext(ctx, s.d.LeadLock).Scan(&took); err != nil || !took {
+		conn.Close()
+		return false
+	}
+	s.lead.conn = conn
+	return true
+}
+
+// Close closes the database, giving up the lead.
 func (s *Store) Close() error {
 	if s.tx != nil {
 		return fmt.Errorf("%s: Close inside a transaction", s.d.Name)
 	}
 	var errs []error
+	s.lead.mu.Lock()
+	if s.lead.conn != nil {
+		errs = append(errs, s.lead.conn.Close())
+		s.lead.conn = nil
+	}
+	s.lead.mu.Unlock()
 	if s.reader != nil && s.reader != s.writer {
 		errs = append(errs, s.reader.Close())
 	}

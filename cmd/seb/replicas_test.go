@@ -20,6 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/seb-broker/seb/broker/postgres"
 	"github.com/seb-broker/seb/fixtures/sandboxcloud"
 	"github.com/seb-broker/seb/internal/pgtest"
 	"github.com/seb-broker/seb/internal/sandboxtest"
@@ -64,6 +65,15 @@ func newReplicaSite(t *testing.T) *replicaSite {
 	s.sandbox = sandboxtest.StartWith(t, sandboxcloud.Options{Issuer: lb, StatePath: filepath.Join(dir, "sandbox.json"), MutationDelay: 2 * time.Second})
 	for i, name := range []string{"a", "b", "c"} {
 		addr := freeAddr(t)
+		// Each replica names its connections, so that the test can see
+		// which one leads.
+		u, err := url.Parse(db)
+		if err != nil {
+			t.Fatal(err)
+		}
+		q := u.Query()
+		q.Set("application_name", "seb-"+name)
+		u.RawQuery = q.Encode()
 		r := &replica{name: name, url: "http://" + addr, config: filepath.Join(dir, name+".hcl")}
 		config := fmt.Sprintf(`data_dir   = %q
 listen     = %q
@@ -85,7 +95,7 @@ workspace "sandbox" {
     env            = { SANDBOX_ENDPOINT = %q }
   }
 }
-`, filepath.Join(dir, "data-"+name), addr, lb, db, sandboxtest.Audience, s.sandbox.URL)
+`, filepath.Join(dir, "data-"+name), addr, lb, u.String(), sandboxtest.Audience, s.sandbox.URL)
 		if err := os.WriteFile(r.config, []byte(config), 0o600); err != nil {
 			t.Fatal(err)
 		}
@@ -164,9 +174,10 @@ func (s *replicaSite) on(r *replica, role, method, path string, body, out any) i
 // another and executed on a third; 50 concurrent executions of one
 // certificate over the three apply it once; a revocation on one replica is
 // refused on the others at their next request; a UI session made on one
-// works on another; kill -9 of the replica whose runner applies leaves
-// the execution interrupted and not retried while the others serve; and
-// the audit log verifies afterwards.
+// works on another; kill -9 of the replica whose runner applies, and of
+// the replica leading the background work, leaves the execution
+// interrupted and not retried, swept by the survivor, which takes the lead
+// and serves; and the audit log verifies afterwards.
 func TestReplicas(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts three seb serve and two seb runner processes")
@@ -201,9 +212,12 @@ func TestReplicas(t *testing.T) {
 		}
 		s.tokens[role] = strings.TrimSpace(r.stdout)
 	}
-	for _, rep := range s.replicas {
-		s.startReplica(rep)
-	}
+	// a starts first and takes the lead of the background work; b and c
+	// follow.
+	s.startReplica(a)
+	s.until("a to lead", 10*time.Second, func() bool { return s.leader() == a })
+	s.startReplica(b)
+	s.startReplica(c)
 	tokenFile := filepath.Join(s.dir, "runner.token")
 	os.WriteFile(tokenFile, []byte(s.tokens["runner"]), 0o600)
 	// Runner 1 talks to b, runner 2 to c.
@@ -305,17 +319,24 @@ func TestReplicas(t *testing.T) {
 		s.on(a, "ci", "GET", "/api/v1/executions/"+running.ID, nil, &applying)
 		return applying.State == "applying"
 	})
+	// The runner's replica dies, and so does a, the leader: the survivor
+	// must take the lead to sweep the dead runner's lease.
 	victim := s.replicaOfJob("job-" + running.ID)
-	victim.cmd.Process.Signal(syscall.SIGKILL)
-	victim.cmd.Wait()
-	survivor := a
-	if victim == a {
-		survivor = b
+	survivor := b
+	if victim == b {
+		survivor = c
+	}
+	for _, dead := range []*replica{victim, a} {
+		dead.cmd.Process.Signal(syscall.SIGKILL)
+		dead.cmd.Wait()
 	}
 	s.url = survivor.url
 	s.checkHeld(running.ID)
+	if l := s.leader(); l != survivor {
+		t.Errorf("the lead did not move to the survivor %s: %v", survivor.name, l)
+	}
 	for _, rep := range s.replicas {
-		if rep == victim {
+		if rep == victim || rep == a {
 			continue
 		}
 		var page struct {
@@ -373,6 +394,34 @@ func (s *replicaSite) count(query string, args ...any) int {
 		s.t.Fatal(err)
 	}
 	return n
+}
+
+// leader returns the replica that leads the background work, as the
+// database's locks say; nil for none.
+func (s *replicaSite) leader() *replica {
+	s.t.Helper()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, s.db)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	var name string
+	err = conn.QueryRow(ctx, `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+		WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
+		postgres.LeadLockKey).Scan(&name)
+	if err == pgx.ErrNoRows {
+		return nil
+	}
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for _, rep := range s.replicas {
+		if name == "seb-"+rep.name {
+			return rep
+		}
+	}
+	return nil
 }
 
 // replicaOfJob returns the replica whose runner holds a job's lease, as

@@ -216,7 +216,7 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 			return fail(err)
 		}
 	}
-	svc, err := broker.New(broker.Options{Store: store, Signer: signer, Issuer: issuer, JobLease: cfg.Runner.Lease,
+	svc, err := broker.New(broker.Options{Store: store, Leader: store, Signer: signer, Issuer: issuer, JobLease: cfg.Runner.Lease,
 		Workspaces: cfg.Workspaces, SensitiveKey: sensitiveKey, ClockSkew: cfg.ClockSkew, Logger: logger})
 	if err != nil {
 		return fail(err)
