@@ -57,7 +57,8 @@ test: build provider
 
 bench: build provider
 	@tf=$$(./scripts/terraform.sh) && \
-	SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" SEB_SANDBOX_SHIM="$(CURDIR)/bin/seb-sandbox" $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
+	SEB_TERRAFORM="$$tf" SEB_PROVIDER_MIRROR="$(MIRROR)" SEB_SANDBOX_SHIM="$(CURDIR)/bin/seb-sandbox" \
+	./scripts/postgres.sh $(GO) test -run '^$$' -bench . -benchmem -benchtime $(BENCHTIME) ./...
 
 # Each fuzz target for a short while; FUZZTIME=10m for a long run.
 FUZZTIME ?= 30s

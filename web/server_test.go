@@ -42,6 +42,8 @@ type site struct {
 	server *web.Server
 	svc    *broker.Service
 	tokens map[string]string // name → token
+	// urls are the replicas' (siteOptions.replicas); url is the first.
+	urls []string
 	// exchanges are the API calls made through call, for the contract
 	// test; served records every exchange the server served, the
 	// runner's included.
@@ -113,24 +115,49 @@ type exchange struct {
 // server for it, with tokens for every role.
 func newSite(t testing.TB, tune ...func(*sandboxcloud.Options)) *site {
 	t.Helper()
-	return newSiteWith(t, []string{"sandbox"}, tune...)
+	return newSiteFrom(t, siteOptions{tune: tune})
 }
 
 // newSiteWith is newSite with these workspaces, each in the sandbox cloud
 // under its own name.
 func newSiteWith(t testing.TB, workspaces []string, tune ...func(*sandboxcloud.Options)) *site {
 	t.Helper()
+	return newSiteFrom(t, siteOptions{workspaces: workspaces, tune: tune})
+}
+
+// siteOptions change what newSiteFrom builds; the zero value is newSite's.
+type siteOptions struct {
+	workspaces []string                       // default: sandbox
+	tune       []func(*sandboxcloud.Options)  // the sandbox cloud's
+	store      func(testing.TB) *sqlite.Store // default: a SQLite file
+	broker     func(*broker.Options)          // adjusts the broker's
+	// replicas, when above 1, serves that many brokers with the same keys,
+	// each on a store of its own from store (one database): site.urls.
+	replicas int
+}
+
+func newSiteFrom(t testing.TB, o siteOptions) *site {
+	t.Helper()
+	workspaces := o.workspaces
+	if workspaces == nil {
+		workspaces = []string{"sandbox"}
+	}
 	issuer := sandboxtest.StartIssuer(t)
 	sbOpts := sandboxcloud.Options{Issuer: issuer.URL(), StatePath: filepath.Join(t.TempDir(), "sandbox.json")}
-	for _, f := range tune {
+	for _, f := range o.tune {
 		f(&sbOpts)
 	}
 	sb := sandboxtest.StartWith(t, sbOpts)
-	store, err := sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{})
-	if err != nil {
-		t.Fatal(err)
+	var store *sqlite.Store
+	if o.store != nil {
+		store = o.store(t)
+	} else {
+		var err error
+		if store, err = sqlite.Open(filepath.Join(t.TempDir(), "seb.db"), sqlite.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { store.Close() })
 	}
-	t.Cleanup(func() { store.Close() })
 	signer, err := broker.OpenSigner(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -141,7 +168,11 @@ func newSiteWith(t testing.TB, workspaces []string, tune ...func(*sandboxcloud.O
 		wss = append(wss, broker.Workspace{Name: name, Credentials: sb.Credentials(issuer, name).Profile, DriftMode: drift.ModeDefault,
 			CertificateLifetime: time.Hour, ApprovalsRequired: 1, ProtectedActions: []planparse.Action{planparse.ActionDelete}})
 	}
-	svc, err := broker.New(broker.Options{Store: store, Signer: signer, Issuer: issuer, SensitiveKey: key, Workspaces: wss})
+	opts := broker.Options{Store: store, Signer: signer, Issuer: issuer, SensitiveKey: key, Workspaces: wss}
+	if o.broker != nil {
+		o.broker(&opts)
+	}
+	svc, err := broker.New(opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,6 +184,21 @@ func newSiteWith(t testing.TB, workspaces []string, tune ...func(*sandboxcloud.O
 	hs := httptest.NewServer(rec)
 	t.Cleanup(hs.Close)
 	s := &site{t: t, url: hs.URL, sb: sb, store: store, server: server, svc: svc, tokens: map[string]string{}, served: rec}
+	s.urls = []string{hs.URL}
+	for range o.replicas - 1 {
+		opts.Store = o.store(t)
+		svc, err := broker.New(opts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		server, err := web.New(web.Options{Broker: svc, Records: opts.Store.(web.Records), Issuer: issuer.Handler(), MaxBundleBytes: 1 << 20})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(server)
+		t.Cleanup(hs.Close)
+		s.urls = append(s.urls, hs.URL)
+	}
 	s.tokens["runner"] = startRunner(t, hs.URL, store)
 	for name, role := range map[string]broker.Role{"agent-1": broker.RoleAgent, "alice": broker.RoleReviewer, "ci": broker.RoleCI, "root": broker.RoleAdmin, "agent-2": broker.RoleAgent,
 		"runner-1": broker.RoleRunner} {
