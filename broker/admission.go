@@ -523,7 +523,7 @@ func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest) (*Pro
 // approvals, signed in a DSSE envelope; stored, with the proposal's new
 // state and the audit entry, through st, the caller's transaction.
 func (b *Service) certify(ctx context.Context, st Store, p *Proposal, ws Workspace, approvals []Approval, validity time.Duration) (*Certificate, error) {
-	policy, err := st.PolicyEpoch(ctx)
+	policy, err := b.policyEpoch(ctx, st)
 	if err != nil {
 		return nil, err
 	}
@@ -620,6 +620,24 @@ func (b *Service) LoadPolicy(ctx context.Context, configDigest string) (int64, e
 	})
 	if err != nil {
 		return 0, err
+	}
+	b.loaded.Store(epoch)
+	return epoch, nil
+}
+
+// policyEpoch returns the current policy epoch through st. A broker whose
+// configuration is not the one that began it refuses: a replica left
+// running with an old seb.hcl, beside one started with another, would
+// certify or execute under rules that are no longer the policy. It
+// certifies and executes nothing until it is restarted with the current
+// configuration.
+func (b *Service) policyEpoch(ctx context.Context, st Store) (int64, error) {
+	epoch, err := st.PolicyEpoch(ctx)
+	if err != nil {
+		return 0, err
+	}
+	if loaded := b.loaded.Load(); loaded != 0 && loaded != epoch {
+		return 0, Errorf(ECONFLICT, "this seb runs the configuration of policy epoch %d, and another seb sharing its store has since loaded another (the policy is at epoch %d): restart this one with the current seb.hcl", loaded, epoch)
 	}
 	return epoch, nil
 }

@@ -102,7 +102,7 @@ func (b *Service) checkStanding(ctx context.Context, st Store, stored *Certifica
 	case now.Add(-skew).After(payload.NotAfter):
 		return Errorf(EINVALID, "certificate %s expired at %s", payload.ID, payload.NotAfter.Format("2006-01-02T15:04:05Z07:00"))
 	}
-	policy, err := st.PolicyEpoch(ctx)
+	policy, err := b.policyEpoch(ctx, st)
 	if err != nil {
 		return err
 	}

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/seb-broker/seb/drift"
@@ -82,6 +83,9 @@ type Service struct {
 	opts       Options
 	workspaces map[string]Workspace
 	queue      jobQueue
+	// loaded is the policy epoch of the configuration LoadPolicy recorded
+	// (0 before any).
+	loaded atomic.Int64
 }
 
 // New returns the broker's services.

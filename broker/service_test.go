@@ -848,3 +848,39 @@ func TestSlowAgentHoldsOneSlot(t *testing.T) {
 		t.Errorf("a third lease while slow-agent holds one: %+v, %v", third, err)
 	}
 }
+
+// TestStaleReplicaRefuses: a broker left running with one configuration,
+// while another sharing its store loaded another, certifies and executes
+// nothing, and says to restart it; once it loads the current
+// configuration it works again.
+func TestStaleReplicaRefuses(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	mine, theirs := "sha256:"+strings.Repeat("a", 64), "sha256:"+strings.Repeat("b", 64)
+	if _, err := w.svc.LoadPolicy(ctx, mine); err != nil {
+		t.Fatal(err)
+	}
+	cert := w.certified("3")
+	// Another replica starts with another seb.hcl.
+	if _, err := w.store.SetPolicyEpoch(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	p := w.propose("4")
+	_, _, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "alice", Decision: broker.Approve})
+	if broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "restart this one with the current seb.hcl") {
+		t.Errorf("a stale replica certified: %v", err)
+	}
+	if got, err := w.store.Proposal(ctx, p.ID); err != nil || got.State != broker.ProposalPending {
+		t.Errorf("the refused approval changed the proposal: %+v %v", got, err)
+	}
+	if _, err := w.execute(cert); err == nil || !strings.Contains(broker.ErrorMessage(err), "restart this one") {
+		t.Errorf("a stale replica executed: %v", err)
+	}
+	// Restarted with the current configuration, it works again.
+	if _, err := w.svc.LoadPolicy(ctx, theirs); err != nil {
+		t.Fatal(err)
+	}
+	if _, cert, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "alice", Decision: broker.Approve}); err != nil || cert == nil {
+		t.Errorf("after the restart: %v, %v", cert, err)
+	}
+}
