@@ -16,6 +16,7 @@ import (
 
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/policy"
 )
 
 // Plan makes a speculative plan of a bundle against the workspace's live
@@ -349,7 +350,23 @@ func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, pla
 			p.Divergence, p.State = d, ProposalDiverged
 		}
 	}
+	if p.State == ProposalPending {
+		// The policy decides only on seb's plan of a proposal the agent's
+		// plan does not contradict: a diverged one is never approved.
+		if p.Policy, err = b.policyDecision(ctx, st, p, ws, nil); err != nil {
+			if ErrorCode(err) != EINVALID {
+				return nil, nil, err
+			}
+			return p, nil, b.refuse(ctx, st, p, ErrorMessage(err))
+		}
+		if reason := denied(ws, p.Policy); reason != "" {
+			return p, nil, b.refuse(ctx, st, p, reason)
+		}
+	}
 	action, details := "proposal.verified", map[string]any{"diff_digest": p.Digest}
+	if p.Policy != nil {
+		details["policy"] = p.Policy
+	}
 	if p.State == ProposalDiverged {
 		action, details = "proposal.diverged", map[string]any{"seb_digest": p.Digest, "agent_digest": p.AgentDigest}
 	}
@@ -359,8 +376,8 @@ func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, pla
 	if p.State == ProposalDiverged {
 		return p, nil, nil
 	}
-	if ws.ApprovalsRequired == 0 && len(protectedIn(ws, summary)) == 0 {
-		cert, err := b.certify(ctx, st, p, ws, nil, 0)
+	if required(ws, summary, p.Policy).Auto {
+		cert, err := b.certify(ctx, st, p, ws, nil, 0, p.Policy)
 		if err != nil {
 			return nil, nil, err
 		}
@@ -374,7 +391,11 @@ func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, pla
 // and returns the refusal as an EINVALID error.
 func (b *Service) refuse(ctx context.Context, st Store, p *Proposal, reason string) error {
 	p.State, p.Reason, p.UpdatedAt = ProposalRefused, reason, b.now()
-	if err := b.completeVerification(ctx, st, p, "proposal.refused", map[string]any{"reason": reason}); err != nil {
+	details := map[string]any{"reason": reason}
+	if p.Policy != nil {
+		details["policy"] = p.Policy
+	}
+	if err := b.completeVerification(ctx, st, p, "proposal.refused", details); err != nil {
 		return err
 	}
 	return Errorf(EINVALID, "%s", reason)
@@ -417,17 +438,6 @@ func protectedIn(ws Workspace, s *planparse.Summary) []planparse.Action {
 	return found
 }
 
-// approvalsNeeded is how many distinct reviewers must approve: the
-// workspace's number, and at least one human when a protected action is in
-// the diff.
-func approvalsNeeded(ws Workspace, s *planparse.Summary) int {
-	n := ws.ApprovalsRequired
-	if n < 1 && len(protectedIn(ws, s)) > 0 {
-		n = 1
-	}
-	return n
-}
-
 // A ReviewRequest is a reviewer's verdict on a proposal.
 type ReviewRequest struct {
 	ProposalID string
@@ -437,6 +447,9 @@ type ReviewRequest struct {
 	// Validity shortens the certificate's validity window; 0 keeps the
 	// workspace's default.
 	Validity time.Duration
+	// Groups are the reviewer's groups (from their token), which a policy
+	// may require approvals from.
+	Groups []string
 }
 
 // Review records a reviewer's verdict. A proposer can never review their
@@ -483,7 +496,7 @@ func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest) (*Pro
 		return nil, nil, Errorf(ECONFLICT, "proposal %s is already %s", p.ID, p.State)
 	}
 	now := b.now()
-	err = tx.AddReview(ctx, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: req.Decision, Comment: req.Comment, At: now})
+	err = tx.AddReview(ctx, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: req.Decision, Comment: req.Comment, At: now, Groups: req.Groups})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -501,16 +514,25 @@ func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest) (*Pro
 	if err != nil {
 		return nil, nil, err
 	}
+	// The policy decides again with the reviews so far: what it requires
+	// may depend on who approved.
+	decision, err := b.policyDecision(ctx, tx, p, ws, reviews)
+	if err != nil {
+		return nil, nil, err
+	}
+	if reason := denied(ws, decision); reason != "" {
+		return nil, nil, Errorf(ECONFLICT, "%s", reason)
+	}
 	var approvals []Approval
 	for _, r := range reviews {
 		if r.Decision == Approve {
 			approvals = append(approvals, Approval{Reviewer: r.Reviewer, At: r.At})
 		}
 	}
-	if len(approvals) < approvalsNeeded(ws, p.Summary) {
+	if ok, _ := required(ws, p.Summary, decision).met(reviews); !ok {
 		return p, nil, nil
 	}
-	cert, err := b.certify(ctx, tx, p, ws, approvals, req.Validity)
+	cert, err := b.certify(ctx, tx, p, ws, approvals, req.Validity, decision)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -522,7 +544,7 @@ func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest) (*Pro
 // configuration digest, a validity window, the current epochs and the
 // approvals, signed in a DSSE envelope; stored, with the proposal's new
 // state and the audit entry, through st, the caller's transaction.
-func (b *Service) certify(ctx context.Context, st Store, p *Proposal, ws Workspace, approvals []Approval, validity time.Duration) (*Certificate, error) {
+func (b *Service) certify(ctx context.Context, st Store, p *Proposal, ws Workspace, approvals []Approval, validity time.Duration, decision *policy.Decision) (*Certificate, error) {
 	policy, err := b.policyEpoch(ctx, st)
 	if err != nil {
 		return nil, err
@@ -556,6 +578,7 @@ func (b *Service) certify(ctx context.Context, st Store, p *Proposal, ws Workspa
 		IssuerKeyID:     b.opts.Signer.KeyID(),
 		SingleUse:       true,
 		Drift:           p.Drift,
+		Policy:          decision,
 	}}
 	c.Envelope, err = b.opts.Signer.SignCertificate(&c.CertificatePayload)
 	if err != nil {
@@ -570,6 +593,7 @@ func (b *Service) certify(ctx context.Context, st Store, p *Proposal, ws Workspa
 	return c, b.audit(ctx, st, "seb", "certificate.issued", c.ID, map[string]any{
 		"proposal": p.ID, "workspace": ws.Name, "diff_digest": c.DiffDigest, "config_digest": c.ConfigDigest,
 		"not_before": c.NotBefore, "not_after": c.NotAfter, "policy_epoch": policy, "revocation_epoch": revocation,
+		"policy_digest": decision.DigestOrEmpty(),
 	})
 }
 

@@ -422,7 +422,7 @@ func TestDecisionsAtomic(t *testing.T) {
 
 	// API tokens, made and revoked.
 	if err := w.atomically(ctx, "CreateAPIToken", func(ctx context.Context) error {
-		_, _, err := w.svc.CreateAPIToken(ctx, "bob", broker.RoleReviewer, []string{"sandbox"}, "admin")
+		_, _, err := w.svc.CreateAPIToken(ctx, "bob", broker.RoleReviewer, broker.TokenScope{Workspaces: []string{"sandbox"}}, "admin")
 		return err
 	}); err != nil {
 		t.Error(err)

@@ -6,6 +6,7 @@ import (
 
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/policy"
 )
 
 // A Workspace is one target environment: how credentials reach Terraform,
@@ -28,6 +29,14 @@ type Workspace struct {
 	// (sensitive(), a sensitive variable). By default they are refused:
 	// reviewers would certify a value they cannot see.
 	AllowHiddenValues bool
+	// Policy, when set, decides what is refused, who must approve and what
+	// is certified without a human (package policy). Its digest is part of
+	// the configuration's, so changing it moves the policy epoch.
+	Policy *policy.Set
+	// AutoCertifyProtected lets a policy's auto_certify certify a diff
+	// with a protected action; without it a protected action always needs
+	// a human.
+	AutoCertifyProtected bool
 }
 
 // ProposalState is where a proposal stands.
@@ -73,7 +82,10 @@ type Proposal struct {
 	// values and who hid them, values known only after apply and what
 	// they come from (nil before verification).
 	Disclosure *planparse.Disclosure
-	State      ProposalState
+	// Policy is what the workspace's policy decided at verification (nil
+	// without a policy).
+	Policy *policy.Decision
+	State  ProposalState
 	// Reason says why a proposal was refused.
 	Reason    string
 	CreatedAt time.Time
@@ -96,6 +108,8 @@ type Review struct {
 	Decision   Decision
 	Comment    string
 	At         time.Time
+	// Groups are the reviewer's groups when they reviewed.
+	Groups []string
 }
 
 // An Approval, as a certificate records it.
@@ -125,6 +139,9 @@ type CertificatePayload struct {
 	// Drift is the drift the certified plan showed its reviewers: the same
 	// drift at execution time is not new.
 	Drift []planparse.ResourceChange `json:"drift,omitempty"`
+	// Policy is what the workspace's policy decided when the certificate
+	// was issued, naming the policy by digest (absent without a policy).
+	Policy *policy.Decision `json:"policy,omitempty"`
 }
 
 // A Certificate is a signed statement that one exact diff may be applied

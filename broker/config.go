@@ -26,6 +26,7 @@ import (
 
 	"github.com/seb-broker/seb/drift"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/policy"
 )
 
 // Config is seb's configuration (seb.hcl): where it keeps its data, how it
@@ -163,7 +164,7 @@ func ParseConfig(src []byte, filename string) (*Config, error) {
 	if diags := gohcl.DecodeBody(file.Body, nil, &raw); diags.HasErrors() {
 		return nil, sortConfigDiags(diags)
 	}
-	c, diags := raw.config()
+	c, diags := raw.config(filepath.Dir(filename))
 	if diags.HasErrors() {
 		return nil, sortConfigDiags(diags)
 	}
@@ -349,6 +350,9 @@ type configWorkspace struct {
 	ProtectedActions         *[]string         `hcl:"protected_actions,optional"`
 	ProtectedActionsRange    hcl.Range         `hcl:"protected_actions,attr_value_range"`
 	AllowHiddenValues        *bool             `hcl:"allow_hidden_values,optional"`
+	Policy                   *string           `hcl:"policy,optional"`
+	PolicyRange              hcl.Range         `hcl:"policy,attr_value_range"`
+	AutoCertifyProtected     bool              `hcl:"auto_certify_protected,optional"`
 	Credentials              configCredentials `hcl:"credentials,block"`
 }
 
@@ -371,7 +375,9 @@ type configCredentials struct {
 
 // config checks the decoded file and returns the configuration it says,
 // defaults applied, paths as written and no digest yet.
-func (f *configFile) config() (*Config, hcl.Diagnostics) {
+// config checks the decoded file; dir is the file's directory, against
+// which policy paths are resolved.
+func (f *configFile) config(dir string) (*Config, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	c := &Config{
 		DataDir:   configDefaultDataDir,
@@ -431,7 +437,7 @@ func (f *configFile) config() (*Config, hcl.Diagnostics) {
 	}
 	seen := map[string]hcl.Range{}
 	for _, raw := range f.Workspaces {
-		w, wdiags := raw.workspace()
+		w, wdiags := raw.workspace(dir)
 		diags = append(diags, wdiags...)
 		if first, ok := seen[w.Name]; ok {
 			diags = diags.Append(configDiag(raw.NameRange, "Duplicate workspace",
@@ -446,7 +452,7 @@ func (f *configFile) config() (*Config, hcl.Diagnostics) {
 }
 
 // workspace checks a workspace block and returns the workspace it says.
-func (raw *configWorkspace) workspace() (Workspace, hcl.Diagnostics) {
+func (raw *configWorkspace) workspace(dir string) (Workspace, hcl.Diagnostics) {
 	var diags hcl.Diagnostics
 	w := Workspace{
 		Name:                raw.Name,
@@ -473,6 +479,18 @@ func (raw *configWorkspace) workspace() (Workspace, hcl.Diagnostics) {
 	}
 	if raw.AllowHiddenValues != nil {
 		w.AllowHiddenValues = *raw.AllowHiddenValues
+	}
+	w.AutoCertifyProtected = raw.AutoCertifyProtected
+	if raw.Policy != nil {
+		path := *raw.Policy
+		if !filepath.IsAbs(path) {
+			path = filepath.Join(dir, path)
+		}
+		set, err := policy.Load(path)
+		if err != nil {
+			diags = diags.Append(configDiag(raw.PolicyRange, "Invalid policy", fmt.Sprintf("workspace %s: %v.", raw.Name, err)))
+		}
+		w.Policy = set
 	}
 	if raw.ApprovalsRequired != nil {
 		w.ApprovalsRequired = *raw.ApprovalsRequired
@@ -635,9 +653,11 @@ func digestConfig(c *Config) string {
 		CertificateLifetime int64    `json:"certificate_lifetime_ns"`
 		ApprovalsRequired   int      `json:"approvals_required"`
 		ProtectedActions    []string `json:"protected_actions"`
-		// Only when set, so that digests from before it stay the same.
-		AllowHiddenValues bool        `json:"allow_hidden_values,omitempty"`
-		Credentials       credentials `json:"credentials"`
+		// Only when set, so that digests from before them stay the same.
+		AllowHiddenValues    bool        `json:"allow_hidden_values,omitempty"`
+		Policy               string      `json:"policy_digest,omitempty"`
+		AutoCertifyProtected bool        `json:"auto_certify_protected,omitempty"`
+		Credentials          credentials `json:"credentials"`
 	}
 	type config struct {
 		IssuerURL  string      `json:"issuer_url"`
@@ -664,12 +684,14 @@ func digestConfig(c *Config) string {
 		}
 		p := w.Credentials
 		doc.Workspaces = append(doc.Workspaces, workspace{
-			Name:                w.Name,
-			DriftMode:           string(w.DriftMode),
-			CertificateLifetime: int64(w.CertificateLifetime),
-			ApprovalsRequired:   w.ApprovalsRequired,
-			ProtectedActions:    append([]string{}, set(actions)...),
-			AllowHiddenValues:   w.AllowHiddenValues,
+			Name:                 w.Name,
+			DriftMode:            string(w.DriftMode),
+			CertificateLifetime:  int64(w.CertificateLifetime),
+			ApprovalsRequired:    w.ApprovalsRequired,
+			ProtectedActions:     append([]string{}, set(actions)...),
+			AllowHiddenValues:    w.AllowHiddenValues,
+			Policy:               w.Policy.DigestOrEmpty(),
+			AutoCertifyProtected: w.AutoCertifyProtected,
 			Credentials: credentials{
 				Audience:     p.Audience,
 				TokenFileEnv: append([]string{}, set(p.TokenFileEnv)...),

@@ -48,6 +48,9 @@ type APIToken struct {
 	// token for team A's workspaces cannot propose to, read or execute in
 	// team B's.
 	Workspaces []string
+	// Groups are the groups its holder belongs to, which a policy may
+	// require approvals from (e.g. security).
+	Groups []string
 }
 
 // A Session is a UI sign-in: a cookie's id, of which only the hash is
@@ -101,21 +104,31 @@ func HashAPIToken(token string) string {
 // ECONFLICT. It needs no running broker: `seb tokens create` calls it on
 // the store and signer directly.
 //
-// workspaces limits the token to them (none: all); each must be one of
-// known.
-func CreateAPIToken(ctx context.Context, st Store, signer *Signer, name string, role Role, workspaces, known []string, by string, now time.Time) (string, *APIToken, error) {
+// scope.Workspaces limits the token to them (none: all); each must be one
+// of known. scope.Groups are its holder's groups.
+func CreateAPIToken(ctx context.Context, st Store, signer *Signer, name string, role Role, scope TokenScope, known []string, by string, now time.Time) (string, *APIToken, error) {
 	token, record, err := NewAPIToken(name, role, now)
 	if err != nil {
 		return "", nil, err
 	}
-	for _, w := range workspaces {
+	for _, w := range scope.Workspaces {
 		if !slices.Contains(known, w) {
 			return "", nil, Errorf(EINVALID, "workspace %q is not configured", w)
 		}
 	}
-	record.Workspaces = slices.Compact(slices.Sorted(slices.Values(workspaces)))
+	for _, g := range scope.Groups {
+		if !groupName.MatchString(g) {
+			return "", nil, Errorf(EINVALID, "group %q: use lower-case letters, digits, - and _ (at most 64)", g)
+		}
+	}
+	record.Workspaces = slices.Compact(slices.Sorted(slices.Values(scope.Workspaces)))
+	record.Groups = slices.Compact(slices.Sorted(slices.Values(scope.Groups)))
 	entry := AuditEntry{Time: now, Actor: by, Action: "token.created", Subject: name}
-	entry.Details, _ = json.Marshal(map[string]any{"role": role, "id": record.ID, "workspaces": append([]string{}, record.Workspaces...)})
+	details := map[string]any{"role": role, "id": record.ID, "workspaces": append([]string{}, record.Workspaces...)}
+	if len(record.Groups) > 0 {
+		details["groups"] = record.Groups
+	}
+	entry.Details, _ = json.Marshal(details)
 	err = st.Tx(ctx, func(tx Store) error {
 		if err := tx.CreateAPIToken(ctx, record); err != nil {
 			return err
@@ -128,6 +141,18 @@ func CreateAPIToken(ctx context.Context, st Store, signer *Signer, name string, 
 	}
 	return token, record, nil
 }
+
+// TokenScope is what a new token is limited to and who holds it.
+type TokenScope struct {
+	// Workspaces limits the token to them; none: all.
+	Workspaces []string
+	// Groups are its holder's groups, which a policy may require
+	// approvals from.
+	Groups []string
+}
+
+// groupName is what a group's name must look like.
+var groupName = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]{0,63}$`)
 
 // RevokeAPIToken deletes the token named name, with the audit entry
 // saying who did, in one transaction: it authenticates nothing from its
@@ -145,12 +170,12 @@ func RevokeAPIToken(ctx context.Context, st Store, signer *Signer, name, by stri
 }
 
 // CreateAPIToken is CreateAPIToken on the broker's store and signer.
-func (b *Service) CreateAPIToken(ctx context.Context, name string, role Role, workspaces []string, by string) (string, *APIToken, error) {
+func (b *Service) CreateAPIToken(ctx context.Context, name string, role Role, scope TokenScope, by string) (string, *APIToken, error) {
 	var known []string
 	for _, w := range b.Workspaces() {
 		known = append(known, w.Name)
 	}
-	return CreateAPIToken(ctx, b.opts.Store, b.opts.Signer, name, role, workspaces, known, by, b.now())
+	return CreateAPIToken(ctx, b.opts.Store, b.opts.Signer, name, role, scope, known, by, b.now())
 }
 
 // RevokeAPIToken is RevokeAPIToken on the broker's store and signer.

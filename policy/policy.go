@@ -58,6 +58,14 @@ type Set struct {
 	query   rego.PreparedEvalQuery
 }
 
+// DigestOrEmpty is the set's digest, "" for no set.
+func (s *Set) DigestOrEmpty() string {
+	if s == nil {
+		return ""
+	}
+	return s.Digest
+}
+
 // Load reads the policy at path: one .rego file, or every .rego file of a
 // directory (not its subdirectories), leaving out tests (_test.rego). It
 // parses them as Rego v1, checks the decision rules' kinds, and compiles
@@ -172,6 +180,15 @@ type Decision struct {
 	AutoCertify bool `json:"auto_certify"`
 	// PolicyDigest names the policy that decided.
 	PolicyDigest string `json:"policy_digest"`
+}
+
+// DigestOrEmpty is the digest of the policy that decided, "" for no
+// decision.
+func (d *Decision) DigestOrEmpty() string {
+	if d == nil {
+		return ""
+	}
+	return d.PolicyDigest
 }
 
 // Approvals is how many distinct reviewers must approve; with Groups, only

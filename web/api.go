@@ -779,6 +779,7 @@ func (s *Server) review(decision broker.Decision) echo.HandlerFunc {
 		}
 		p, cert, err := s.opts.Broker.Review(context.WithoutCancel(c.Request().Context()), broker.ReviewRequest{
 			ProposalID: c.Param("id"), Reviewer: principalName(c), Decision: decision, Comment: req.Comment, Validity: validity,
+			Groups: principal(c).Groups,
 		})
 		if err != nil {
 			return err
@@ -925,8 +926,10 @@ type tokenJSON struct {
 	Name string      `json:"name"`
 	Role broker.Role `json:"role"`
 	// Workspaces limit the token; absent: all.
-	Workspaces []string  `json:"workspaces,omitempty"`
-	CreatedAt  time.Time `json:"created_at"`
+	Workspaces []string `json:"workspaces,omitempty"`
+	// Groups are its holder's groups; absent: none.
+	Groups    []string  `json:"groups,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
 	// Token is the secret, in the answer that created it only.
 	Token string `json:"token,omitempty"`
 }
@@ -938,25 +941,22 @@ func (s *Server) listTokens(c echo.Context) error {
 	}
 	out := []tokenJSON{}
 	for _, t := range tokens {
-		out = append(out, tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, CreatedAt: t.CreatedAt})
+		out = append(out, tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, Groups: t.Groups, CreatedAt: t.CreatedAt})
 	}
 	return c.JSON(http.StatusOK, map[string]any{"items": out})
 }
 
 func (s *Server) createToken(c echo.Context) error {
-	var req struct {
-		Name       string      `json:"name"`
-		Role       broker.Role `json:"role"`
-		Workspaces []string    `json:"workspaces"`
-	}
+	var req tokenRequest
 	if err := bind(c, &req); err != nil {
 		return err
 	}
-	token, t, err := s.opts.Broker.CreateAPIToken(context.WithoutCancel(c.Request().Context()), req.Name, req.Role, req.Workspaces, principalName(c))
+	token, t, err := s.opts.Broker.CreateAPIToken(context.WithoutCancel(c.Request().Context()), req.Name, req.Role,
+		broker.TokenScope{Workspaces: req.Workspaces, Groups: req.Groups}, principalName(c))
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusCreated, tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, CreatedAt: t.CreatedAt, Token: token})
+	return c.JSON(http.StatusCreated, tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, Groups: t.Groups, CreatedAt: t.CreatedAt, Token: token})
 }
 
 func (s *Server) revokeToken(c echo.Context) error {

@@ -70,6 +70,9 @@ type tokenRequest struct {
 	Name       string      `json:"name"`
 	Role       broker.Role `json:"role"`
 	Workspaces []string    `json:"workspaces,omitempty"`
+	// Groups are the holder's groups, which a policy may require
+	// approvals from.
+	Groups []string `json:"groups,omitempty"`
 }
 
 // A body says what a route takes and what it answers on success.

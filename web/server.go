@@ -37,7 +37,7 @@ type Broker interface {
 	Begin(ctx context.Context, req broker.ExecuteRequest) (*broker.Execution, *broker.Certificate, error)
 	Hold(ctx context.Context, workspace string) (*broker.Hold, error)
 	Reconcile(ctx context.Context, workspace, by, note string) error
-	CreateAPIToken(ctx context.Context, name string, role broker.Role, workspaces []string, by string) (string, *broker.APIToken, error)
+	CreateAPIToken(ctx context.Context, name string, role broker.Role, scope broker.TokenScope, by string) (string, *broker.APIToken, error)
 	RevokeAPIToken(ctx context.Context, name, by string) error
 	APITokens(ctx context.Context) ([]*broker.APIToken, error)
 	RecordRefusedAuthentications(ctx context.Context, counts map[string]int, since time.Time) error

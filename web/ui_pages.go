@@ -345,12 +345,13 @@ func (s *Server) makeTokenForm(c echo.Context) error {
 		return broker.Errorf(broker.EINVALID, "the form: %v", err)
 	}
 	token, t, err := s.opts.Broker.CreateAPIToken(context.WithoutCancel(c.Request().Context()),
-		strings.TrimSpace(form.Get("name")), broker.Role(form.Get("role")), form["workspace"], principalName(c))
+		strings.TrimSpace(form.Get("name")), broker.Role(form.Get("role")),
+		broker.TokenScope{Workspaces: form["workspace"], Groups: strings.Fields(strings.ReplaceAll(form.Get("groups"), ",", " "))}, principalName(c))
 	if err != nil {
 		return err
 	}
 	c.Response().Header().Set("Cache-Control", "no-store")
-	return s.renderTokens(c, http.StatusCreated, &tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, Token: token})
+	return s.renderTokens(c, http.StatusCreated, &tokenJSON{Name: t.Name, Role: t.Role, Workspaces: t.Workspaces, Groups: t.Groups, Token: token})
 }
 
 func (s *Server) revokeTokenForm(c echo.Context) error {

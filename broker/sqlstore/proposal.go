@@ -10,6 +10,7 @@ import (
 
 	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/policy"
 )
 
 // PutBundle stores a configuration bundle under its digest. Storing a
@@ -89,21 +90,21 @@ func (s *Store) insertProposal(ctx context.Context, x conn, p *broker.Proposal) 
 	if err != nil {
 		return s.formatError(err, t)
 	}
-	sum, divergence, driftJSON, disclosure, err := s.encodeVerification(p)
+	sum, divergence, driftJSON, disclosure, decision, err := s.encodeVerification(p)
 	if err != nil {
 		return err
 	}
 	_, err = x.ExecContext(ctx, `INSERT INTO proposals (id, workspace, config_digest, vars, rationale, proposer,
-		summary, digest, plan_digest, agent_digest, divergence, drift, disclosure, state, reason, created_at, updated_at)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		summary, digest, plan_digest, agent_digest, divergence, drift, disclosure, policy, state, reason, created_at, updated_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		p.ID, p.Workspace, p.ConfigDigest, string(vars), p.Rationale, p.Proposer,
-		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), disclosure, string(p.State), p.Reason,
+		sum, p.Digest, p.PlanDigest, p.AgentDigest, divergence, string(driftJSON), disclosure, decision, string(p.State), p.Reason,
 		formatTime(p.CreatedAt), formatTime(p.UpdatedAt))
 	return s.formatError(err, t)
 }
 
 const proposalColumns = `id, workspace, config_digest, vars, rationale, proposer, summary, digest,
-	plan_digest, agent_digest, divergence, drift, disclosure, state, reason, created_at, updated_at`
+	plan_digest, agent_digest, divergence, drift, disclosure, policy, state, reason, created_at, updated_at`
 
 // scanner is a *sql.Row or *sql.Rows.
 type scanner interface{ Scan(dest ...any) error }
@@ -113,11 +114,11 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 		p                    broker.Proposal
 		vars, state, drift   string
 		sum, divergence      sql.NullString
-		disclosure           sql.NullString
+		disclosure, decision sql.NullString
 		createdAt, updatedAt string
 	)
 	err := row.Scan(&p.ID, &p.Workspace, &p.ConfigDigest, &vars, &p.Rationale, &p.Proposer, &sum, &p.Digest,
-		&p.PlanDigest, &p.AgentDigest, &divergence, &drift, &disclosure, &state, &p.Reason, &createdAt, &updatedAt)
+		&p.PlanDigest, &p.AgentDigest, &divergence, &drift, &disclosure, &decision, &state, &p.Reason, &createdAt, &updatedAt)
 	if err != nil {
 		return nil, err
 	}
@@ -143,6 +144,12 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 		p.Disclosure = &planparse.Disclosure{}
 		if err := json.Unmarshal([]byte(disclosure.String), p.Disclosure); err != nil {
 			return nil, fmt.Errorf("stored disclosure: %v", err)
+		}
+	}
+	if decision.Valid {
+		p.Policy = &policy.Decision{}
+		if err := json.Unmarshal([]byte(decision.String), p.Policy); err != nil {
+			return nil, fmt.Errorf("stored policy decision: %v", err)
 		}
 	}
 	if p.CreatedAt, err = parseTime(createdAt); err != nil {
@@ -281,15 +288,15 @@ func (s *Store) SetProposalState(ctx context.Context, id string, from, to broker
 
 // encodeVerification encodes what seb's plan of a proposal found: its
 // summary, the divergence from the agent's plan, the drift, and what
-// reviewers cannot read.
-func (s *Store) encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, drift []byte, disclosure sql.NullString, err error) {
+// reviewers cannot read, and what its workspace's policy decided.
+func (s *Store) encodeVerification(p *broker.Proposal) (sum, divergence sql.NullString, drift []byte, disclosure, decision sql.NullString, err error) {
 	if sum, err = encodeSummary(p.Summary); err != nil {
-		return sum, divergence, nil, disclosure, err
+		return sum, divergence, nil, disclosure, decision, err
 	}
 	if p.Divergence != nil {
 		data, err := encodeDivergence(p.Divergence)
 		if err != nil {
-			return sum, divergence, nil, disclosure, broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
+			return sum, divergence, nil, disclosure, decision, broker.Errorf(broker.EINVALID, "proposal %s: %v", p.ID, err)
 		}
 		divergence = sql.NullString{String: string(data), Valid: true}
 	}
@@ -298,16 +305,23 @@ func (s *Store) encodeVerification(p *broker.Proposal) (sum, divergence sql.Null
 		changes = []planparse.ResourceChange{}
 	}
 	if drift, err = json.Marshal(changes); err != nil {
-		return sum, divergence, nil, disclosure, s.formatError(err, target{kind: "proposal", id: p.ID})
+		return sum, divergence, nil, disclosure, decision, s.formatError(err, target{kind: "proposal", id: p.ID})
 	}
 	if p.Disclosure != nil {
 		data, err := json.Marshal(p.Disclosure)
 		if err != nil {
-			return sum, divergence, nil, disclosure, s.formatError(err, target{kind: "proposal", id: p.ID})
+			return sum, divergence, nil, disclosure, decision, s.formatError(err, target{kind: "proposal", id: p.ID})
 		}
 		disclosure = sql.NullString{String: string(data), Valid: true}
 	}
-	return sum, divergence, drift, disclosure, nil
+	if p.Policy != nil {
+		data, err := json.Marshal(p.Policy)
+		if err != nil {
+			return sum, divergence, nil, disclosure, decision, s.formatError(err, target{kind: "proposal", id: p.ID})
+		}
+		decision = sql.NullString{String: string(data), Valid: true}
+	}
+	return sum, divergence, drift, disclosure, decision, nil
 }
 
 // CompleteVerification records the outcome of seb's plan of a verifying
@@ -317,14 +331,14 @@ func (s *Store) CompleteVerification(ctx context.Context, p *broker.Proposal) er
 	if err := validProposalState(p.State); err != nil {
 		return err
 	}
-	sum, divergence, driftJSON, disclosure, err := s.encodeVerification(p)
+	sum, divergence, driftJSON, disclosure, decision, err := s.encodeVerification(p)
 	if err != nil {
 		return err
 	}
 	return s.write(ctx, t, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE proposals SET summary = ?, digest = ?, plan_digest = ?, divergence = ?, drift = ?,
-			disclosure = ?, state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
-			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), disclosure, string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
+			disclosure = ?, policy = ?, state = ?, reason = ?, updated_at = ? WHERE id = ? AND state = 'verifying'`,
+			sum, p.Digest, p.PlanDigest, divergence, string(driftJSON), disclosure, decision, string(p.State), p.Reason, formatTime(p.UpdatedAt), p.ID)
 		if err != nil {
 			return err
 		}
@@ -358,15 +372,19 @@ func (s *Store) AddReview(ctx context.Context, r broker.Review) error {
 		refKind: "proposal", refID: r.ProposalID,
 		conflict: r.Reviewer + " already reviewed proposal " + r.ProposalID,
 	}
-	return s.exec(ctx, t, "INSERT INTO reviews (proposal_id, reviewer, decision, comment, at) VALUES (?, ?, ?, ?, ?)",
-		r.ProposalID, r.Reviewer, string(r.Decision), r.Comment, formatTime(r.At))
+	groups, err := json.Marshal(append([]string{}, r.Groups...))
+	if err != nil {
+		return s.formatError(err, t)
+	}
+	return s.exec(ctx, t, "INSERT INTO reviews (proposal_id, reviewer, decision, comment, at, groups) VALUES (?, ?, ?, ?, ?, ?)",
+		r.ProposalID, r.Reviewer, string(r.Decision), r.Comment, formatTime(r.At), string(groups))
 }
 
 // Reviews returns a proposal's reviews, oldest first; none (not ENOTFOUND)
 // for a proposal that does not exist.
 func (s *Store) Reviews(ctx context.Context, proposalID string) ([]broker.Review, error) {
 	t := target{kind: "reviews of proposal", id: proposalID}
-	rows, err := s.rd().QueryContext(ctx, "SELECT reviewer, decision, comment, at FROM reviews WHERE proposal_id = ? ORDER BY at, rowid", proposalID)
+	rows, err := s.rd().QueryContext(ctx, "SELECT reviewer, decision, comment, at, groups FROM reviews WHERE proposal_id = ? ORDER BY at, rowid", proposalID)
 	if err != nil {
 		return nil, s.formatError(err, t)
 	}
@@ -374,11 +392,17 @@ func (s *Store) Reviews(ctx context.Context, proposalID string) ([]broker.Review
 	out := []broker.Review{}
 	for rows.Next() {
 		r := broker.Review{ProposalID: proposalID}
-		var decision, at string
-		if err := rows.Scan(&r.Reviewer, &decision, &r.Comment, &at); err != nil {
+		var decision, at, groups string
+		if err := rows.Scan(&r.Reviewer, &decision, &r.Comment, &at, &groups); err != nil {
 			return nil, s.formatError(err, t)
 		}
 		r.Decision = broker.Decision(decision)
+		if err := json.Unmarshal([]byte(groups), &r.Groups); err != nil {
+			return nil, s.formatError(fmt.Errorf("stored groups: %v", err), t)
+		}
+		if len(r.Groups) == 0 {
+			r.Groups = nil
+		}
 		if r.At, err = parseTime(at); err != nil {
 			return nil, s.formatError(err, t)
 		}

@@ -18,8 +18,12 @@ func (s *Store) CreateAPIToken(ctx context.Context, t *broker.APIToken) error {
 	if err != nil {
 		return s.formatError(err, target)
 	}
-	return s.exec(ctx, target, "INSERT INTO api_tokens (id, name, role, hash, created_at, workspaces) VALUES (?, ?, ?, ?, ?, ?)",
-		t.ID, t.Name, string(t.Role), t.Hash, formatTime(t.CreatedAt), string(scope))
+	groups, err := json.Marshal(append([]string{}, t.Groups...))
+	if err != nil {
+		return s.formatError(err, target)
+	}
+	return s.exec(ctx, target, "INSERT INTO api_tokens (id, name, role, hash, created_at, workspaces, groups) VALUES (?, ?, ?, ?, ?, ?, ?)",
+		t.ID, t.Name, string(t.Role), t.Hash, formatTime(t.CreatedAt), string(scope), string(groups))
 }
 
 // APITokenByHash returns the token with that hash, or ENOTFOUND.
@@ -49,15 +53,22 @@ func (s *Store) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
 	return out, s.formatError(rows.Err(), target{kind: "API tokens"})
 }
 
-const tokenColumns = "id, name, role, hash, created_at, workspaces"
+const tokenColumns = "id, name, role, hash, created_at, workspaces, groups"
 
 func scanAPIToken(row scanner) (*broker.APIToken, error) {
 	var (
 		t               broker.APIToken
 		role, at, scope string
+		groups          string
 	)
-	if err := row.Scan(&t.ID, &t.Name, &role, &t.Hash, &at, &scope); err != nil {
+	if err := row.Scan(&t.ID, &t.Name, &role, &t.Hash, &at, &scope, &groups); err != nil {
 		return nil, err
+	}
+	if err := json.Unmarshal([]byte(groups), &t.Groups); err != nil {
+		return nil, fmt.Errorf("stored token groups: %v", err)
+	}
+	if len(t.Groups) == 0 {
+		t.Groups = nil
 	}
 	t.Role = broker.Role(role)
 	if err := json.Unmarshal([]byte(scope), &t.Workspaces); err != nil {

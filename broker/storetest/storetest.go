@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -22,6 +23,7 @@ import (
 
 	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/policy"
 )
 
 // Run runs the conformance suite. open must return a new, empty store for
@@ -360,7 +362,7 @@ func testReviews(t *testing.T, s broker.Store) {
 	must(t, "CreateProposal", s.CreateProposal(ctx, proposal(t, "prop-2", 0)))
 	must(t, "CreateProposal", s.CreateProposal(ctx, proposal(t, "prop-3", 0)))
 	reviews := []broker.Review{
-		{ProposalID: "prop-1", Reviewer: "carol", Decision: broker.Approve, Comment: "ok", At: at(12)},
+		{ProposalID: "prop-1", Reviewer: "carol", Decision: broker.Approve, Comment: "ok", At: at(12), Groups: []string{"security", "sre"}},
 		{ProposalID: "prop-1", Reviewer: "alice", Decision: broker.Reject, Comment: "", At: at(10)},
 		{ProposalID: "prop-2", Reviewer: "alice", Decision: broker.Approve, At: at(11)},
 		{ProposalID: "prop-1", Reviewer: "bob", Decision: broker.Approve, Comment: "lgtm\n", At: at(11)},
@@ -379,7 +381,7 @@ func testReviews(t *testing.T, s broker.Store) {
 	}
 	for i := range want {
 		g, w := got[i], want[i]
-		if g.ProposalID != w.ProposalID || g.Reviewer != w.Reviewer || g.Decision != w.Decision || g.Comment != w.Comment {
+		if g.ProposalID != w.ProposalID || g.Reviewer != w.Reviewer || g.Decision != w.Decision || g.Comment != w.Comment || !slices.Equal(g.Groups, w.Groups) {
 			t.Errorf("review %d = %+v, want %+v", i, g, w)
 		}
 		checkTime(t, fmt.Sprintf("review %d At", i), g.At, w.At)
@@ -958,10 +960,11 @@ func testAPITokens(t *testing.T, s broker.Store) {
 	if strings.Contains(tok.Hash, secret) || !strings.HasPrefix(secret, "seb_") {
 		t.Fatalf("token %q, hash %q", secret, tok.Hash)
 	}
+	tok.Groups = []string{"security"}
 	must(t, "CreateAPIToken", s.CreateAPIToken(ctx, tok))
 	got, err := s.APITokenByHash(ctx, broker.HashAPIToken(secret))
 	must(t, "APITokenByHash", err)
-	if got.ID != tok.ID || got.Name != "alice" || got.Role != broker.RoleReviewer {
+	if got.ID != tok.ID || got.Name != "alice" || got.Role != broker.RoleReviewer || !slices.Equal(got.Groups, []string{"security"}) {
 		t.Errorf("token = %+v, want %+v", got, tok)
 	}
 	checkTime(t, "CreatedAt", got.CreatedAt, tok.CreatedAt)
@@ -986,10 +989,15 @@ func testCompleteVerification(t *testing.T, s broker.Store) {
 		t.Fatalf("verifying proposal = %+v", got)
 	}
 	want.UpdatedAt = at(5)
+	want.Policy = &policy.Decision{Deny: []string{}, Warn: []string{"drift"}, Approvals: &policy.Approvals{Count: 2, Groups: []string{"security"}},
+		PolicyDigest: "sha256:" + strings.Repeat("ab", 32)}
 	must(t, "CompleteVerification", s.CompleteVerification(ctx, &want))
 	got, err = s.Proposal(ctx, "prop-v")
 	must(t, "Proposal", err)
 	checkProposal(t, got, &want)
+	if !reflect.DeepEqual(got.Policy, want.Policy) {
+		t.Errorf("policy decision = %+v, want %+v", got.Policy, want.Policy)
+	}
 	wantCode(t, "a second completion", s.CompleteVerification(ctx, &want), broker.ECONFLICT, "not verifying")
 	refused := proposal(t, "prop-r", 1)
 	refused.State, refused.Summary = broker.ProposalVerifying, nil

@@ -409,7 +409,7 @@ func newTokensCommand() *cobra.Command {
 	cmd := &cobra.Command{Use: "tokens", Short: "Create, list and revoke API tokens (on this machine's data directory)"}
 	var (
 		configPath, role, name string
-		scope                  []string
+		scope, groups          []string
 	)
 	// open opens the store and signer of the data directory: these
 	// commands run beside seb serve, as its operator.
@@ -447,7 +447,8 @@ func newTokensCommand() *cobra.Command {
 			for _, w := range cfg.Workspaces {
 				known = append(known, w.Name)
 			}
-			token, _, err := broker.CreateAPIToken(cmd.Context(), store, signer, name, broker.Role(role), scope, known, localActor(), time.Now())
+			token, _, err := broker.CreateAPIToken(cmd.Context(), store, signer, name, broker.Role(role),
+				broker.TokenScope{Workspaces: scope, Groups: groups}, known, localActor(), time.Now())
 			if err != nil {
 				return errors.New(broker.ErrorMessage(err))
 			}
@@ -459,6 +460,7 @@ func newTokensCommand() *cobra.Command {
 	create.Flags().StringVar(&role, "role", "", "agent, reviewer, ci, admin or runner")
 	create.Flags().StringVar(&name, "name", "", "who the token is for; proposals and reviews carry it")
 	create.Flags().StringArrayVar(&scope, "workspace", nil, "limit the token to this workspace (repeat for several; none: all)")
+	create.Flags().StringArrayVar(&groups, "group", nil, "a group its holder belongs to, which a policy may require approvals from (repeat for several)")
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List the API tokens: names, roles, creation times (never the tokens)",
