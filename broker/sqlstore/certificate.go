@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/seb-broker/seb/broker"
+	"github.com/seb-broker/seb/policy"
 )
 
 // CreateCertificate stores an issued certificate; ECONFLICT if the id
@@ -36,17 +37,25 @@ func (s *Store) CreateCertificate(ctx context.Context, c *broker.Certificate) er
 	if err != nil {
 		return s.formatError(err, t)
 	}
+	var decision sql.NullString
+	if c.Policy != nil {
+		data, err := json.Marshal(c.Policy)
+		if err != nil {
+			return s.formatError(err, t)
+		}
+		decision = sql.NullString{String: string(data), Valid: true}
+	}
 	var revokedAt sql.NullString
 	if c.RevokedAt != nil {
 		revokedAt = sql.NullString{String: formatTime(*c.RevokedAt), Valid: true}
 	}
 	return s.exec(ctx, t, `INSERT INTO certificates (id, workspace, proposal_id, config_digest, diff_digest,
 		plan_digest, summary, not_before, not_after, policy_epoch, revocation_epoch, approvals, issuer_key_id,
-		single_use, envelope, revoked_at, revoked_by)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		single_use, envelope, revoked_at, revoked_by, policy)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 		c.ID, c.Workspace, c.ProposalID, c.ConfigDigest, c.DiffDigest,
 		c.PlanDigest, sum, formatTime(c.NotBefore), formatTime(c.NotAfter), c.PolicyEpoch, c.RevocationEpoch,
-		string(approvalsJSON), c.IssuerKeyID, c.SingleUse, blob(c.Envelope), revokedAt, c.RevokedBy)
+		string(approvalsJSON), c.IssuerKeyID, c.SingleUse, blob(c.Envelope), revokedAt, c.RevokedBy, decision)
 }
 
 // Certificate returns a certificate, or ENOTFOUND.
@@ -78,16 +87,23 @@ func (s *Store) certificate(ctx context.Context, q querier, id string) (*broker.
 	var (
 		c                             broker.Certificate
 		sum, revokedAt, consumedBy    sql.NullString
+		decision                      sql.NullString
 		notBefore, notAfter, approval string
 	)
 	err := q.QueryRowContext(ctx, `SELECT id, workspace, proposal_id, config_digest, diff_digest, plan_digest, summary,
 		not_before, not_after, policy_epoch, revocation_epoch, approvals, issuer_key_id, single_use, envelope,
-		revoked_at, revoked_by, consumed_by FROM certificates WHERE id = ?`, id).Scan(
+		revoked_at, revoked_by, consumed_by, policy FROM certificates WHERE id = ?`, id).Scan(
 		&c.ID, &c.Workspace, &c.ProposalID, &c.ConfigDigest, &c.DiffDigest, &c.PlanDigest, &sum,
 		&notBefore, &notAfter, &c.PolicyEpoch, &c.RevocationEpoch, &approval, &c.IssuerKeyID, &c.SingleUse, &c.Envelope,
-		&revokedAt, &c.RevokedBy, &consumedBy)
+		&revokedAt, &c.RevokedBy, &consumedBy, &decision)
 	if err != nil {
 		return nil, err
+	}
+	if decision.Valid {
+		c.Policy = &policy.Decision{}
+		if err := json.Unmarshal([]byte(decision.String), c.Policy); err != nil {
+			return nil, fmt.Errorf("stored policy decision: %v", err)
+		}
 	}
 	if c.Summary, err = decodeSummaryColumn(sum); err != nil {
 		return nil, err

@@ -429,9 +429,13 @@ func testCertificateRoundTrip(t *testing.T, s broker.Store) {
 	ctx := context.Background()
 	withProposal(t, s, "prop-1")
 	want := certificate(t, "cert-1", "prop-1")
+	want.Policy = &policy.Decision{Deny: []string{}, Warn: []string{}, AutoCertify: true, PolicyDigest: "sha256:" + strings.Repeat("cd", 32)}
 	must(t, "CreateCertificate", s.CreateCertificate(ctx, want))
 	got, err := s.Certificate(ctx, "cert-1")
 	must(t, "Certificate", err)
+	if !reflect.DeepEqual(got.Policy, want.Policy) {
+		t.Errorf("certificate's policy decision = %+v, want %+v", got.Policy, want.Policy)
+	}
 	if byProposal, err := s.ProposalCertificate(ctx, "prop-1"); err != nil || byProposal.ID != "cert-1" {
 		t.Errorf("ProposalCertificate = %v, %v", byProposal, err)
 	}
