@@ -98,6 +98,18 @@ func required(ws Workspace, s *planparse.Summary, d *policy.Decision) requiremen
 	return r
 }
 
+// StillNeeded says which approvals a pending proposal still needs, by
+// the policy's decision at verification and the reviews so far ("" when
+// none, or when it is not pending): what reviewers are shown.
+func (b *Service) StillNeeded(p *Proposal, reviews []Review) string {
+	ws, err := b.Workspace(p.Workspace)
+	if err != nil || p.State != ProposalPending {
+		return ""
+	}
+	_, missing := required(ws, p.Summary, p.Policy).met(reviews)
+	return missing
+}
+
 // met reports whether the approvals among reviews meet r, and what is
 // still missing when they do not.
 func (r requirement) met(reviews []Review) (bool, string) {

@@ -20,6 +20,7 @@ import (
 
 	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/planparse"
+	"github.com/seb-broker/seb/policy"
 )
 
 const principalKey = "seb.principal"
@@ -617,9 +618,14 @@ type proposalJSON struct {
 	// Disclosure is what reviewers cannot read in the diff: hidden
 	// values (by the provider's schema or by the configuration) and
 	// values known only after apply, with their expressions' references.
-	Disclosure    *planparse.Disclosure `json:"disclosure,omitempty"`
-	Reviews       []reviewJSON          `json:"reviews"`
-	CertificateID string                `json:"certificate_id,omitempty"`
+	Disclosure *planparse.Disclosure `json:"disclosure,omitempty"`
+	// Policy is what the workspace's policy decided at verification;
+	// absent without a policy.
+	Policy *policy.Decision `json:"policy,omitempty"`
+	// StillNeeded says which approvals a pending proposal still needs.
+	StillNeeded   string       `json:"still_needed,omitempty"`
+	Reviews       []reviewJSON `json:"reviews"`
+	CertificateID string       `json:"certificate_id,omitempty"`
 	// CertificateFate is what became of a certified proposal's
 	// certificate: unused, executing, applied, refused at execution,
 	// failed at execution, interrupted at execution, revoked, or no
@@ -634,6 +640,8 @@ type reviewJSON struct {
 	Decision broker.Decision `json:"decision"`
 	Comment  string          `json:"comment"`
 	At       time.Time       `json:"at"`
+	// Groups are the reviewer's groups when they reviewed.
+	Groups []string `json:"groups,omitempty"`
 }
 
 func (s *Server) proposalJSON(ctx context.Context, p *broker.Proposal) (*proposalJSON, error) {
@@ -648,12 +656,13 @@ func (s *Server) proposalJSON(ctx context.Context, p *broker.Proposal) (*proposa
 	out := &proposalJSON{ID: p.ID, Workspace: p.Workspace, State: p.State, Proposer: p.Proposer, Rationale: p.Rationale,
 		Reason: p.Reason, ConfigDigest: p.ConfigDigest, Vars: p.Vars, Digest: p.Digest, PlanDigest: p.PlanDigest, AgentDigest: p.AgentDigest,
 		Summary: p.Summary, Rendered: rendered.String(), Drift: p.Drift, Divergence: p.Divergence, Disclosure: p.Disclosure,
+		Policy: p.Policy, StillNeeded: s.opts.Broker.StillNeeded(p, reviews),
 		Reviews: []reviewJSON{}, CreatedAt: p.CreatedAt, UpdatedAt: p.UpdatedAt}
 	if out.Drift == nil {
 		out.Drift = []planparse.ResourceChange{}
 	}
 	for _, r := range reviews {
-		out.Reviews = append(out.Reviews, reviewJSON{Reviewer: r.Reviewer, Decision: r.Decision, Comment: r.Comment, At: r.At})
+		out.Reviews = append(out.Reviews, reviewJSON{Reviewer: r.Reviewer, Decision: r.Decision, Comment: r.Comment, At: r.At, Groups: r.Groups})
 	}
 	if p.State == broker.ProposalCertified {
 		cert, err := s.opts.Records.ProposalCertificate(ctx, p.ID)

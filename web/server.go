@@ -27,6 +27,8 @@ import (
 
 // Broker is what the API needs of the broker's services.
 type Broker interface {
+	// StillNeeded says which approvals a pending proposal still needs.
+	StillNeeded(p *broker.Proposal, reviews []broker.Review) string
 	Workspaces() []broker.Workspace
 	Workspace(name string) (broker.Workspace, error)
 	Plan(ctx context.Context, agent, workspace string, bundle []byte, vars map[string]string) (*drift.PlanResult, error)

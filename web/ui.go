@@ -600,7 +600,7 @@ func (s *Server) renderProposal(c echo.Context, ctx context.Context, p *broker.P
 		why = "You have reviewed this proposal."
 	}
 	return s.render(c, status, "proposal", "Proposal "+p.ID, map[string]any{
-		"P": p, "Workspace": ws, "Reviews": reviews, "Approvals": approvals, "Needed": max(0, ws.ApprovalsRequired-approvals),
+		"P": p, "Workspace": ws, "Reviews": reviews, "Approvals": approvals, "StillNeeded": s.opts.Broker.StillNeeded(p, reviews),
 		"Files": files, "Vars": p.Vars, "VarNames": slices.Sorted(maps.Keys(p.Vars)),
 		"Cert": cert, "CertStatus": certStatus, "Valid": certStatus == "valid", "HasSummary": p.Summary != nil, "Divergence": divergence, "Resources": resources, "Drift": drifted, "Outputs": outputs, "Counts": counts,
 		"CanReview": canReview, "WhyNot": why, "FormError": formError,
@@ -632,6 +632,7 @@ func (s *Server) reviewForm(c echo.Context) error {
 	}
 	_, cert, err := s.opts.Broker.Review(context.WithoutCancel(ctx), broker.ReviewRequest{
 		ProposalID: id, Reviewer: sess.token.Name, Decision: decision, Comment: strings.TrimSpace(c.FormValue("comment")), Validity: validity,
+		Groups: sess.token.Groups,
 	})
 	if code := broker.ErrorCode(err); code == broker.EFORBIDDEN || code == broker.ECONFLICT || code == broker.EINVALID {
 		p, perr := s.opts.Records.Proposal(ctx, id)
