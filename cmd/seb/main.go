@@ -83,10 +83,10 @@ wins over the environment.
 Exit status:
   0  success
   1  diverged: compare's summaries differ, the audit log does not verify,
-     or the plan a proposal sent is not seb's
+     the plan a proposal sent is not seb's, or a policy test failed
   2  an error: bad input or flags, the server refused, an execution failed
-  3  rejected by a reviewer, or refused at execution because live state no
-     longer matches the certified diff
+  3  rejected by a reviewer, refused at execution because live state no
+     longer matches the certified diff, or denied by policy eval's policy
   4  the certificate expired
   5  timed out: wait or execute gave up (the server goes on)`,
 		SilenceUsage:  true,
@@ -104,7 +104,7 @@ Exit status:
 	root.AddCommand(newSummarizeCommand(), newDigestCommand(), newCompareCommand(), newAuditCommand(),
 		newServeCommand(), newRunnerCommand(), newTokensCommand(), newDemoCommand(),
 		newPlanClientCommand(), newProposeCommand(), newWaitCommand(), newExecuteCommand(),
-		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand(), newReconcileCommand(), newVerifyCommand(), newKeysCommand(), newMCPCommand())
+		newStatusCommand(), newApproveCommand(), newRejectCommand(), newRevokeCommand(), newReconcileCommand(), newVerifyCommand(), newKeysCommand(), newMCPCommand(), newPolicyCommand())
 	return root
 }
 

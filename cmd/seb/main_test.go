@@ -977,3 +977,40 @@ func TestWarnsOnUnmarkedSensitivity(t *testing.T) {
 	r := seb(t, "", "digest", "--key-file", key, plan("update"))
 	mustSucceed(t, r)
 }
+
+// TestPolicyCommands: seb policy test runs the example policies' tests;
+// seb policy eval shows a workspace policy's decision of a plan and exits
+// 3 when it denies.
+func TestPolicyCommands(t *testing.T) {
+	r := seb(t, "", "policy", "test", "../../fixtures/policy")
+	if r.code != exitOK || !strings.Contains(r.stdout, "7 tests, 0 failed") {
+		t.Fatalf("policy test: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	failing := writeFile(t, "fail_test.rego", "package seb_test\n\ntest_fails if false\n")
+	if r := seb(t, "", "policy", "test", failing); r.code != exitDiverged || !strings.Contains(r.stdout, "FAIL") {
+		t.Errorf("a failing policy test: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	dir := t.TempDir()
+	conf := filepath.Join(dir, "seb.hcl")
+	if err := os.WriteFile(conf, []byte("workspace \"w\" {\n  policy = \""+mustAbs(t, "../../fixtures/policy")+"\"\n  credentials {\n    audience = \"a\"\n    token_file_env = [\"T\"]\n  }\n}\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	key := writeFile(t, "key", "a key for sensitive values")
+	open := writeFile(t, "open.json", `{"format_version":"1.2","terraform_version":"1.11.4","resource_changes":[{"address":"sandbox_firewall_rule.any","mode":"managed","type":"sandbox_firewall_rule","name":"any","provider_name":"seb.invalid/seb/sandbox","change":{"actions":["create"],"before":null,"after":{"direction":"ingress","cidr":"0.0.0.0/0","from_port":22,"to_port":22},"after_unknown":{"id":true}}}]}`)
+	r = seb(t, "", "policy", "eval", "--config", conf, "--workspace", "w", "--key-file", key, open)
+	if r.code != exitRejected || !strings.Contains(r.stdout, `"deny": [`) || !strings.Contains(r.stdout, "opens ingress to 0.0.0.0/0 (ports 22-22)") {
+		t.Errorf("policy eval of an open rule: %d %s %s", r.code, r.stdout, r.stderr)
+	}
+	if r := seb(t, "", "policy", "eval", "--config", conf, "--workspace", "nope", "--key-file", key, open); r.code != exitError || !strings.Contains(r.stderr, `no workspace "nope"`) {
+		t.Errorf("an unknown workspace: %d %s", r.code, r.stderr)
+	}
+}
+
+func mustAbs(t *testing.T, p string) string {
+	t.Helper()
+	abs, err := filepath.Abs(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return abs
+}
