@@ -69,7 +69,7 @@ func (in *Input) Value() (ast.Value, error) {
 		}
 		outputs = append(outputs, ast.ObjectTerm(
 			field("name", ast.String(o.Name)), field("action", ast.String(o.Action)),
-			ast.Item(ast.InternedTerm("before"), ast.NewTerm(before)), ast.Item(ast.InternedTerm("after"), ast.NewTerm(after))))
+			ast.Item(ast.InternedTerm("before"), before), ast.Item(ast.InternedTerm("after"), after)))
 	}
 	drift, err := resourcesValue(in.Drift)
 	if err != nil {
@@ -109,111 +109,175 @@ func stringList(list []string) ast.Value {
 	return ast.NewArray(terms...)
 }
 
-// resourcesValue converts resource changes. Each one's changed attributes
-// are an object keyed by the attribute's path as Terraform writes it
-// (replicas, tags["team"], rule[0].port): {before, after, path}.
+// resourcesValue converts resource changes. The changed attributes are in
+// before and after, keyed by the path as Terraform writes it (replicas,
+// tags["team"], rule[0].port); a side without the attribute leaves it out.
+// The strings many resources repeat (types, providers, actions) share one
+// term each.
 func resourcesValue(rs []planparse.ResourceChange) ([]*ast.Term, error) {
+	cv := newConverter()
+	str := cv.str
 	out := make([]*ast.Term, 0, len(rs))
 	for i := range rs {
 		r := &rs[i]
-		changes := make([][2]*ast.Term, 0, len(r.Changes))
-		for _, c := range r.Changes {
-			before, err := value(c.Before)
-			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", r.Address, c.Path, err)
+		var sides [2]*ast.Term // before, after
+		for i := range sides {
+			mark := cv.mark()
+			for _, c := range r.Changes {
+				v := c.Before
+				if i == 1 {
+					v = c.After
+				}
+				if _, absent := v.(planparse.Absent); absent {
+					continue
+				}
+				t, err := cv.value(v)
+				if err != nil {
+					return nil, fmt.Errorf("%s %s: %w", r.Address, c.Path, err)
+				}
+				cv.push(str(c.Path.String()), t)
 			}
-			after, err := value(c.After)
-			if err != nil {
-				return nil, fmt.Errorf("%s %s: %w", r.Address, c.Path, err)
-			}
-			path, err := value([]any(c.Path))
-			if err != nil {
-				return nil, err
-			}
-			changes = append(changes, ast.Item(ast.StringTerm(c.Path.String()), ast.ObjectTerm(
-				ast.Item(ast.InternedTerm("before"), ast.NewTerm(before)),
-				ast.Item(ast.InternedTerm("after"), ast.NewTerm(after)),
-				ast.Item(ast.InternedTerm("path"), ast.NewTerm(path)))))
+			sides[i] = cv.build(mark)
 		}
 		items := [][2]*ast.Term{
-			field("address", ast.String(r.Address)),
-			field("mode", ast.String(r.Mode)),
-			field("type", ast.String(r.Type)),
-			field("name", ast.String(r.Name)),
-			field("provider", ast.String(r.Provider)),
-			field("action", ast.String(r.Action)),
-			field("changes", ast.NewObject(changes...)),
+			{ast.InternedTerm("address"), ast.StringTerm(r.Address)},
+			{ast.InternedTerm("mode"), str(r.Mode)},
+			{ast.InternedTerm("type"), str(r.Type)},
+			{ast.InternedTerm("name"), str(r.Name)},
+			{ast.InternedTerm("provider"), str(r.Provider)},
+			{ast.InternedTerm("action"), str(string(r.Action))},
+			{ast.InternedTerm("before"), sides[0]},
+			{ast.InternedTerm("after"), sides[1]},
 		}
 		for _, opt := range []struct{ name, v string }{{"module_address", r.ModuleAddress}, {"previous_address", r.PreviousAddress},
 			{"deposed", r.Deposed}, {"replace_order", string(r.ReplaceOrder)}, {"action_reason", r.ActionReason}} {
 			if opt.v != "" {
-				items = append(items, field(opt.name, ast.String(opt.v)))
+				items = append(items, [2]*ast.Term{ast.InternedTerm(opt.name), str(opt.v)})
 			}
 		}
 		if r.Index != nil {
-			idx, err := value(r.Index)
+			idx, err := cv.value(r.Index)
 			if err != nil {
 				return nil, err
 			}
-			items = append(items, field("index", idx))
+			items = append(items, [2]*ast.Term{ast.InternedTerm("index"), idx})
 		}
 		if len(r.ReplacePaths) > 0 {
 			paths := make([]*ast.Term, len(r.ReplacePaths))
 			for i, p := range r.ReplacePaths {
 				paths[i] = ast.StringTerm(p.String())
 			}
-			items = append(items, field("replace_paths", ast.NewArray(paths...)))
+			items = append(items, [2]*ast.Term{ast.InternedTerm("replace_paths"), ast.ArrayTerm(paths...)})
 		}
 		if r.Importing != nil {
-			items = append(items, field("importing", ast.NewObject(field("id", ast.String(r.Importing.ID)))))
+			items = append(items, [2]*ast.Term{ast.InternedTerm("importing"), ast.ObjectTerm(field("id", ast.String(r.Importing.ID)))})
 		}
-		out = append(out, ast.NewTerm(ast.NewObject(items...)))
+		out = append(out, ast.ObjectTerm(items...))
 	}
 	return out, nil
 }
 
-// value converts a summary value. Markers become objects: a value known
-// only after apply is {"unknown": true}, a sensitive one {"sensitive":
-// "hmac-sha256:…"} (its digest, never the value), a member one side lacks
-// {"absent": true}.
-func value(v any) (ast.Value, error) {
+// unknownTerm is the one term every value known only after apply shares.
+var unknownTerm = ast.ObjectTerm(ast.Item(ast.InternedTerm("unknown"), ast.InternedTerm(true)))
+
+// A converter converts summary values to OPA's value form, sharing one
+// term for each string it meets again (attribute names, types, repeated
+// values): the input of 10,000 resources repeats most of its strings.
+//
+// The members of the objects being built wait on one stack, so that
+// building an object leaves no slice of its own behind: OPA copies them.
+type converter struct {
+	strings map[string]*ast.Term
+	stack   *[][2]*ast.Term
+}
+
+func newConverter() converter {
+	return converter{strings: map[string]*ast.Term{}, stack: new([][2]*ast.Term)}
+}
+
+// push puts an object's member on the stack; build makes the object of
+// the members pushed since mark.
+func (cv converter) push(k, v *ast.Term) { *cv.stack = append(*cv.stack, [2]*ast.Term{k, v}) }
+
+func (cv converter) mark() int { return len(*cv.stack) }
+
+func (cv converter) build(mark int) *ast.Term {
+	t := cv.object((*cv.stack)[mark:])
+	clear((*cv.stack)[mark:])
+	*cv.stack = (*cv.stack)[:mark]
+	return t
+}
+
+func (cv converter) str(s string) *ast.Term {
+	if t, ok := cv.strings[s]; ok {
+		return t
+	}
+	t := ast.StringTerm(s)
+	cv.strings[s] = t
+	return t
+}
+
+// emptyObject is the one term every empty object shares: the before of
+// a create, the after of a delete.
+var emptyObject = ast.ObjectTerm()
+
+func (cv converter) object(items [][2]*ast.Term) *ast.Term {
+	if len(items) == 0 {
+		return emptyObject
+	}
+	return ast.ObjectTerm(items...)
+}
+
+// value converts a summary value to OPA's value form at once.
+func value(v any) (*ast.Term, error) {
+	return newConverter().value(v)
+}
+
+// value converts a summary value to OPA's value form. A value known only
+// after apply is {"unknown": true}, a sensitive one {"sensitive":
+// "hmac-sha256:…"} (its digest, never the value); an object member one
+// side lacks is left out.
+func (cv converter) value(v any) (*ast.Term, error) {
 	switch v := v.(type) {
 	case nil:
-		return ast.NullValue, nil
+		return ast.InternedNullTerm, nil
 	case bool:
-		return ast.Boolean(v), nil
+		return ast.InternedTerm(v), nil
 	case string:
-		return ast.String(v), nil
+		return cv.str(v), nil
 	case int:
-		return ast.Number(fmt.Sprint(v)), nil
+		return ast.InternedTerm(v), nil
 	case json.Number:
-		return ast.Number(v), nil
+		return ast.NumberTerm(v), nil
 	case []any:
 		terms := make([]*ast.Term, len(v))
 		for i, e := range v {
-			ev, err := value(e)
+			t, err := cv.value(e)
 			if err != nil {
 				return nil, err
 			}
-			terms[i] = ast.NewTerm(ev)
+			terms[i] = t
 		}
-		return ast.NewArray(terms...), nil
+		return ast.ArrayTerm(terms...), nil
 	case planparse.Object:
-		items := make([][2]*ast.Term, len(v))
-		for i, m := range v {
-			mv, err := value(m.Value)
+		mark := cv.mark()
+		for _, m := range v {
+			if _, absent := m.Value.(planparse.Absent); absent {
+				continue
+			}
+			t, err := cv.value(m.Value)
 			if err != nil {
 				return nil, err
 			}
-			items[i] = ast.Item(ast.StringTerm(m.Name), ast.NewTerm(mv))
+			cv.push(cv.str(m.Name), t)
 		}
-		return ast.NewObject(items...), nil
+		return cv.build(mark), nil
 	case planparse.Unknown:
-		return ast.NewObject(field("unknown", ast.Boolean(true))), nil
+		return unknownTerm, nil
 	case planparse.Absent:
-		return ast.NewObject(field("absent", ast.Boolean(true))), nil
+		return ast.InternedNullTerm, nil
 	case planparse.Sensitive:
-		return ast.NewObject(field("sensitive", ast.String(v.Digest))), nil
+		return ast.ObjectTerm(ast.Item(ast.InternedTerm("sensitive"), ast.StringTerm(v.Digest))), nil
 	}
 	return nil, fmt.Errorf("a value of type %T", v)
 }

@@ -14,8 +14,8 @@ deny contains msg if {
 # Anything open to the whole internet is shown to reviewers.
 warn contains msg if {
 	some r in input.summary.resources
-	some path, c in r.changes
-	open_to_all(c.after)
+	some path, v in r.after
+	open_to_all(v)
 	msg := sprintf("%s.%s opens to 0.0.0.0/0", [r.address, path])
 }
 
@@ -36,7 +36,7 @@ auto_certify if {
 	count(input.summary.resources) > 0
 	every r in input.summary.resources {
 		r.action == "update"
-		every path, _ in r.changes {
+		every path, _ in r.after {
 			startswith(path, "tags")
 		}
 	}
