@@ -218,6 +218,12 @@ workspace "sandbox" {
 	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "ci", "--name", "alice"); r.code != exitError || !strings.Contains(r.stderr, "already exists") {
 		t.Errorf("a taken name: exit %d, %q", r.code, r.stderr)
 	}
+	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "reviewer", "--name", "sec-1", "--group", "security", "--group", "sre"); r.code != exitOK {
+		t.Fatalf("a token with groups: %s", r.stderr)
+	}
+	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "reviewer", "--name", "sec-2", "--group", "Security Team"); r.code != exitError || !strings.Contains(r.stderr, `group "Security Team"`) {
+		t.Errorf("a bad group name: %d %s", r.code, r.stderr)
+	}
 	if r := seb(t, "", "tokens", "create", "--config", config, "--role", "agent", "--name", "team-a", "--workspace", "sandbox"); r.code != exitOK {
 		t.Errorf("a token limited to a workspace: exit %d, %q", r.code, r.stderr)
 	}
@@ -226,7 +232,8 @@ workspace "sandbox" {
 	}
 	list := seb(t, "", "tokens", "list", "--config", config)
 	if list.code != exitOK || !strings.Contains(list.stdout, "alice") || !strings.Contains(list.stdout, "reviewer") || !strings.Contains(list.stdout, "ci-1") ||
-		!regexp.MustCompile(`team-a +agent +sandbox`).MatchString(list.stdout) || strings.Contains(list.stdout, "seb_") {
+		!regexp.MustCompile(`team-a +agent +sandbox +- `).MatchString(list.stdout) || !regexp.MustCompile(`sec-1 +reviewer +\(all\) +security,sre `).MatchString(list.stdout) ||
+		strings.Contains(list.stdout, "seb_") {
 		t.Fatalf("list: exit %d, %q", list.code, list.stdout)
 	}
 	if r := seb(t, "", "tokens", "revoke", "--config", config, "alice"); r.code != exitOK {
@@ -251,7 +258,7 @@ workspace "sandbox" {
 	for _, e := range entries {
 		got = append(got, e.Action+" "+e.Subject)
 	}
-	if want := "token.created alice,token.created ci-1,token.created team-a,token.revoked alice"; strings.Join(got, ",") != want {
+	if want := "token.created alice,token.created ci-1,token.created sec-1,token.created team-a,token.revoked alice"; strings.Join(got, ",") != want {
 		t.Errorf("audit: %q, want %q", strings.Join(got, ","), want)
 	}
 }

@@ -476,13 +476,16 @@ func newTokensCommand() *cobra.Command {
 				return err
 			}
 			w := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
-			fmt.Fprintln(w, "NAME\tROLE\tWORKSPACES\tCREATED")
+			fmt.Fprintln(w, "NAME\tROLE\tWORKSPACES\tGROUPS\tCREATED")
 			for _, t := range tokens {
-				workspaces := "(all)"
+				workspaces, groups := "(all)", "-"
 				if len(t.Workspaces) > 0 {
 					workspaces = strings.Join(t.Workspaces, ",")
 				}
-				fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", t.Name, t.Role, workspaces, t.CreatedAt.Format(time.RFC3339))
+				if len(t.Groups) > 0 {
+					groups = strings.Join(t.Groups, ",")
+				}
+				fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", t.Name, t.Role, workspaces, groups, t.CreatedAt.Format(time.RFC3339))
 			}
 			return w.Flush()
 		},
