@@ -190,7 +190,7 @@ func TestUIReview(t *testing.T) {
 	}
 
 	resp, body = b.get("/proposals/" + p.ID)
-	for _, want := range []string{"sandbox_service.web will be created", "replicas = 3", "Approve this exact diff", "0 of 1 approvals; 1 more needed", "scale web"} {
+	for _, want := range []string{"sandbox_service.web will be created", "replicas = 3", "Approve this exact diff", "0 approval(s); still needed: <strong>1 more approval(s)</strong>", "scale web"} {
 		if !strings.Contains(body, want) {
 			t.Errorf("proposal page lacks %q:\n%s", want, body)
 		}
