@@ -76,9 +76,11 @@ type requirement struct {
 
 // required is what certifying a diff takes: the workspace's approvals, or
 // the policy's when it asks for more, at least one human for a protected
-// action, and none when the policy certifies automatically (never a
-// protected action, unless the workspace allows it). Separation of duties
-// is not the policy's: a proposer never approves their own proposal.
+// action, and none when the policy certifies automatically. auto_certify
+// yields to the policy's own approvals (of two rules, the stricter holds)
+// and never covers a protected action unless the workspace allows it.
+// Separation of duties is not the policy's: a proposer never approves
+// their own proposal.
 func required(ws Workspace, s *planparse.Summary, d *policy.Decision) requirement {
 	r := requirement{Approvals: ws.ApprovalsRequired}
 	if d != nil && d.Approvals != nil {
@@ -91,7 +93,8 @@ func required(ws Workspace, s *planparse.Summary, d *policy.Decision) requiremen
 	if protected {
 		r.Approvals = max(r.Approvals, 1)
 	}
-	if d != nil && d.AutoCertify && (!protected || ws.AutoCertifyProtected) {
+	asks := d != nil && d.Approvals != nil && d.Approvals.Count > 0
+	if d != nil && d.AutoCertify && !asks && (!protected || ws.AutoCertifyProtected) {
 		return requirement{Auto: true}
 	}
 	r.Auto = r.Approvals == 0

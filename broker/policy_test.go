@@ -187,3 +187,23 @@ func TestBadPolicyNeverCertifies(t *testing.T) {
 		t.Errorf("a policy that cannot decide: %+v, %v, %v", p, cert, err)
 	}
 }
+
+// TestAutoCertifyYields: a policy that both certifies automatically and
+// asks for approvals (two files of one policy, say) gets the approvals: of
+// two rules, the stricter holds.
+func TestAutoCertifyYields(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "auto.rego"), []byte("package seb\n\nauto_certify := true\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "strict.rego"), []byte("package seb\n\napprovals := {\"count\": 1, \"groups\": [\"security\"]}\n"), 0o644)
+	w := policyWorld(t, dir)
+	p, cert, err := w.proposeBundle(bundle(t, "scale"), map[string]string{"replicas": "3"})
+	if err != nil || cert != nil || p.State != broker.ProposalPending {
+		t.Fatalf("auto_certify beside approvals certified without a human: %+v, %v, %v", p, cert, err)
+	}
+	if cert, err := w.review(p, "alice"); err != nil || cert != nil {
+		t.Fatalf("an approval from outside security: %v, %v", cert, err)
+	}
+	if cert, err := w.review(p, "carol", "security"); err != nil || cert == nil {
+		t.Fatalf("the approval from security: %v, %v", cert, err)
+	}
+}

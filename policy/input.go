@@ -111,7 +111,10 @@ func stringList(list []string) ast.Value {
 
 // resourcesValue converts resource changes. The changed attributes are in
 // before and after, keyed by the path as Terraform writes it (replicas,
-// tags["team"], rule[0].port); a side without the attribute leaves it out.
+// tags["team"], rule[0].port). after has a key for every changed
+// attribute: one the change removes is {"absent": true}, so that a rule
+// asking what changed sees removals too. before leaves out what did not
+// exist (the attributes of a create).
 // The strings many resources repeat (types, providers, actions) share one
 // term each.
 func resourcesValue(rs []planparse.ResourceChange) ([]*ast.Term, error) {
@@ -128,7 +131,7 @@ func resourcesValue(rs []planparse.ResourceChange) ([]*ast.Term, error) {
 				if i == 1 {
 					v = c.After
 				}
-				if _, absent := v.(planparse.Absent); absent {
+				if _, absent := v.(planparse.Absent); absent && i == 0 {
 					continue
 				}
 				t, err := cv.value(v)
@@ -177,8 +180,12 @@ func resourcesValue(rs []planparse.ResourceChange) ([]*ast.Term, error) {
 	return out, nil
 }
 
-// unknownTerm is the one term every value known only after apply shares.
-var unknownTerm = ast.ObjectTerm(ast.Item(ast.InternedTerm("unknown"), ast.InternedTerm(true)))
+// unknownTerm and absentTerm are the one term every value known only
+// after apply, and every removed member, share.
+var (
+	unknownTerm = ast.ObjectTerm(ast.Item(ast.InternedTerm("unknown"), ast.InternedTerm(true)))
+	absentTerm  = ast.ObjectTerm(ast.Item(ast.InternedTerm("absent"), ast.InternedTerm(true)))
+)
 
 // A converter converts summary values to OPA's value form, sharing one
 // term for each string it meets again (attribute names, types, repeated
@@ -235,8 +242,8 @@ func value(v any) (*ast.Term, error) {
 
 // value converts a summary value to OPA's value form. A value known only
 // after apply is {"unknown": true}, a sensitive one {"sensitive":
-// "hmac-sha256:…"} (its digest, never the value); an object member one
-// side lacks is left out.
+// "hmac-sha256:…"} (its digest, never the value), a member or attribute
+// one side lacks {"absent": true}.
 func (cv converter) value(v any) (*ast.Term, error) {
 	switch v := v.(type) {
 	case nil:
@@ -262,9 +269,6 @@ func (cv converter) value(v any) (*ast.Term, error) {
 	case planparse.Object:
 		mark := cv.mark()
 		for _, m := range v {
-			if _, absent := m.Value.(planparse.Absent); absent {
-				continue
-			}
 			t, err := cv.value(m.Value)
 			if err != nil {
 				return nil, err
@@ -275,7 +279,7 @@ func (cv converter) value(v any) (*ast.Term, error) {
 	case planparse.Unknown:
 		return unknownTerm, nil
 	case planparse.Absent:
-		return ast.InternedNullTerm, nil
+		return absentTerm, nil
 	case planparse.Sensitive:
 		return ast.ObjectTerm(ast.Item(ast.InternedTerm("sensitive"), ast.StringTerm(v.Digest))), nil
 	}

@@ -60,6 +60,12 @@ func TestDecisions(t *testing.T) {
 	if d := decide(service("3", "11")); d.AutoCertify {
 		t.Errorf("scaling 3 -> 11: %+v", d)
 	}
+	// Scaling while removing something else is not only scaling.
+	removing := service("3", "5")
+	removing.Changes = append(removing.Changes, planparse.AttributeChange{Path: planparse.Path{"env", "AUTH_REQUIRED"}, Before: "true", After: planparse.Absent{}})
+	if d := decide(removing); d.AutoCertify {
+		t.Errorf("scaling and removing env[\"AUTH_REQUIRED\"] was certified without a human: %+v", d)
+	}
 	bucket := planparse.ResourceChange{Address: "sandbox_bucket.logs", Type: "sandbox_bucket", Action: planparse.ActionDelete,
 		Changes: []planparse.AttributeChange{{Path: planparse.Path{"name"}, Before: "logs", After: planparse.Absent{}}}}
 	if d := decide(bucket); d.Approvals == nil || d.Approvals.Count != 2 || len(d.Approvals.Groups) != 1 || d.Approvals.Groups[0] != "security" || len(d.Warn) != 1 {

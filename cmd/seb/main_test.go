@@ -983,7 +983,7 @@ func TestWarnsOnUnmarkedSensitivity(t *testing.T) {
 // 3 when it denies.
 func TestPolicyCommands(t *testing.T) {
 	r := seb(t, "", "policy", "test", "../../fixtures/policy")
-	if r.code != exitOK || !strings.Contains(r.stdout, "7 tests, 0 failed") {
+	if r.code != exitOK || !strings.Contains(r.stdout, "10 tests, 0 failed") {
 		t.Fatalf("policy test: %d %s %s", r.code, r.stdout, r.stderr)
 	}
 	failing := writeFile(t, "fail_test.rego", "package seb_test\n\ntest_fails if false\n")
