@@ -321,6 +321,20 @@ type configFile struct {
 	Database       *configDatabase   `hcl:"database,block"`
 }
 
+// localDatabase reports whether a database URL names this machine: a
+// loopback address or a Unix socket, which need no TLS.
+func localDatabase(u *url.URL) bool {
+	host := u.Hostname()
+	if h := u.Query().Get("host"); h != "" {
+		host = h
+	}
+	if strings.HasPrefix(host, "/") || host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // configDatabase is the database block.
 type configDatabase struct {
 	URL           string    `hcl:"url"`
@@ -419,12 +433,16 @@ func (f *configFile) config(dir string) (*Config, hcl.Diagnostics) {
 		c.Database = DatabaseConfig{URL: f.Database.URL, Password: f.Database.Password}
 		u, err := url.Parse(f.Database.URL)
 		switch {
-		case err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || u.Host == "":
+		case err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") || (u.Host == "" && !u.Query().Has("host")):
 			diags = diags.Append(configDiag(f.Database.URLRange, "Invalid database url",
 				`database url: write a PostgreSQL URL, e.g. "postgres://seb@db.internal:5432/seb?sslmode=verify-full".`))
-		case u.User != nil && func() bool { _, set := u.User.Password(); return set }():
+		case u.User != nil && func() bool { _, set := u.User.Password(); return set }(),
+			u.Query().Has("password"), u.Query().Has("sslpassword"):
 			diags = diags.Append(configDiag(f.Database.URLRange, "Password in the database url",
 				`database url: leave the password out of the URL; give where it is with password = "env:VAR" or "file:PATH".`))
+		case !localDatabase(u) && u.Query().Get("sslmode") != "verify-full" && u.Query().Get("sslmode") != "verify-ca":
+			diags = diags.Append(configDiag(f.Database.URLRange, "Database connection not verified",
+				`database url: a database on another host is reached over TLS with its certificate checked: add sslmode=verify-full (or verify-ca) to the URL; anyone on the path could otherwise rewrite seb's records.`))
 		}
 	}
 	if f.Runner != nil {

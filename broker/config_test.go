@@ -424,12 +424,27 @@ func TestDatabaseConfig(t *testing.T) {
 	for _, tt := range []struct{ db, want string }{
 		{"database {\n  url = \"mysql://db/seb\"\n}\n", "write a PostgreSQL URL"},
 		{"database {\n  url = \"postgres://seb:s3cret-db@db/seb\"\n}\n", "leave the password out of the URL"},
-		{"database {\n  url = \"postgres://seb@db/seb\"\n  password = \"s3cret-db\"\n}\n", "database: password: the secret is written in clear"},
-		{"database {\n  url = \"postgres://seb@db/seb\"\n  password = \"env:SEB_TEST_UNSET\"\n}\n", "SEB_TEST_UNSET is not set"},
+		{"database {\n  url = \"postgres://seb@db/seb?sslmode=verify-full\"\n  password = \"s3cret-db\"\n}\n", "database: password: the secret is written in clear"},
+		{"database {\n  url = \"postgres://seb@db/seb?sslmode=verify-full\"\n  password = \"env:SEB_TEST_UNSET\"\n}\n", "SEB_TEST_UNSET is not set"},
+		{"database {\n  url = \"postgres://seb@db/seb?sslmode=verify-full&password=s3cret-db\"\n}\n", "leave the password out of the URL"},
+		{"database {\n  url = \"postgres://seb@db.internal/seb\"\n}\n", "add sslmode=verify-full"},
+		{"database {\n  url = \"postgres://seb@db.internal/seb?sslmode=require\"\n}\n", "add sslmode=verify-full"},
 	} {
 		_, err := parse(tt.db)
 		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "s3cret") {
 			t.Errorf("%q: %v; want an error saying %q", tt.db, err, tt.want)
+		}
+	}
+}
+
+// TestDatabaseConfigLocal: a database on this machine (loopback or a
+// socket) needs no TLS.
+func TestDatabaseConfigLocal(t *testing.T) {
+	ws := "workspace \"w\" {\n  credentials {\n    audience = \"a\"\n    token_file_env = [\"T\"]\n  }\n}\n"
+	for _, u := range []string{"postgres://seb@127.0.0.1:5432/seb?sslmode=disable", "postgres://seb@localhost/seb", "postgres://seb@[::1]/seb",
+		"postgres://seb@/seb?host=/run/postgresql"} {
+		if _, err := broker.ParseConfig([]byte("database {\n  url = \""+u+"\"\n}\n"+ws), filepath.Join(t.TempDir(), "seb.hcl")); err != nil {
+			t.Errorf("%s: %v", u, err)
 		}
 	}
 }

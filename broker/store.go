@@ -88,6 +88,8 @@ type Store interface {
 	// seal returns, whose Seq must be the last Seq + 1. Concurrent appends
 	// are serialized.
 	AppendAudit(ctx context.Context, seal func(last *AuditEntry) (*AuditEntry, error)) (*AuditEntry, error)
+	// LastAuditEntry returns the log's last entry, nil when it is empty.
+	LastAuditEntry(ctx context.Context) (*AuditEntry, error)
 	// AuditEntries returns up to limit entries with Seq > after, in order.
 	AuditEntries(ctx context.Context, after int64, limit int) ([]*AuditEntry, error)
 

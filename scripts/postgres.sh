@@ -38,7 +38,10 @@ if [ -z "$bindir" ]; then
   exec "$@"
 fi
 
+# The server listens on a Unix socket only, in a directory no one else
+# may enter: it trusts whoever connects, as a superuser.
 dir=$(mktemp -d "${TMPDIR:-/tmp}/seb-postgres.XXXXXX")
+chmod 700 "$dir"
 as=()
 if [ "$(id -u)" = 0 ]; then
   # PostgreSQL refuses to run as root.
@@ -46,11 +49,10 @@ if [ "$(id -u)" = 0 ]; then
   chown postgres "$dir"
   as=(runuser -u postgres --)
 fi
-port=$(( 40000 + RANDOM % 20000 ))
 "${as[@]}" "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust --no-sync >/dev/null
-"${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=300" start >/dev/null
+"${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -l "$dir/log" -w -o "-k $dir -c listen_addresses= -c fsync=off -c max_connections=300" start >/dev/null
 stop() { "${as[@]}" "$bindir/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true; rm -rf "$dir"; }
 trap stop EXIT
-url="postgres://postgres@127.0.0.1:$port/postgres?sslmode=disable"
+url="postgres://postgres@/postgres?host=$dir&sslmode=disable"
 echo "postgres: started $url for this run" >&2
 SEB_TEST_POSTGRES=$url SEB_REQUIRE_POSTGRES=1 "$@"

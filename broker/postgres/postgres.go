@@ -12,6 +12,7 @@ package postgres
 
 import (
 	"context"
+	"database/sql"
 	"embed"
 	"errors"
 	"fmt"
@@ -66,6 +67,7 @@ func Dialect() sqlstore.Dialect {
 		Placeholder: func(n int) string { return "$" + strconv.Itoa(n) },
 		Classify:    classify,
 		Lock:        "SELECT pg_advisory_xact_lock(" + strconv.Itoa(WriteLockKey) + ")",
+		Isolation:   sql.LevelReadCommitted,
 		LeadLock:    "SELECT pg_try_advisory_lock(" + strconv.Itoa(LeadLockKey) + ")",
 		Migrations:  migrations,
 	}
@@ -91,9 +93,21 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		cfg.Password = opts.Password
 	}
 	// Operators find seb's connections in pg_stat_activity by this name;
-	// the URL may give each replica its own.
-	if cfg.RuntimeParams["application_name"] == "" {
-		cfg.RuntimeParams["application_name"] = "seb"
+	// the URL may give each replica its own. A replica that stops in the
+	// middle of a transaction (partitioned, paused) would hold the write
+	// lock until the server noticed: the server ends a transaction idle
+	// for a minute, and probes a silent client's connection, so the lock
+	// and the lead move on. The URL may set each otherwise.
+	for name, value := range map[string]string{
+		"application_name":                    "seb",
+		"idle_in_transaction_session_timeout": "60s",
+		"tcp_keepalives_idle":                 "30",
+		"tcp_keepalives_interval":             "10",
+		"tcp_keepalives_count":                "3",
+	} {
+		if cfg.RuntimeParams[name] == "" {
+			cfg.RuntimeParams[name] = value
+		}
 	}
 	db := stdlib.OpenDB(*cfg)
 	db.SetMaxOpenConns(opts.MaxConns)

@@ -225,3 +225,53 @@ func TestOneLeader(t *testing.T) {
 		t.Error("the lead was not given up when the leader closed")
 	}
 }
+
+// TestWritesSeeWhatCommittedWhileTheyWaited: a write transaction reads,
+// once it holds the write lock, what another writer committed while it
+// waited for it, even when the database's default isolation would keep
+// the snapshot from before (repeatable read): a revoke-all committed on
+// another replica is seen by the execution waiting behind it.
+func TestWritesSeeWhatCommittedWhileTheyWaited(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	open(t, url) // migrated
+	raw := rawConn(t, url)
+	var db string
+	if err := raw.QueryRow(ctx, "SELECT current_database()").Scan(&db); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := raw.Exec(ctx, "ALTER DATABASE "+db+" SET default_transaction_isolation = 'repeatable read'"); err != nil {
+		t.Fatal(err)
+	}
+	s := open(t, url) // its connections take the new default
+	other, err := raw.Begin(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", postgres.WriteLockKey); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Exec(ctx, "INSERT INTO revocation_epochs (workspace, epoch, updated_at) VALUES ('w', 5, 'x')"); err != nil {
+		t.Fatal(err)
+	}
+	seen := make(chan int64, 1)
+	go func() {
+		var epoch int64
+		err := s.Tx(ctx, func(tx broker.Store) error {
+			var err error
+			epoch, err = tx.RevocationEpoch(ctx, "w")
+			return err
+		})
+		if err != nil {
+			t.Error(err)
+		}
+		seen <- epoch
+	}()
+	time.Sleep(300 * time.Millisecond) // the Tx waits for the lock
+	if err := other.Commit(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if epoch := <-seen; epoch != 5 {
+		t.Errorf("the waiting transaction read revocation epoch %d, not the 5 committed while it waited", epoch)
+	}
+}

@@ -135,6 +135,18 @@ type sealError struct{ err error }
 
 func (e sealError) Error() string { return e.err.Error() }
 
+// LastAuditEntry implements broker.Store.
+func (s *Store) LastAuditEntry(ctx context.Context) (*broker.AuditEntry, error) {
+	e, err := scanAuditEntry(s.rd().QueryRowContext(ctx, "SELECT "+auditColumns+" FROM audit_log ORDER BY seq DESC LIMIT 1"))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, s.formatError(err, target{kind: "last audit entry"})
+	}
+	return e, nil
+}
+
 // AuditEntries returns up to limit entries with Seq > after, in order;
 // EINVALID unless limit is positive.
 func (s *Store) AuditEntries(ctx context.Context, after int64, limit int) ([]*broker.AuditEntry, error) {

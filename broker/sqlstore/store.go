@@ -39,6 +39,12 @@ type Dialect struct {
 	// Lock, when set, is run first in every write transaction to take the
 	// write lock that makes writes one at a time across processes.
 	Lock string
+	// Isolation is the isolation level of write transactions. It must let
+	// a statement see what committed before it began: the write lock is
+	// taken by the first statement, and what a transaction reads after
+	// waiting for it must be the latest (PostgreSQL's read committed, even
+	// when the database's default is another).
+	Isolation sql.IsolationLevel
 	// LeadLock, when set, tries to take the session lock of the process
 	// that leads the background work, answering one boolean; the database
 	// drops it when that process's connection dies. Without it every
@@ -206,7 +212,11 @@ func (s *Store) Tx(ctx context.Context, fn func(broker.Store) error) error {
 
 // begin starts a write transaction holding the write lock.
 func (s *Store) begin(ctx context.Context) (*sql.Tx, error) {
-	tx, err := s.writer.BeginTx(ctx, nil)
+	var opts *sql.TxOptions
+	if s.d.Isolation != sql.LevelDefault {
+		opts = &sql.TxOptions{Isolation: s.d.Isolation}
+	}
+	tx, err := s.writer.BeginTx(ctx, opts)
 	if err != nil {
 		return nil, err
 	}

@@ -915,9 +915,15 @@ func testAuditEntries(t *testing.T, s broker.Store) {
 	if got, err := s.AuditEntries(ctx, 0, 10); err != nil || len(got) != 0 {
 		t.Fatalf("AuditEntries of an empty log = %v, %v", got, err)
 	}
+	if last, err := s.LastAuditEntry(ctx); err != nil || last != nil {
+		t.Fatalf("LastAuditEntry of an empty log = %v, %v", last, err)
+	}
 	for i := range 12 {
-		_, err := s.AppendAudit(ctx, seal(fmt.Sprint("actor-", i), i))
+		e, err := s.AppendAudit(ctx, seal(fmt.Sprint("actor-", i), i))
 		must(t, "AppendAudit", err)
+		if last, err := s.LastAuditEntry(ctx); err != nil || last.Seq != e.Seq || last.Hash != e.Hash || last.KeyID != e.KeyID {
+			t.Fatalf("LastAuditEntry after entry %d = %+v, %v", e.Seq, last, err)
+		}
 	}
 	var all []*broker.AuditEntry
 	for after := int64(0); ; {

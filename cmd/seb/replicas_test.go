@@ -246,6 +246,22 @@ func TestReplicas(t *testing.T) {
 		}
 	}
 
+	// A replica with keys of its own, made by seb keys init on its data
+	// directory, refuses to start: the others could not verify it.
+	strange := filepath.Join(s.dir, "d.hcl")
+	conf, err := os.ReadFile(a.config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf = []byte(strings.Replace(strings.Replace(string(conf), "data-a", "data-d", 1), strings.TrimPrefix(a.url, "http://"), freeAddr(t), 1))
+	os.WriteFile(strange, conf, 0o600)
+	if r := seb(t, "", "keys", "init", "--config", strange); r.code != exitOK {
+		t.Fatalf("keys init: %s", r.stderr)
+	}
+	if r := seb(t, "", "serve", "--config", strange); r.code == exitOK || !strings.Contains(r.stderr, "did not sign the audit log's last entry") {
+		t.Errorf("a replica with other keys: %d %s", r.code, r.stderr)
+	}
+
 	// 50 concurrent executions of one certificate over the three replicas.
 	cert := s.certifiedOn(a, b, "5")
 	var (

@@ -108,18 +108,15 @@ var keyFiles = []string{"keys", "signer", "sensitive.key"}
 
 // requireKeys refuses to start a replica whose data directory lacks a
 // key: a replica making its own would sign what the others cannot verify.
+// It looks for the very files the keys are opened from.
 func requireKeys(dataDir string) error {
 	var missing []string
-	for _, name := range keyFiles {
-		p := filepath.Join(dataDir, name)
-		fi, err := os.Stat(p)
-		if err == nil && fi.IsDir() {
-			entries, _ := os.ReadDir(p)
-			if len(entries) == 0 {
-				err = fs.ErrNotExist
-			}
-		}
-		if err != nil {
+	for _, p := range []string{
+		filepath.Join(dataDir, "keys", "signing-keys", "index.json"),
+		filepath.Join(dataDir, "signer", broker.SignerKeyFile),
+		filepath.Join(dataDir, "sensitive.key"),
+	} {
+		if fi, err := os.Stat(p); err != nil || !fi.Mode().IsRegular() || fi.Size() == 0 {
 			missing = append(missing, p)
 		}
 	}
@@ -128,6 +125,22 @@ func requireKeys(dataDir string) error {
 			strings.Join(missing, ", "))
 	}
 	return nil
+}
+
+// sameSigner refuses a replica whose signer did not sign the audit log's
+// last entry: its keys are not the ones the replicas share, and what it
+// signed the others could not verify.
+func sameSigner(ctx context.Context, store broker.Store, signer *broker.Signer) error {
+	last, err := store.LastAuditEntry(ctx)
+	if err != nil || last == nil {
+		return err
+	}
+	for _, k := range signer.PublicKeys() {
+		if broker.PublicKeyID(k) == last.KeyID {
+			return nil
+		}
+	}
+	return fmt.Errorf("this replica's signer key %s did not sign the audit log's last entry (key %s): its data directory does not hold the keys the replicas share; copy keys/, signer/ and sensitive.key from a replica that runs", signer.KeyID(), last.KeyID)
 }
 
 // importFileState moves the Terraform states a broker kept as files under
@@ -200,7 +213,11 @@ func openApp(ctx context.Context, cfg *broker.Config, cliConfig string, logger *
 	if err != nil {
 		return fail(err)
 	}
-	if err := importFileState(ctx, cfg.DataDir, store); err != nil {
+	if cfg.HA() {
+		if err := sameSigner(ctx, store, signer); err != nil {
+			return fail(err)
+		}
+	} else if err := importFileState(ctx, cfg.DataDir, store); err != nil {
 		return fail(err)
 	}
 	sensitiveKey, err := dataKey(filepath.Join(cfg.DataDir, "sensitive.key"))
