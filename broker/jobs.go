@@ -134,7 +134,7 @@ func (b *Service) LeaseJob(ctx context.Context, runner string, wait time.Duratio
 			if err != nil {
 				// A job that cannot even be handed out fails; the runner
 				// asks again.
-				if ferr := b.failJob(context.WithoutCancel(ctx), j, "seb could not prepare the job: "+ErrorMessage(err)); ferr != nil {
+				if ferr := b.failJob(context.WithoutCancel(ctx), b.opts.Store, j, "seb could not prepare the job: "+ErrorMessage(err)); ferr != nil {
 					b.opts.Logger.Error("fail a job", "job", j.ID, "error", ferr)
 				}
 				continue
@@ -299,13 +299,29 @@ func (b *Service) retryOrFail(ctx context.Context, j *Job, reason string) error 
 		b.queue.signal()
 		return nil
 	}
-	return b.failJob(ctx, j, reason)
+	return b.failJob(ctx, b.opts.Store, j, reason)
 }
 
 // failJob fails a job for good and records what that means for its
 // subject.
-func (b *Service) failJob(ctx context.Context, j *Job, reason string) error {
+// failStale fails a job the sweep found with its lease expired, unless by
+// the time its transaction holds the write lock the job was renewed,
+// leased again or ended: the sweep read it before, outside.
+func (b *Service) failStale(ctx context.Context, j *Job, reason string) error {
 	return b.opts.Store.Tx(ctx, func(tx Store) error {
+		current, err := tx.Job(ctx, j.ID)
+		if err != nil {
+			return err
+		}
+		if current.State != JobLeased || current.Token != j.Token || !current.LeaseExpires.Before(b.now()) {
+			return nil
+		}
+		return b.failJob(ctx, tx, current, reason)
+	})
+}
+
+func (b *Service) failJob(ctx context.Context, st Store, j *Job, reason string) error {
+	return st.Tx(ctx, func(tx Store) error {
 		if err := tx.EndJob(ctx, j.ID, JobFailed, reason, b.now()); err != nil && ErrorCode(err) != ECONFLICT {
 			return err
 		}
@@ -438,7 +454,7 @@ func (b *Service) SweepJobs(ctx context.Context) error {
 		if j.Kind != JobExecute && j.Attempts < j.MaxAttempts {
 			continue
 		}
-		errs = append(errs, b.failJob(ctx, j, fmt.Sprintf("runner %s stopped answering (its lease expired at %s)",
+		errs = append(errs, b.failStale(ctx, j, fmt.Sprintf("runner %s stopped answering (its lease expired at %s)",
 			j.Runner, j.LeaseExpires.Format(time.RFC3339))))
 	}
 	waiting, err := b.opts.Store.ListProposals(ctx, ProposalFilter{State: ProposalVerifying, OldestFirst: true, Limit: 500})
@@ -494,7 +510,7 @@ func (b *Service) RecoverJobs(ctx context.Context, runner string) error {
 	var errs []error
 	for _, j := range stale {
 		if j.Runner == runner || strings.HasPrefix(j.Runner, runner+"/") {
-			errs = append(errs, b.failJob(ctx, j, "the broker and its runner stopped while the job ran"))
+			errs = append(errs, b.failJob(ctx, b.opts.Store, j, "the broker and its runner stopped while the job ran"))
 		}
 	}
 	return errors.Join(errs...)
