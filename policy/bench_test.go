@@ -2,12 +2,10 @@ package policy_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
 	"github.com/seb-broker/seb/internal/benchplan"
-	"github.com/seb-broker/seb/planparse"
 	"github.com/seb-broker/seb/policy"
 )
 
@@ -19,15 +17,7 @@ import (
 // 0.5 s).
 func BenchmarkPolicy10k(b *testing.B) {
 	dir, _ := benchplan.Dir(b)
-	f, err := os.Open(filepath.Join(dir, "plan.json"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	plan, err := planparse.Parse(f, planparse.Options{SensitiveKey: []byte("a key for sensitive values")})
-	f.Close()
-	if err != nil {
-		b.Fatal(err)
-	}
+	plan := parsePlan(b, filepath.Join(dir, "plan.json"))
 	size := float64(len(plan.Summary.Canonical()))
 	set, err := policy.Load("../fixtures/policy")
 	if err != nil {

@@ -2,7 +2,6 @@ package policy_test
 
 import (
 	"context"
-	"os"
 	"path/filepath"
 	"testing"
 
@@ -16,7 +15,7 @@ import (
 // warning (an opening to 0.0.0.0/0) and approvals from a group (an
 // identity change).
 func TestRealPlans(t *testing.T) {
-	paths, _ := filepath.Glob("../../shared/plans/*.json")
+	paths := realPlans()
 	if len(paths) == 0 {
 		t.Skip("no real-world plans in ../../shared/plans")
 	}
@@ -26,15 +25,7 @@ func TestRealPlans(t *testing.T) {
 	}
 	var denied, warned, grouped int
 	for _, path := range paths {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan, err := planparse.Parse(f, planparse.Options{SensitiveKey: []byte("a key for sensitive values")})
-		f.Close()
-		if err != nil {
-			t.Fatalf("%s: %v", filepath.Base(path), err)
-		}
+		plan := parsePlan(t, path)
 		d, err := set.Eval(context.Background(), &policy.Input{Workspace: "prod", Summary: plan.Summary, DiffDigest: plan.Digest, Drift: plan.Drift})
 		if err != nil {
 			t.Errorf("%s: %v", filepath.Base(path), err)

@@ -59,17 +59,8 @@ func TestInputSchema(t *testing.T) {
 		Outputs: []planparse.OutputChange{{Name: "o", Action: planparse.ActionUpdate, Before: "1", After: planparse.Unknown{}}}},
 		Drift: []planparse.ResourceChange{every}, Variables: []string{"replicas"},
 		Proposer: policy.Principal{Name: "agent-1", Role: "agent"}, Reviews: []policy.Review{{Reviewer: "alice", Decision: "approve", Groups: []string{"security"}}}})
-	paths, _ := filepath.Glob("../../shared/plans/*.json")
-	for _, path := range paths {
-		f, err := os.Open(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		plan, err := planparse.Parse(f, planparse.Options{SensitiveKey: []byte("a key for sensitive values")})
-		f.Close()
-		if err != nil {
-			t.Fatal(err)
-		}
+	for _, path := range realPlans() {
+		plan := parsePlan(t, path)
 		check(filepath.Base(path), &policy.Input{Workspace: "prod", Summary: plan.Summary, DiffDigest: plan.Digest, Drift: plan.Drift})
 	}
 }

@@ -141,16 +141,23 @@ func (s *crashSite) start(args ...string) *exec.Cmd {
 // startServe starts seb serve and waits until it answers.
 func (s *crashSite) startServe() {
 	s.t.Helper()
-	s.serve = s.start("serve", "--config", s.config)
+	s.serve = s.serveAt(s.config, s.url)
+}
+
+// serveAt starts seb serve with a configuration and waits until it
+// answers at url.
+func (s *crashSite) serveAt(config, url string) *exec.Cmd {
+	s.t.Helper()
+	cmd := s.start("serve", "--config", config)
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if resp, err := http.Get(s.url + "/readyz"); err == nil {
+		if resp, err := http.Get(url + "/readyz"); err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return
+				return cmd
 			}
 		}
 		if time.Now().After(deadline) {
-			s.t.Fatalf("seb serve did not start:\n%s", s.logs)
+			s.t.Fatalf("seb serve (%s) did not start:\n%s", config, s.logs)
 		}
 	}
 }

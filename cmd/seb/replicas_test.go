@@ -148,18 +148,7 @@ func (s *replicaSite) startBalancer() string {
 // startReplica starts a replica and waits until it answers.
 func (s *replicaSite) startReplica(r *replica) {
 	s.t.Helper()
-	r.cmd = s.start("serve", "--config", r.config)
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if resp, err := http.Get(r.url + "/readyz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("replica %s did not start:\n%s", r.name, s.logs)
-		}
-	}
+	r.cmd = s.serveAt(r.config, r.url)
 }
 
 // on sends a request to replica r with a role's token.
@@ -396,8 +385,9 @@ func (s *replicaSite) certifiedOn(proposer, reviewer *replica, replicas string) 
 	return p.CertificateID
 }
 
-// count runs a count query on the database.
-func (s *replicaSite) count(query string, args ...any) int {
+// queryRow runs a one-row query on the database, as an operator would,
+// and scans it into dest; false when it found no row.
+func (s *replicaSite) queryRow(query string, args []any, dest ...any) bool {
 	s.t.Helper()
 	ctx := context.Background()
 	conn, err := pgx.Connect(ctx, s.db)
@@ -405,10 +395,21 @@ func (s *replicaSite) count(query string, args ...any) int {
 		s.t.Fatal(err)
 	}
 	defer conn.Close(ctx)
-	var n int
-	if err := conn.QueryRow(ctx, query, args...).Scan(&n); err != nil {
+	err = conn.QueryRow(ctx, query, args...).Scan(dest...)
+	if err == pgx.ErrNoRows {
+		return false
+	}
+	if err != nil {
 		s.t.Fatal(err)
 	}
+	return true
+}
+
+// count runs a count query on the database.
+func (s *replicaSite) count(query string, args ...any) int {
+	s.t.Helper()
+	var n int
+	s.queryRow(query, args, &n)
 	return n
 }
 
@@ -416,21 +417,11 @@ func (s *replicaSite) count(query string, args ...any) int {
 // database's locks say; nil for none.
 func (s *replicaSite) leader() *replica {
 	s.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, s.db)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var name string
-	err = conn.QueryRow(ctx, `SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+	if !s.queryRow(`SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
 		WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-		postgres.LeadLockKey).Scan(&name)
-	if err == pgx.ErrNoRows {
+		[]any{postgres.LeadLockKey}, &name) {
 		return nil
-	}
-	if err != nil {
-		s.t.Fatal(err)
 	}
 	for _, rep := range s.replicas {
 		if name == "seb-"+rep.name {
@@ -444,15 +435,9 @@ func (s *replicaSite) leader() *replica {
 // the database says.
 func (s *replicaSite) replicaOfJob(job string) *replica {
 	s.t.Helper()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, s.db)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	defer conn.Close(ctx)
 	var runner string
-	if err := conn.QueryRow(ctx, "SELECT runner FROM jobs WHERE id = $1", job).Scan(&runner); err != nil {
-		s.t.Fatal(err)
+	if !s.queryRow("SELECT runner FROM jobs WHERE id = $1", []any{job}, &runner) {
+		s.t.Fatalf("no job %s", job)
 	}
 	for _, rep := range s.replicas {
 		if strings.HasSuffix(runner, "/"+rep.name) {
