@@ -315,7 +315,10 @@ func (b *Service) Verify(ctx context.Context, id string) (*Proposal, *Certificat
 // runner), and values known only after apply, with the references of
 // their expressions. A resource value the configuration hid is refused
 // unless the workspace allows hidden values.
-func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, plan *planparse.Plan, planJSON []byte, schemas planparse.Schemas) (*Proposal, *Certificate, error) {
+//
+// decided is what the workspace's policy decided of seb's plan, before the
+// transaction.
+func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, plan *planparse.Plan, planJSON []byte, schemas planparse.Schemas, decided decision) (*Proposal, *Certificate, error) {
 	ws, err := b.Workspace(p.Workspace)
 	if err != nil {
 		return nil, nil, b.refuse(ctx, st, p, err.Error())
@@ -353,7 +356,7 @@ func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, pla
 	if p.State == ProposalPending {
 		// The policy decides only on seb's plan of a proposal the agent's
 		// plan does not contradict: a diverged one is never approved.
-		if p.Policy, err = b.policyDecision(ctx, st, p, ws, nil); err != nil {
+		if p.Policy, err = decided.Decision, decided.Err; err != nil {
 			if ErrorCode(err) != EINVALID {
 				return nil, nil, err
 			}
@@ -465,18 +468,33 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (p *Proposal, c
 	if req.Validity < 0 {
 		return nil, nil, Errorf(EINVALID, "validity must not be negative")
 	}
-	err = b.opts.Store.Tx(ctx, func(tx Store) error {
-		p, cert, err = b.review(ctx, tx, req)
-		return err
-	})
-	if err != nil {
-		return nil, nil, err
+	// The policy decides before the transaction, on the reviews as they
+	// are then and this one; the transaction checks that no review came
+	// meanwhile, or decides again.
+	for attempt := 1; ; attempt++ {
+		var pre reviewDecision
+		if pre, err = b.decideOnReview(ctx, req); err != nil {
+			return nil, nil, err
+		}
+		err = b.opts.Store.Tx(ctx, func(tx Store) error {
+			p, cert, err = b.review(ctx, tx, req, pre)
+			return err
+		})
+		switch {
+		case errors.Is(err, errReviewsMoved) && attempt < 5:
+			continue
+		case errors.Is(err, errReviewsMoved):
+			return nil, nil, Errorf(ECONFLICT, "proposal %s: other reviews kept arriving while the policy decided; review again", req.ProposalID)
+		case err != nil:
+			return nil, nil, err
+		}
+		return p, cert, nil
 	}
-	return p, cert, nil
 }
 
-// review is Review inside its transaction.
-func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest) (*Proposal, *Certificate, error) {
+// review is Review inside its transaction, with what the policy decided
+// before it.
+func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest, pre reviewDecision) (*Proposal, *Certificate, error) {
 	p, err := tx.Proposal(ctx, req.ProposalID)
 	if err != nil {
 		return nil, nil, err
@@ -514,11 +532,17 @@ func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest) (*Pro
 	if err != nil {
 		return nil, nil, err
 	}
-	// The policy decides again with the reviews so far: what it requires
-	// may depend on who approved.
-	decision, err := b.policyDecision(ctx, tx, p, ws, reviews)
-	if err != nil {
-		return nil, nil, err
+	// The policy decided again with the reviews so far (what it requires
+	// may depend on who approved), before the transaction: only if no
+	// other review came since does that decision stand.
+	var decision *policy.Decision
+	if ws.Policy != nil {
+		if !pre.decided || !pre.saw(reviews) {
+			return nil, nil, errReviewsMoved
+		}
+		if decision, err = pre.Decision, pre.Err; err != nil {
+			return nil, nil, err
+		}
 	}
 	if reason := denied(ws, decision); reason != "" {
 		return nil, nil, Errorf(ECONFLICT, "%s", reason)

@@ -39,6 +39,80 @@ func (b *Service) policyDecision(ctx context.Context, st Store, p *Proposal, ws 
 	return d, err
 }
 
+// A decision is what a policy decided, or why it could not.
+type decision struct {
+	Decision *policy.Decision
+	Err      error
+}
+
+// decideOnPlan evaluates the workspace's policy on seb's plan of a
+// verifying proposal, outside any transaction: the proposal's fields it
+// reads do not change while it verifies.
+func (b *Service) decideOnPlan(ctx context.Context, id string, plan *planparse.Plan) decision {
+	p, err := b.opts.Store.Proposal(ctx, id)
+	if err != nil {
+		return decision{Err: err}
+	}
+	ws, err := b.Workspace(p.Workspace)
+	if err != nil {
+		return decision{Err: err}
+	}
+	p.Summary, p.Digest, p.Drift = plan.Summary, plan.Digest, plan.Drift
+	d, err := b.policyDecision(ctx, b.opts.Store, p, ws, nil)
+	return decision{d, err}
+}
+
+// A reviewDecision is what the policy decided of an approval before its
+// transaction, and the reviews it decided on.
+type reviewDecision struct {
+	decision
+	// reviews are the reviews the policy saw, this one last; none without
+	// a policy or for a rejection.
+	reviews []Review
+	decided bool
+}
+
+// errReviewsMoved says another review came between the policy's decision
+// and the transaction: Review decides again.
+var errReviewsMoved = errors.New("the reviews changed while the policy decided")
+
+// decideOnReview evaluates the policy on an approval, with the reviews so
+// far and this one, outside any transaction.
+func (b *Service) decideOnReview(ctx context.Context, req ReviewRequest) (reviewDecision, error) {
+	if req.Decision != Approve {
+		return reviewDecision{}, nil
+	}
+	p, err := b.opts.Store.Proposal(ctx, req.ProposalID)
+	if err != nil {
+		return reviewDecision{}, err
+	}
+	ws, err := b.Workspace(p.Workspace)
+	if err != nil || ws.Policy == nil || p.State != ProposalPending {
+		return reviewDecision{}, nil // the transaction says why, if anything is wrong
+	}
+	reviews, err := b.opts.Store.Reviews(ctx, p.ID)
+	if err != nil {
+		return reviewDecision{}, err
+	}
+	reviews = append(reviews, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: Approve, Groups: req.Groups})
+	d, err := b.policyDecision(ctx, b.opts.Store, p, ws, reviews)
+	return reviewDecision{decision: decision{d, err}, reviews: reviews, decided: true}, nil
+}
+
+// saw reports whether the decision was made on these reviews (reviewer,
+// verdict and groups; their times aside).
+func (r reviewDecision) saw(reviews []Review) bool {
+	key := func(list []Review) []string {
+		out := make([]string, len(list))
+		for i, rv := range list {
+			out[i] = rv.Reviewer + "\x00" + string(rv.Decision) + "\x00" + strings.Join(rv.Groups, ",")
+		}
+		slices.Sort(out)
+		return out
+	}
+	return slices.Equal(key(reviews), key(r.reviews))
+}
+
 // principal is a token holder as a policy sees it; a token revoked since
 // keeps its name and nothing else.
 func (b *Service) principal(ctx context.Context, st Store, name string) (policy.Principal, error) {

@@ -370,6 +370,12 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 	} else {
 		plan = parsed
 	}
+	// The policy decides before the transaction too: a slow policy must
+	// not hold every replica's writes.
+	var decided decision
+	if plan != nil {
+		decided = b.decideOnPlan(ctx, j.Subject, plan)
+	}
 	return b.opts.Store.Tx(ctx, func(tx Store) error {
 		p, err := tx.Proposal(ctx, j.Subject)
 		if err != nil {
@@ -384,7 +390,7 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 		case refusal != "":
 			return ignoreRefusal(b.refuse(ctx, tx, p, refusal))
 		}
-		_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan, r.Schemas)
+		_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan, r.Schemas, decided)
 		return ignoreRefusal(err)
 	})
 }

@@ -6,7 +6,9 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/seb-broker/seb/broker"
 	"github.com/seb-broker/seb/policy"
@@ -205,5 +207,60 @@ func TestAutoCertifyYields(t *testing.T) {
 	}
 	if cert, err := w.review(p, "carol", "security"); err != nil || cert == nil {
 		t.Fatalf("the approval from security: %v, %v", cert, err)
+	}
+}
+
+// racingReviews adds a review, once armed, right after the broker reads
+// the reviews outside its transaction: another reviewer's approval landing
+// while the policy decides.
+type racingReviews struct {
+	broker.Store
+	armed  atomic.Bool
+	inject func()
+}
+
+func (s *racingReviews) Reviews(ctx context.Context, id string) ([]broker.Review, error) {
+	reviews, err := s.Store.Reviews(ctx, id)
+	if s.armed.CompareAndSwap(true, false) {
+		s.inject()
+	}
+	return reviews, err
+}
+
+// TestPolicyDecidesOnTheReviewsThatCount: the policy decides on an
+// approval before the transaction; a review that lands meanwhile makes it
+// decide again on every review, and its denial holds.
+func TestPolicyDecidesOnTheReviewsThatCount(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "p.rego"), []byte(`package seb
+
+deny contains "carol's approval is not accepted here" if {
+	some r in input.reviews
+	r.reviewer == "carol"
+}
+`), 0o644)
+	set, err := policy.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var race *racingReviews
+	w := newWorldWith(t, worldOptions{
+		configure: func(ws *broker.Workspace) { ws.Policy = set },
+		wrapStore: func(s broker.Store) broker.Store { race = &racingReviews{Store: s}; return race },
+	})
+	p := w.propose("3")
+	race.inject = func() {
+		err := w.store.AddReview(context.Background(), broker.Review{ProposalID: p.ID, Reviewer: "carol", Decision: broker.Approve, At: time.Now()})
+		if err != nil {
+			t.Error(err)
+		}
+	}
+	race.armed.Store(true)
+	cert, err := w.review(p, "alice")
+	if cert != nil || broker.ErrorCode(err) != broker.ECONFLICT || !strings.Contains(broker.ErrorMessage(err), "carol's approval is not accepted here") {
+		t.Errorf("alice's approval, with carol's landing meanwhile: %v, %v", cert, err)
+	}
+	if got, _ := w.store.Proposal(context.Background(), p.ID); got.State != broker.ProposalPending {
+		t.Errorf("proposal %s", got.State)
 	}
 }
