@@ -26,8 +26,9 @@ type proposalWithPolicy struct {
 
 // TestPolicyOverAPI: with the example policies, deleting a bucket needs
 // two approvals from security, which the API and the proposal page say as
-// they are given; an open ingress rule is refused with the policy's
-// message; tokens carry their groups.
+// they are given; scaling within bounds is certified without a human; an
+// open ingress rule is refused with the policy's message; tokens carry
+// their groups.
 func TestPolicyOverAPI(t *testing.T) {
 	set, err := policy.Load("../fixtures/policy")
 	if err != nil {
@@ -102,8 +103,35 @@ func TestPolicyOverAPI(t *testing.T) {
 			t.Errorf("the proposal page lacks %q", want)
 		}
 	}
-	if got := approve(deletion, "sec-2"); got.State != "certified" || got.CertificateID == "" || got.StillNeeded != "" {
-		t.Errorf("after the second from security: %+v", got)
+	deleted := approve(deletion, "sec-2")
+	if deleted.State != "certified" || deleted.CertificateID == "" || deleted.StillNeeded != "" {
+		t.Fatalf("after the second from security: %+v", deleted)
+	}
+	if e := s.execute(deleted.CertificateID); e.State != "succeeded" {
+		t.Fatalf("deleting the bucket: %+v", e)
+	}
+
+	// Scaling within bounds is certified by the policy alone.
+	scale := func(replicas string) proposalWithPolicy {
+		t.Helper()
+		var p proposalWithPolicy
+		if status, body := s.json("agent-1", "POST", "/api/v1/workspaces/sandbox/proposals",
+			map[string]any{"bundle": bundle(t, "scale"), "vars": map[string]any{"replicas": replicas}}, &p); status != http.StatusAccepted {
+			t.Fatalf("propose: %d %s", status, body)
+		}
+		s.verified(p.ID)
+		s.call("alice", "GET", "/api/v1/proposals/"+p.ID, "", nil, &p)
+		return p
+	}
+	if e := s.execute(approve(scale("3"), "alice").CertificateID); e.State != "succeeded" {
+		t.Fatalf("creating the service: %+v", e)
+	}
+	auto := scale("5")
+	if auto.State != "certified" || auto.CertificateID == "" || auto.Policy == nil || !auto.Policy.AutoCertify {
+		t.Fatalf("scaling 3 -> 5: %+v", auto)
+	}
+	if e := s.execute(auto.CertificateID); e.State != "succeeded" {
+		t.Errorf("executing the auto-certified diff: %+v", e)
 	}
 
 	open := t.TempDir()
