@@ -329,14 +329,14 @@ func (c *Client) workspaceState(ctx context.Context, _ *mcp.CallToolRequest, in 
 	return nil, out, nil
 }
 
-// Handler serves the MCP server over streamable HTTP, each session with
-// the bearer token of the request that opened it, against the seb API at
-// apiBase. Authenticating the token is the caller's (seb serve mounts it
-// behind its API authentication, for agents only).
+// Handler serves the MCP server over streamable HTTP against the seb API
+// at apiBase, statelessly: each request is served on its own, with its own
+// bearer token. Authenticating the token is the caller's (seb serve mounts
+// it behind its API authentication, for agents only).
 //
-// A session belongs to the token that opened it: a request with another
-// token is refused (403), so a session id alone is worth nothing; and an
-// idle session ends after SessionIdle.
+// No session lives in the process: any replica of seb serves any request
+// of an agent's conversation, and there is no session id to steal; a
+// request is whoever its token is.
 func Handler(apiBase, version string) http.Handler {
 	serve := mcp.NewStreamableHTTPHandler(func(r *http.Request) *mcp.Server {
 		token, _ := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
@@ -345,14 +345,9 @@ func Handler(apiBase, version string) http.Handler {
 			return nil
 		}
 		return NewServer(c, version)
-	}, &mcp.StreamableHTTPOptions{SessionTimeout: SessionIdle})
-	// The user of a session is its token, by hash: the SDK compares it on
-	// every request of the session.
+	}, &mcp.StreamableHTTPOptions{Stateless: true})
 	return auth.RequireBearerToken(func(_ context.Context, token string, _ *http.Request) (*auth.TokenInfo, error) {
 		sum := sha256.Sum256([]byte(token))
-		return &auth.TokenInfo{UserID: hex.EncodeToString(sum[:]), Expiration: time.Now().Add(SessionIdle)}, nil
+		return &auth.TokenInfo{UserID: hex.EncodeToString(sum[:]), Expiration: time.Now().Add(time.Hour)}, nil
 	}, nil)(serve)
 }
-
-// SessionIdle is how long an idle MCP session lives.
-const SessionIdle = 30 * time.Minute

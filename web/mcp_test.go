@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -77,17 +78,24 @@ func TestMCP(t *testing.T) {
 	exerciseMCP(t, s, session)
 }
 
-// TestMCPOverHTTP: seb serve's /mcp endpoint, for agent tokens only.
+// TestMCPOverHTTP: seb serve's /mcp endpoint, for agent tokens only,
+// served statelessly: an agent's requests alternate between two servers,
+// as replicas behind a load balancer without affinity.
 func TestMCPOverHTTP(t *testing.T) {
 	s := newSite(t)
-	server, err := web.New(web.Options{Broker: s.svc, Records: s.store, MCP: agentmcp.Handler(s.url, "test")})
-	if err != nil {
-		t.Fatal(err)
+	var servers []string
+	for range 2 {
+		server, err := web.New(web.Options{Broker: s.svc, Records: s.store, MCP: agentmcp.Handler(s.url, "test")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		hs := httptest.NewServer(server)
+		defer hs.Close()
+		servers = append(servers, hs.URL)
 	}
-	hs := httptest.NewServer(server)
-	defer hs.Close()
 	connect := func(token *bearer) (*mcp.ClientSession, error) {
-		transport := &mcp.StreamableClientTransport{Endpoint: hs.URL + "/mcp", MaxRetries: -1,
+		token.servers = servers
+		transport := &mcp.StreamableClientTransport{Endpoint: servers[0] + "/mcp", MaxRetries: -1,
 			HTTPClient: &http.Client{Transport: token}}
 		return mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(context.Background(), transport, nil)
 	}
@@ -102,18 +110,29 @@ func TestMCPOverHTTP(t *testing.T) {
 	defer session.Close()
 	exerciseMCP(t, s, session)
 
-	// The session belongs to agent-1's token: another agent's token, with
-	// its session id, is refused.
+	if token.served[0] == 0 || token.served[1] == 0 {
+		t.Errorf("the requests did not alternate between the servers: %v", token.served)
+	}
+
+	// A request is whoever its token is: with agent-2's token, the same
+	// conversation cannot read agent-1's proposals.
+	var mine mcpProposal
+	callTool(t, session, "seb_propose", map[string]any{"workspace": "sandbox", "files": scaleFiles(t), "vars": map[string]any{"replicas": 2},
+		"rationale": "agent-1's"}, &mine)
 	token.set(s.tokens["agent-2"])
-	if _, err := session.ListTools(context.Background(), nil); err == nil {
-		t.Errorf("agent-2's token used agent-1's session")
+	if res := callTool(t, session, "seb_get_proposal", map[string]any{"id": mine.ID}, &mcpProposal{}); !res.IsError {
+		t.Errorf("agent-2's token read agent-1's proposal %s", mine.ID)
 	}
 }
 
-// bearer adds a token, which a test may change, to each request.
+// bearer adds a token, which a test may change, to each request, and
+// sends the requests to its servers in turn.
 type bearer struct {
-	mu    sync.Mutex
-	token string
+	mu      sync.Mutex
+	token   string
+	servers []string
+	served  [2]int
+	next    int
 }
 
 func (b *bearer) set(token string) {
@@ -125,8 +144,15 @@ func (b *bearer) set(token string) {
 func (b *bearer) RoundTrip(r *http.Request) (*http.Response, error) {
 	b.mu.Lock()
 	token := b.token
-	b.mu.Unlock()
 	r = r.Clone(r.Context())
+	if len(b.servers) > 0 {
+		i := b.next % len(b.servers)
+		b.next++
+		b.served[i]++
+		u, _ := url.Parse(b.servers[i])
+		r.URL.Host, r.Host = u.Host, u.Host
+	}
+	b.mu.Unlock()
 	r.Header.Set("Authorization", "Bearer "+token)
 	return http.DefaultTransport.RoundTrip(r)
 }
