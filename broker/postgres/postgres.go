@@ -46,6 +46,11 @@ type Options struct {
 	// Password, when set, is the user's password (kept out of the URL,
 	// which shows in messages).
 	Password string
+	// MaxClockSkew is how far this machine's clock (Now) may be from the
+	// database's: replicas compare lease expiries each by its own clock,
+	// so one far off would end another's live jobs, or keep a dead
+	// runner's. 0 means 5 seconds.
+	MaxClockSkew time.Duration
 }
 
 // A Store is the broker's store on PostgreSQL.
@@ -84,6 +89,12 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	if opts.MaxConns == 0 {
 		opts.MaxConns = 16
 	}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = 5 * time.Second
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
 	cfg, err := pgx.ParseConfig(url)
 	if err != nil {
 		// pgx's parse errors name the URL with its password masked.
@@ -118,12 +129,33 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("postgres: connect to %s: %v", where, err)
 	}
+	if err := checkClock(ctx, db, opts); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("postgres: %s: %w", where, err)
+	}
 	s, err := sqlstore.New(ctx, db, db, Dialect(), sqlstore.Options{Now: opts.Now})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%w (%s)", err, where)
 	}
 	return s, nil
+}
+
+// checkClock refuses a machine whose clock is more than MaxClockSkew from
+// the database's, measured against the middle of the round trip.
+func checkClock(ctx context.Context, db *sql.DB, opts Options) error {
+	before := opts.Now()
+	var theirs time.Time
+	if err := db.QueryRowContext(ctx, "SELECT clock_timestamp()").Scan(&theirs); err != nil {
+		return err
+	}
+	after := opts.Now()
+	ours := before.Add(after.Sub(before) / 2)
+	if skew := ours.Sub(theirs); skew > opts.MaxClockSkew || -skew > opts.MaxClockSkew {
+		return fmt.Errorf("this machine's clock is %s off the database's (at most %s): replicas compare leases by their clocks; keep them synchronized (NTP)",
+			skew.Round(time.Millisecond), opts.MaxClockSkew)
+	}
+	return nil
 }
 
 // classify says what a pgx error means.

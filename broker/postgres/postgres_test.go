@@ -275,3 +275,20 @@ func TestWritesSeeWhatCommittedWhileTheyWaited(t *testing.T) {
 		t.Errorf("the waiting transaction read revocation epoch %d, not the 5 committed while it waited", epoch)
 	}
 }
+
+// TestClockSkewRefused: a replica whose clock is far from the database's
+// refuses to open the store.
+func TestClockSkewRefused(t *testing.T) {
+	url := pgtest.Database(t)
+	late := func() time.Time { return time.Now().Add(-time.Minute) }
+	_, err := postgres.Open(context.Background(), url, postgres.Options{Now: late})
+	if err == nil || !strings.Contains(err.Error(), "clock is -1m0") || !strings.Contains(err.Error(), "NTP") {
+		t.Errorf("a clock a minute late: %v", err)
+	}
+	near := func() time.Time { return time.Now().Add(time.Second) }
+	s, err := postgres.Open(context.Background(), url, postgres.Options{Now: near})
+	if err != nil {
+		t.Fatalf("a clock a second off: %v", err)
+	}
+	s.Close()
+}
