@@ -1001,6 +1001,19 @@ func TestPolicyCommands(t *testing.T) {
 	if r.code != exitRejected || !strings.Contains(r.stdout, `"deny": [`) || !strings.Contains(r.stdout, "opens ingress to 0.0.0.0/0 (ports 22-22)") {
 		t.Errorf("policy eval of an open rule: %d %s %s", r.code, r.stdout, r.stderr)
 	}
+	r = seb(t, "", "policy", "eval", "--config", conf, "--workspace", "w", "--key-file", key, "--show-input", open)
+	var input struct {
+		Summary struct {
+			Resources []struct {
+				Address string         `json:"address"`
+				After   map[string]any `json:"after"`
+			} `json:"resources"`
+		} `json:"summary"`
+	}
+	if err := json.Unmarshal([]byte(r.stdout), &input); r.code != exitOK || err != nil || len(input.Summary.Resources) != 1 ||
+		input.Summary.Resources[0].After["cidr"] != "0.0.0.0/0" || input.Summary.Resources[0].After["id"] == nil {
+		t.Errorf("policy eval --show-input: %d %v %s %s", r.code, err, r.stdout, r.stderr)
+	}
 	if r := seb(t, "", "policy", "eval", "--config", conf, "--workspace", "nope", "--key-file", key, open); r.code != exitError || !strings.Contains(r.stderr, `no workspace "nope"`) {
 		t.Errorf("an unknown workspace: %d %s", r.code, r.stderr)
 	}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"text/tabwriter"
 
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/spf13/cobra"
 
 	"github.com/seb-broker/seb/policy"
@@ -51,6 +52,7 @@ errs, 2 when the files do not load.`,
 	}
 	var (
 		configPath, workspace, proposer string
+		showInput                       bool
 		flags                           planFlags
 	)
 	eval := &cobra.Command{
@@ -60,7 +62,8 @@ errs, 2 when the files do not load.`,
 (- for standard input): plan JSON (terraform show -json), or a summary from
 seb summarize --json. It prints the decision as JSON: deny, warn, approvals,
 auto_certify and the policy's digest. It exits 3 when the policy denies the
-change, 2 when the policy cannot decide. Sensitive values are digested with
+change, 2 when the policy cannot decide. With --show-input it prints the
+input the policy would read instead: what to write rules against. Sensitive values are digested with
 the --key-file key, not the broker's: a policy comparing digests sees other
 ones here.`,
 		Args: cobra.ExactArgs(1),
@@ -84,8 +87,22 @@ ones here.`,
 			if err != nil {
 				return err
 			}
-			d, err := ws.Policy.Eval(cmd.Context(), &policy.Input{Workspace: ws.Name, Summary: summary, DiffDigest: summary.Digest(),
-				Proposer: policy.Principal{Name: proposer, Role: "agent"}})
+			in := &policy.Input{Workspace: ws.Name, Summary: summary, DiffDigest: summary.Digest(),
+				Proposer: policy.Principal{Name: proposer, Role: "agent"}}
+			if showInput {
+				v, err := in.Value()
+				if err != nil {
+					return err
+				}
+				doc, err := ast.JSON(v)
+				if err != nil {
+					return err
+				}
+				out, _ := json.MarshalIndent(doc, "", "  ")
+				fmt.Fprintln(cmd.OutOrStdout(), string(out))
+				return nil
+			}
+			d, err := ws.Policy.Eval(cmd.Context(), in)
 			if err != nil {
 				return err
 			}
@@ -100,6 +117,7 @@ ones here.`,
 	eval.Flags().StringVar(&configPath, "config", "seb.hcl", "configuration file")
 	eval.Flags().StringVar(&workspace, "workspace", "", "the workspace whose policy decides")
 	eval.Flags().StringVar(&proposer, "proposer", "agent", "the proposer's name, as the policy sees it")
+	eval.Flags().BoolVar(&showInput, "show-input", false, "print the input the policy would read (policy/input.schema.json), and decide nothing")
 	eval.MarkFlagRequired("workspace")
 	flags.register(eval)
 	cmd.AddCommand(test, eval)
