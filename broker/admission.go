@@ -353,13 +353,15 @@ func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, pla
 			p.Divergence, p.State = d, ProposalDiverged
 		}
 	}
-	if p.State == ProposalPending {
+	if p.State == ProposalPending && ws.Policy != nil {
 		// The policy decides only on seb's plan of a proposal the agent's
-		// plan does not contradict: a diverged one is never approved.
+		// plan does not contradict: a diverged one is never approved. It
+		// decided before the transaction, on the proposer's token as it
+		// was then.
+		if err := b.current(ctx, st, p, decided); err != nil {
+			return nil, nil, err
+		}
 		if p.Policy, err = decided.Decision, decided.Err; err != nil {
-			if ErrorCode(err) != EINVALID {
-				return nil, nil, err
-			}
 			return p, nil, b.refuse(ctx, st, p, ErrorMessage(err))
 		}
 		if reason := denied(ws, p.Policy); reason != "" {
@@ -539,6 +541,11 @@ func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest, pre r
 	if ws.Policy != nil {
 		if !pre.decided || !pre.saw(reviews) {
 			return nil, nil, errReviewsMoved
+		}
+		if err := b.current(ctx, tx, p, pre.decision); errors.Is(err, errDecisionStale) {
+			return nil, nil, errReviewsMoved
+		} else if err != nil {
+			return nil, nil, err
 		}
 		if decision, err = pre.Decision, pre.Err; err != nil {
 			return nil, nil, err

@@ -15,13 +15,13 @@ import (
 // policyDecision evaluates the workspace's policy on a proposal, with the reviews
 // so far; nil without a policy. A policy that cannot decide is an
 // EINVALID error saying so: the proposal is refused, never certified.
-func (b *Service) policyDecision(ctx context.Context, st Store, p *Proposal, ws Workspace, reviews []Review) (*policy.Decision, error) {
+func (b *Service) policyDecision(ctx context.Context, st Store, p *Proposal, ws Workspace, reviews []Review) (decision, error) {
 	if ws.Policy == nil {
-		return nil, nil
+		return decision{}, nil
 	}
 	proposer, err := b.principal(ctx, st, p.Proposer)
 	if err != nil {
-		return nil, err
+		return decision{}, err
 	}
 	in := &policy.Input{
 		Workspace: ws.Name, Summary: p.Summary, DiffDigest: p.Digest, ConfigDigest: p.ConfigDigest,
@@ -34,15 +34,38 @@ func (b *Service) policyDecision(ctx context.Context, st Store, p *Proposal, ws 
 	d, err := ws.Policy.Eval(ctx, in)
 	var ee *policy.EvalError
 	if errors.As(err, &ee) {
-		return nil, Errorf(EINVALID, "the policy of workspace %s (%s) could not decide: %v", ws.Name, ws.Policy.Digest, ee.Err)
+		return decision{Err: Errorf(EINVALID, "the policy of workspace %s (%s) could not decide: %v", ws.Name, ws.Policy.Digest, ee.Err), proposer: proposer}, nil
 	}
-	return d, err
+	if err != nil {
+		return decision{}, err
+	}
+	return decision{Decision: d, proposer: proposer}, nil
 }
 
-// A decision is what a policy decided, or why it could not.
+// A decision is what a policy decided, or why it could not (an EINVALID
+// error), and the proposer as it saw them.
 type decision struct {
 	Decision *policy.Decision
 	Err      error
+	proposer policy.Principal
+}
+
+// errDecisionStale says what a policy decided on, outside the transaction,
+// changed before the transaction: the caller decides again.
+var errDecisionStale = errors.New("what the policy decided on changed while it decided")
+
+// current reports whether the proposer the decision saw is still the
+// proposer's token, as st reads it now: revoking or remaking a token
+// while the policy decides must not let the old decision stand.
+func (b *Service) current(ctx context.Context, st Store, p *Proposal, d decision) error {
+	now, err := b.principal(ctx, st, p.Proposer)
+	if err != nil {
+		return err
+	}
+	if now.Name != d.proposer.Name || now.Role != d.proposer.Role || !slices.Equal(now.Groups, d.proposer.Groups) {
+		return errDecisionStale
+	}
+	return nil
 }
 
 // decideOnPlan evaluates the workspace's policy on seb's plan of a
@@ -55,11 +78,14 @@ func (b *Service) decideOnPlan(ctx context.Context, id string, plan *planparse.P
 	}
 	ws, err := b.Workspace(p.Workspace)
 	if err != nil {
-		return decision{Err: err}
+		return decision{} // the transaction refuses the proposal, saying why
 	}
 	p.Summary, p.Digest, p.Drift = plan.Summary, plan.Digest, plan.Drift
 	d, err := b.policyDecision(ctx, b.opts.Store, p, ws, nil)
-	return decision{d, err}
+	if err != nil {
+		return decision{Err: err}
+	}
+	return d
 }
 
 // A reviewDecision is what the policy decided of an approval before its
@@ -96,7 +122,10 @@ func (b *Service) decideOnReview(ctx context.Context, req ReviewRequest) (review
 	}
 	reviews = append(reviews, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: Approve, Groups: req.Groups})
 	d, err := b.policyDecision(ctx, b.opts.Store, p, ws, reviews)
-	return reviewDecision{decision: decision{d, err}, reviews: reviews, decided: true}, nil
+	if err != nil {
+		return reviewDecision{}, err
+	}
+	return reviewDecision{decision: d, reviews: reviews, decided: true}, nil
 }
 
 // saw reports whether the decision was made on these reviews (reviewer,

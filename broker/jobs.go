@@ -371,28 +371,37 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 		plan = parsed
 	}
 	// The policy decides before the transaction too: a slow policy must
-	// not hold every replica's writes.
-	var decided decision
-	if plan != nil {
-		decided = b.decideOnPlan(ctx, j.Subject, plan)
+	// not hold every replica's writes. If what it decided on changed
+	// meanwhile, it decides again.
+	for attempt := 1; ; attempt++ {
+		var decided decision
+		if plan != nil {
+			decided = b.decideOnPlan(ctx, j.Subject, plan)
+			if decided.Err != nil && ErrorCode(decided.Err) != EINVALID {
+				return decided.Err // the store failed: the report fails
+			}
+		}
+		err := b.opts.Store.Tx(ctx, func(tx Store) error {
+			p, err := tx.Proposal(ctx, j.Subject)
+			if err != nil {
+				return err
+			}
+			if err := b.endJob(ctx, tx, j, JobDone, r.Error); err != nil {
+				return err
+			}
+			switch {
+			case p.State != ProposalVerifying:
+				return nil
+			case refusal != "":
+				return ignoreRefusal(b.refuse(ctx, tx, p, refusal))
+			}
+			_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan, r.Schemas, decided)
+			return ignoreRefusal(err)
+		})
+		if !errors.Is(err, errDecisionStale) || attempt == 5 {
+			return err
+		}
 	}
-	return b.opts.Store.Tx(ctx, func(tx Store) error {
-		p, err := tx.Proposal(ctx, j.Subject)
-		if err != nil {
-			return err
-		}
-		if err := b.endJob(ctx, tx, j, JobDone, r.Error); err != nil {
-			return err
-		}
-		switch {
-		case p.State != ProposalVerifying:
-			return nil
-		case refusal != "":
-			return ignoreRefusal(b.refuse(ctx, tx, p, refusal))
-		}
-		_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan, r.Schemas, decided)
-		return ignoreRefusal(err)
-	})
 }
 
 // ignoreRefusal drops the EINVALID error refuse returns: for a runner's

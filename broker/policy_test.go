@@ -264,3 +264,57 @@ deny contains "carol's approval is not accepted here" if {
 		t.Errorf("proposal %s", got.State)
 	}
 }
+
+// racingTokens remakes the proposer's token, once armed, right after the
+// broker reads the tokens outside its transaction: an admin changing it
+// while the policy decides.
+type racingTokens struct {
+	broker.Store
+	armed  atomic.Bool
+	remake func()
+}
+
+func (s *racingTokens) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
+	tokens, err := s.Store.ListAPITokens(ctx)
+	if s.armed.CompareAndSwap(true, false) {
+		s.remake()
+	}
+	return tokens, err
+}
+
+// TestPolicyDecidesOnTheProposerThatIs: a decision made on the proposer's
+// token as it was does not stand once the token changed before the
+// transaction: the policy decides again.
+func TestPolicyDecidesOnTheProposerThatIs(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package seb\n\nauto_certify if \"trusted\" in input.proposer.groups\n"), 0o644)
+	set, err := policy.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var race *racingTokens
+	w := newWorldWith(t, worldOptions{
+		configure: func(ws *broker.Workspace) { ws.Policy = set },
+		wrapStore: func(s broker.Store) broker.Store { race = &racingTokens{Store: s}; return race },
+	})
+	ctx := context.Background()
+	_, trusted, _ := broker.NewAPIToken("agent-1", broker.RoleAgent, time.Now())
+	trusted.Groups = []string{"trusted"}
+	if err := w.store.CreateAPIToken(ctx, trusted); err != nil {
+		t.Fatal(err)
+	}
+	race.remake = func() {
+		if err := w.store.DeleteAPIToken(ctx, "agent-1"); err != nil {
+			t.Error(err)
+		}
+		_, plain, _ := broker.NewAPIToken("agent-1", broker.RoleAgent, time.Now())
+		if err := w.store.CreateAPIToken(ctx, plain); err != nil {
+			t.Error(err)
+		}
+	}
+	race.armed.Store(true)
+	p, cert, err := w.proposeBundle(bundle(t, "scale"), map[string]string{"replicas": "3"})
+	if err != nil || cert != nil || p.State != broker.ProposalPending || p.Policy == nil || p.Policy.AutoCertify {
+		t.Errorf("certified on the proposer's old token: %+v, %v, %v", p, cert, err)
+	}
+}

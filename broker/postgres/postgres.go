@@ -49,7 +49,8 @@ type Options struct {
 	// MaxClockSkew is how far this machine's clock (Now) may be from the
 	// database's: replicas compare lease expiries each by its own clock,
 	// so one far off would end another's live jobs, or keep a dead
-	// runner's. 0 means 5 seconds.
+	// runner's. Further at start, Open refuses; later, the replica gives up
+	// the lead of the sweeps. 0 means one second.
 	MaxClockSkew time.Duration
 }
 
@@ -74,6 +75,8 @@ func Dialect() sqlstore.Dialect {
 		Lock:        "SELECT pg_advisory_xact_lock(" + strconv.Itoa(WriteLockKey) + ")",
 		Isolation:   sql.LevelReadCommitted,
 		LeadLock:    "SELECT pg_try_advisory_lock(" + strconv.Itoa(LeadLockKey) + ")",
+		LeadUnlock:  "SELECT pg_advisory_unlock(" + strconv.Itoa(LeadLockKey) + ")",
+		Clock:       "SELECT clock_timestamp()",
 		Migrations:  migrations,
 	}
 }
@@ -88,9 +91,6 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 	}
 	if opts.MaxConns == 0 {
 		opts.MaxConns = 16
-	}
-	if opts.MaxClockSkew <= 0 {
-		opts.MaxClockSkew = 5 * time.Second
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -129,33 +129,16 @@ func Open(ctx context.Context, url string, opts Options) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("postgres: connect to %s: %v", where, err)
 	}
-	if err := checkClock(ctx, db, opts); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("postgres: %s: %w", where, err)
-	}
-	s, err := sqlstore.New(ctx, db, db, Dialect(), sqlstore.Options{Now: opts.Now})
+	s, err := sqlstore.New(ctx, db, db, Dialect(), sqlstore.Options{Now: opts.Now, MaxClockSkew: opts.MaxClockSkew})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("%w (%s)", err, where)
 	}
+	if err := s.CheckClock(ctx); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("postgres: %s: %w", where, err)
+	}
 	return s, nil
-}
-
-// checkClock refuses a machine whose clock is more than MaxClockSkew from
-// the database's, measured against the middle of the round trip.
-func checkClock(ctx context.Context, db *sql.DB, opts Options) error {
-	before := opts.Now()
-	var theirs time.Time
-	if err := db.QueryRowContext(ctx, "SELECT clock_timestamp()").Scan(&theirs); err != nil {
-		return err
-	}
-	after := opts.Now()
-	ours := before.Add(after.Sub(before) / 2)
-	if skew := ours.Sub(theirs); skew > opts.MaxClockSkew || -skew > opts.MaxClockSkew {
-		return fmt.Errorf("this machine's clock is %s off the database's (at most %s): replicas compare leases by their clocks; keep them synchronized (NTP)",
-			skew.Round(time.Millisecond), opts.MaxClockSkew)
-	}
-	return nil
 }
 
 // classify says what a pgx error means.

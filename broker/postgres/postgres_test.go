@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -285,10 +286,25 @@ func TestClockSkewRefused(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "clock is -1m0") || !strings.Contains(err.Error(), "NTP") {
 		t.Errorf("a clock a minute late: %v", err)
 	}
-	near := func() time.Time { return time.Now().Add(time.Second) }
-	s, err := postgres.Open(context.Background(), url, postgres.Options{Now: near})
+	// A clock that drifts after the start gives up the lead of the sweeps,
+	// and another replica takes it.
+	var drift atomic.Int64
+	drifting := func() time.Time { return time.Now().Add(time.Duration(drift.Load())) }
+	a, err := postgres.Open(context.Background(), url, postgres.Options{Now: drifting})
 	if err != nil {
-		t.Fatalf("a clock a second off: %v", err)
+		t.Fatalf("a clock on time: %v", err)
 	}
-	s.Close()
+	defer a.Close()
+	b := open(t, url)
+	ctx := context.Background()
+	if !a.Lead(ctx) || b.Lead(ctx) {
+		t.Fatal("a does not lead alone")
+	}
+	drift.Store(int64(3 * time.Second))
+	if a.Lead(ctx) {
+		t.Error("a replica whose clock drifted 3 s kept the lead")
+	}
+	if !b.Lead(ctx) {
+		t.Error("the lead a gave up was not taken")
+	}
 }

@@ -16,6 +16,7 @@ package sqlstore
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -45,11 +46,15 @@ type Dialect struct {
 	// waiting for it must be the latest (PostgreSQL's read committed, even
 	// when the database's default is another).
 	Isolation sql.IsolationLevel
+	// Clock, when set, reads the database's clock: processes sharing the
+	// database compare lease expiries each by its own clock, so one far
+	// from the database's must not lead, nor start (CheckClock).
+	Clock string
 	// LeadLock, when set, tries to take the session lock of the process
 	// that leads the background work, answering one boolean; the database
 	// drops it when that process's connection dies. Without it every
-	// process leads.
-	LeadLock string
+	// process leads. LeadUnlock gives it up.
+	LeadLock, LeadUnlock string
 	// Migrations holds the schema's migrations, numbered 1, 2, 3… in
 	// their file names (0001_init.sql), each one SQL script.
 	Migrations fs.FS
@@ -73,6 +78,9 @@ type Options struct {
 	// policy or revocation epoch began, when a migration ran); nil means
 	// time.Now. Domain times are always passed in.
 	Now func() time.Time
+	// MaxClockSkew is how far Now may be from the database's clock (with a
+	// Dialect.Clock); 0 means one second.
+	MaxClockSkew time.Duration
 }
 
 // A Store is a broker.Store kept in a SQL database.
@@ -91,6 +99,8 @@ type Store struct {
 	// lead holds the connection that holds the lead, if this process
 	// leads.
 	lead *leadership
+	// maxSkew bounds how far now may be from the database's clock.
+	maxSkew time.Duration
 }
 
 type leadership struct {
@@ -118,7 +128,10 @@ func New(ctx context.Context, writer, reader *sql.DB, d Dialect, opts Options) (
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	s := &Store{writer: writer, reader: reader, d: &dialect{Dialect: d}, now: opts.Now, lead: &leadership{}}
+	if opts.MaxClockSkew <= 0 {
+		opts.MaxClockSkew = time.Second
+	}
+	s := &Store{writer: writer, reader: reader, d: &dialect{Dialect: d}, now: opts.Now, lead: &leadership{}, maxSkew: opts.MaxClockSkew}
 	migrations, err := loadMigrations(d)
 	if err != nil {
 		return nil, err
@@ -204,7 +217,7 @@ func (s *Store) Tx(ctx context.Context, fn func(broker.Store) error) error {
 		return s.formatError(err, t)
 	}
 	defer tx.Rollback() // a no-op after Commit
-	if err := fn(&Store{writer: s.writer, reader: s.reader, d: s.d, now: s.now, tx: tx, lead: s.lead}); err != nil {
+	if err := fn(&Store{writer: s.writer, reader: s.reader, d: s.d, now: s.now, tx: tx, lead: s.lead, maxSkew: s.maxSkew}); err != nil {
 		return err
 	}
 	return s.formatError(tx.Commit(), t)
@@ -229,16 +242,43 @@ func (s *Store) begin(ctx context.Context) (*sql.Tx, error) {
 	return tx, nil
 }
 
+// CheckClock returns an error when this process's clock is further than
+// MaxClockSkew from the database's, measured against the middle of the
+// round trip; nil without a Dialect.Clock.
+func (s *Store) CheckClock(ctx context.Context) error {
+	if s.d.Clock == "" {
+		return nil
+	}
+	before := s.now()
+	var theirs time.Time
+	if err := s.reader.QueryRowContext(ctx, s.d.Clock).Scan(&theirs); err != nil {
+		return s.formatError(err, target{kind: "the database's clock"})
+	}
+	after := s.now()
+	ours := before.Add(after.Sub(before) / 2)
+	if skew := ours.Sub(theirs); skew > s.maxSkew || -skew > s.maxSkew {
+		return fmt.Errorf("this machine's clock is %s off the database's (at most %s): processes sharing the database compare leases by their clocks; keep them synchronized (NTP)",
+			skew.Round(time.Millisecond), s.maxSkew)
+	}
+	return nil
+}
+
 // Lead reports whether this process leads the background work of the
 // processes sharing the database (sweeping expired leases): one at a
 // time, taken by another within one try once the leader's connection
-// dies. Without a LeadLock every process leads.
+// dies. A process whose clock has drifted from the database's gives the
+// lead up: it would sweep leases others still hold. Without a LeadLock
+// every process leads.
 func (s *Store) Lead(ctx context.Context) bool {
 	if s.d.LeadLock == "" {
 		return true
 	}
 	s.lead.mu.Lock()
 	defer s.lead.mu.Unlock()
+	if s.CheckClock(ctx) != nil {
+		s.giveUpLead()
+		return false
+	}
 	if s.lead.conn != nil {
 		if s.lead.conn.PingContext(ctx) == nil {
 			return true
@@ -257,6 +297,23 @@ func (s *Store) Lead(ctx context.Context) bool {
 	}
 	s.lead.conn = conn
 	return true
+}
+
+// giveUpLead releases the lead, if this process holds it: the
+// connection goes back to the pool (the caller holds lead.mu), so the
+// lock is given up first, and a connection that cannot is discarded.
+func (s *Store) giveUpLead() {
+	c := s.lead.conn
+	if c == nil {
+		return
+	}
+	s.lead.conn = nil
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if _, err := c.ExecContext(ctx, s.d.LeadUnlock); err != nil {
+		c.Raw(func(any) error { return driver.ErrBadConn }) // closes it: the session, and its lock, end
+	}
+	c.Close()
 }
 
 // Close closes the database, giving up the lead.
