@@ -302,8 +302,6 @@ func (b *Service) retryOrFail(ctx context.Context, j *Job, reason string) error 
 	return b.failJob(ctx, b.opts.Store, j, reason)
 }
 
-// failJob fails a job for good and records what that means for its
-// subject.
 // failStale fails a job the sweep found with its lease expired, unless by
 // the time its transaction holds the write lock the job was renewed,
 // leased again or ended: the sweep read it before, outside.
@@ -320,6 +318,8 @@ func (b *Service) failStale(ctx context.Context, j *Job, reason string) error {
 	})
 }
 
+// failJob fails a job for good, through st, and records what that means
+// for its subject.
 func (b *Service) failJob(ctx context.Context, st Store, j *Job, reason string) error {
 	return st.Tx(ctx, func(tx Store) error {
 		if err := tx.EndJob(ctx, j.ID, JobFailed, reason, b.now()); err != nil && ErrorCode(err) != ECONFLICT {
