@@ -358,7 +358,7 @@ func (b *Service) completeVerify(ctx context.Context, st Store, p *Proposal, pla
 		// plan does not contradict: a diverged one is never approved. It
 		// decided before the transaction, on the proposer's token as it
 		// was then.
-		if err := b.current(ctx, st, p, decided); err != nil {
+		if err := b.stands(ctx, st, p, decided, nil); err != nil {
 			return nil, nil, err
 		}
 		if p.Policy, err = decided.Decision, decided.Err; err != nil {
@@ -474,7 +474,7 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (p *Proposal, c
 	// are then and this one; the transaction checks that no review came
 	// meanwhile, or decides again.
 	for attempt := 1; ; attempt++ {
-		var pre reviewDecision
+		var pre decision
 		if pre, err = b.decideOnReview(ctx, req); err != nil {
 			return nil, nil, err
 		}
@@ -483,9 +483,9 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (p *Proposal, c
 			return err
 		})
 		switch {
-		case errors.Is(err, errReviewsMoved) && attempt < 5:
+		case errors.Is(err, errDecisionStale) && attempt < 5:
 			continue
-		case errors.Is(err, errReviewsMoved):
+		case errors.Is(err, errDecisionStale):
 			return nil, nil, Errorf(ECONFLICT, "proposal %s: other reviews kept arriving while the policy decided; review again", req.ProposalID)
 		case err != nil:
 			return nil, nil, err
@@ -496,7 +496,7 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (p *Proposal, c
 
 // review is Review inside its transaction, with what the policy decided
 // before it.
-func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest, pre reviewDecision) (*Proposal, *Certificate, error) {
+func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest, pre decision) (*Proposal, *Certificate, error) {
 	p, err := tx.Proposal(ctx, req.ProposalID)
 	if err != nil {
 		return nil, nil, err
@@ -539,12 +539,7 @@ func (b *Service) review(ctx context.Context, tx Store, req ReviewRequest, pre r
 	// other review came since does that decision stand.
 	var decision *policy.Decision
 	if ws.Policy != nil {
-		if !pre.decided || !pre.saw(reviews) {
-			return nil, nil, errReviewsMoved
-		}
-		if err := b.current(ctx, tx, p, pre.decision); errors.Is(err, errDecisionStale) {
-			return nil, nil, errReviewsMoved
-		} else if err != nil {
+		if err := b.stands(ctx, tx, p, pre, reviews); err != nil {
 			return nil, nil, err
 		}
 		if decision, err = pre.Decision, pre.Err; err != nil {

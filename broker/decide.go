@@ -12,9 +12,10 @@ import (
 	"github.com/seb-broker/seb/policy"
 )
 
-// policyDecision evaluates the workspace's policy on a proposal, with the reviews
-// so far; nil without a policy. A policy that cannot decide is an
-// EINVALID error saying so: the proposal is refused, never certified.
+// policyDecision evaluates the workspace's policy on a proposal, with the
+// reviews so far; a zero decision without a policy. A policy that cannot
+// decide is a decision whose Err is EINVALID, saying so: the proposal is
+// refused, never certified. The error is the store's.
 func (b *Service) policyDecision(ctx context.Context, st Store, p *Proposal, ws Workspace, reviews []Review) (decision, error) {
 	if ws.Policy == nil {
 		return decision{}, nil
@@ -31,106 +32,45 @@ func (b *Service) policyDecision(ctx context.Context, st Store, p *Proposal, ws 
 	for _, r := range reviews {
 		in.Reviews = append(in.Reviews, policy.Review{Reviewer: r.Reviewer, Decision: string(r.Decision), Groups: r.Groups})
 	}
-	d, err := ws.Policy.Eval(ctx, in)
+	d := decision{made: true, proposer: proposer, reviews: reviews}
+	d.Decision, err = ws.Policy.Eval(ctx, in)
 	var ee *policy.EvalError
 	if errors.As(err, &ee) {
-		return decision{Err: Errorf(EINVALID, "the policy of workspace %s (%s) could not decide: %v", ws.Name, ws.Policy.Digest, ee.Err), proposer: proposer}, nil
-	}
-	if err != nil {
+		d.Decision, d.Err = nil, Errorf(EINVALID, "the policy of workspace %s (%s) could not decide: %v", ws.Name, ws.Policy.Digest, ee.Err)
+	} else if err != nil {
 		return decision{}, err
 	}
-	return decision{Decision: d, proposer: proposer}, nil
+	return d, nil
 }
 
-// A decision is what a policy decided, or why it could not (an EINVALID
-// error), and the proposer as it saw them.
+// A decision is what a policy decided before the transaction that acts on
+// it, or why it could not (an EINVALID Err), with what it decided on that
+// may change meanwhile: the proposer's token and the reviews.
 type decision struct {
 	Decision *policy.Decision
 	Err      error
+	made     bool // false: there was no policy, or nothing to decide yet
 	proposer policy.Principal
+	reviews  []Review
 }
 
-// errDecisionStale says what a policy decided on, outside the transaction,
-// changed before the transaction: the caller decides again.
+// errDecisionStale says what a policy decided on changed between its
+// decision and the transaction: the caller decides again.
 var errDecisionStale = errors.New("what the policy decided on changed while it decided")
 
-// current reports whether the proposer the decision saw is still the
-// proposer's token, as st reads it now: revoking or remaking a token
-// while the policy decides must not let the old decision stand.
-func (b *Service) current(ctx context.Context, st Store, p *Proposal, d decision) error {
+// stands checks, inside the transaction st, that a decision was made on
+// what is there now: the proposer's token as it is, and these reviews
+// (reviewer, verdict and groups; their times aside). Revoking or remaking
+// a token, or another review landing, while the policy decides must not
+// let the old decision stand: errDecisionStale.
+func (b *Service) stands(ctx context.Context, st Store, p *Proposal, d decision, reviews []Review) error {
+	if !d.made {
+		return errDecisionStale
+	}
 	now, err := b.principal(ctx, st, p.Proposer)
 	if err != nil {
 		return err
 	}
-	if now.Name != d.proposer.Name || now.Role != d.proposer.Role || !slices.Equal(now.Groups, d.proposer.Groups) {
-		return errDecisionStale
-	}
-	return nil
-}
-
-// decideOnPlan evaluates the workspace's policy on seb's plan of a
-// verifying proposal, outside any transaction: the proposal's fields it
-// reads do not change while it verifies.
-func (b *Service) decideOnPlan(ctx context.Context, id string, plan *planparse.Plan) decision {
-	p, err := b.opts.Store.Proposal(ctx, id)
-	if err != nil {
-		return decision{Err: err}
-	}
-	ws, err := b.Workspace(p.Workspace)
-	if err != nil {
-		return decision{} // the transaction refuses the proposal, saying why
-	}
-	p.Summary, p.Digest, p.Drift = plan.Summary, plan.Digest, plan.Drift
-	d, err := b.policyDecision(ctx, b.opts.Store, p, ws, nil)
-	if err != nil {
-		return decision{Err: err}
-	}
-	return d
-}
-
-// A reviewDecision is what the policy decided of an approval before its
-// transaction, and the reviews it decided on.
-type reviewDecision struct {
-	decision
-	// reviews are the reviews the policy saw, this one last; none without
-	// a policy or for a rejection.
-	reviews []Review
-	decided bool
-}
-
-// errReviewsMoved says another review came between the policy's decision
-// and the transaction: Review decides again.
-var errReviewsMoved = errors.New("the reviews changed while the policy decided")
-
-// decideOnReview evaluates the policy on an approval, with the reviews so
-// far and this one, outside any transaction.
-func (b *Service) decideOnReview(ctx context.Context, req ReviewRequest) (reviewDecision, error) {
-	if req.Decision != Approve {
-		return reviewDecision{}, nil
-	}
-	p, err := b.opts.Store.Proposal(ctx, req.ProposalID)
-	if err != nil {
-		return reviewDecision{}, err
-	}
-	ws, err := b.Workspace(p.Workspace)
-	if err != nil || ws.Policy == nil || p.State != ProposalPending {
-		return reviewDecision{}, nil // the transaction says why, if anything is wrong
-	}
-	reviews, err := b.opts.Store.Reviews(ctx, p.ID)
-	if err != nil {
-		return reviewDecision{}, err
-	}
-	reviews = append(reviews, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: Approve, Groups: req.Groups})
-	d, err := b.policyDecision(ctx, b.opts.Store, p, ws, reviews)
-	if err != nil {
-		return reviewDecision{}, err
-	}
-	return reviewDecision{decision: d, reviews: reviews, decided: true}, nil
-}
-
-// saw reports whether the decision was made on these reviews (reviewer,
-// verdict and groups; their times aside).
-func (r reviewDecision) saw(reviews []Review) bool {
 	key := func(list []Review) []string {
 		out := make([]string, len(list))
 		for i, rv := range list {
@@ -139,7 +79,50 @@ func (r reviewDecision) saw(reviews []Review) bool {
 		slices.Sort(out)
 		return out
 	}
-	return slices.Equal(key(reviews), key(r.reviews))
+	if now.Name != d.proposer.Name || now.Role != d.proposer.Role || !slices.Equal(now.Groups, d.proposer.Groups) ||
+		!slices.Equal(key(reviews), key(d.reviews)) {
+		return errDecisionStale
+	}
+	return nil
+}
+
+// decideOnPlan evaluates the workspace's policy on seb's plan of a
+// verifying proposal, outside any transaction: the proposal's fields it
+// reads do not change while it verifies.
+func (b *Service) decideOnPlan(ctx context.Context, id string, plan *planparse.Plan) (decision, error) {
+	p, err := b.opts.Store.Proposal(ctx, id)
+	if err != nil {
+		return decision{}, err
+	}
+	ws, err := b.Workspace(p.Workspace)
+	if err != nil {
+		return decision{}, nil // the transaction refuses the proposal, saying why
+	}
+	p.Summary, p.Digest, p.Drift = plan.Summary, plan.Digest, plan.Drift
+	return b.policyDecision(ctx, b.opts.Store, p, ws, nil)
+}
+
+// decideOnReview evaluates the policy on an approval, with the reviews so
+// far and this one, outside any transaction; nothing for a rejection, or
+// when there is nothing to decide yet (the transaction says why).
+func (b *Service) decideOnReview(ctx context.Context, req ReviewRequest) (decision, error) {
+	if req.Decision != Approve {
+		return decision{}, nil
+	}
+	p, err := b.opts.Store.Proposal(ctx, req.ProposalID)
+	if err != nil {
+		return decision{}, err
+	}
+	ws, err := b.Workspace(p.Workspace)
+	if err != nil || ws.Policy == nil || p.State != ProposalPending {
+		return decision{}, nil
+	}
+	reviews, err := b.opts.Store.Reviews(ctx, p.ID)
+	if err != nil {
+		return decision{}, err
+	}
+	reviews = append(reviews, Review{ProposalID: p.ID, Reviewer: req.Reviewer, Decision: Approve, Groups: req.Groups})
+	return b.policyDecision(ctx, b.opts.Store, p, ws, reviews)
 }
 
 // principal is a token holder as a policy sees it; a token revoked since

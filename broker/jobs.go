@@ -376,9 +376,9 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 	for attempt := 1; ; attempt++ {
 		var decided decision
 		if plan != nil {
-			decided = b.decideOnPlan(ctx, j.Subject, plan)
-			if decided.Err != nil && ErrorCode(decided.Err) != EINVALID {
-				return decided.Err // the store failed: the report fails
+			var err error
+			if decided, err = b.decideOnPlan(ctx, j.Subject, plan); err != nil {
+				return err // the store failed: the report fails
 			}
 		}
 		err := b.opts.Store.Tx(ctx, func(tx Store) error {
