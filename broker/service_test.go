@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -882,5 +883,57 @@ func TestStaleReplicaRefuses(t *testing.T) {
 	}
 	if _, cert, err := w.svc.Review(ctx, broker.ReviewRequest{ProposalID: p.ID, Reviewer: "alice", Decision: broker.Approve}); err != nil || cert == nil {
 		t.Errorf("after the restart: %v, %v", cert, err)
+	}
+}
+
+// renewingStore renews a job's lease, once armed, right after the sweep
+// lists the stale jobs: a heartbeat that another replica, whose clock
+// runs a little behind, accepted meanwhile.
+type renewingStore struct {
+	broker.Store
+	armed atomic.Bool
+	renew func()
+}
+
+func (s *renewingStore) StaleJobs(ctx context.Context, now time.Time) ([]*broker.Job, error) {
+	jobs, err := s.Store.StaleJobs(ctx, now)
+	if s.armed.CompareAndSwap(true, false) {
+		s.renew()
+	}
+	return jobs, err
+}
+
+// TestSweepSparesRenewedLease: a lease renewed between the sweep's list
+// and its transaction is not ended: the execution goes on.
+func TestSweepSparesRenewedLease(t *testing.T) {
+	var race *renewingStore
+	w := newWorldWith(t, worldOptions{wrapStore: func(s broker.Store) broker.Store { race = &renewingStore{Store: s}; return race }})
+	ctx := context.Background()
+	cert := w.certified("3")
+	w.stopRunner()
+	e, _, err := w.svc.Begin(ctx, broker.ExecuteRequest{CertificateID: cert.ID, Actor: "ci"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease, err := w.svc.LeaseJob(ctx, "mine/1", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired := w.clock.Now()
+	w.clock.Advance(time.Minute) // the lease ran out, by this broker's clock
+	race.renew = func() {
+		if _, err := w.store.RenewJob(ctx, lease.Job, lease.Token, w.clock.Now().Add(time.Minute), expired); err != nil {
+			t.Error(err)
+		}
+	}
+	race.armed.Store(true)
+	if err := w.svc.SweepJobs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if j, err := w.store.Job(ctx, lease.Job); err != nil || j.State != broker.JobLeased {
+		t.Errorf("the renewed job was swept: %+v, %v", j, err)
+	}
+	if got, err := w.store.Execution(ctx, e.ID); err != nil || got.State.Final() {
+		t.Errorf("the execution ended: %+v, %v", got, err)
 	}
 }
