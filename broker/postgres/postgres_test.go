@@ -3,6 +3,7 @@ package postgres_test
 import (
 	"context"
 	"errors"
+	neturl "net/url"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -306,5 +307,42 @@ func TestClockSkewRefused(t *testing.T) {
 	}
 	if !b.Lead(ctx) {
 		t.Error("the lead a gave up was not taken")
+	}
+}
+
+// TestSessionSettings: seb's connections carry their defaults (named seb
+// in pg_stat_activity), and the URL overrides them: a transaction left
+// idle past the URL's idle_in_transaction_session_timeout is ended by the
+// server, and with it the write lock it held.
+func TestSessionSettings(t *testing.T) {
+	ctx := context.Background()
+	url := pgtest.Database(t)
+	s := open(t, url)
+	raw := rawConn(t, url)
+	var named int
+	if err := raw.QueryRow(ctx, "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND application_name = 'seb'").Scan(&named); err != nil || named == 0 {
+		t.Errorf("%d of seb's connections are named seb (%v)", named, err)
+	}
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := u.Query()
+	q.Set("idle_in_transaction_session_timeout", "300ms")
+	u.RawQuery = q.Encode()
+	short := open(t, u.String())
+	err = short.Tx(ctx, func(tx broker.Store) error {
+		time.Sleep(time.Second) // a replica stopped mid-transaction
+		_, err := tx.RevocationEpoch(ctx, "w")
+		return err
+	})
+	if err == nil {
+		t.Fatal("a transaction idle past the timeout committed")
+	}
+	// The lock it held is free: another replica writes at once.
+	done, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	if _, err := s.BumpRevocationEpoch(done, "w"); err != nil {
+		t.Errorf("a write after the idle transaction ended: %v", err)
 	}
 }
