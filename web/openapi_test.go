@@ -56,3 +56,33 @@ type nilRecords struct{ web.Records }
 func (nilRecords) ListProposals(context.Context, broker.ProposalFilter) ([]*broker.Proposal, error) {
 	return nil, nil
 }
+
+// downRecords is a store that cannot be reached.
+type downRecords struct{ nilRecords }
+
+func (downRecords) PolicyEpoch(context.Context) (int64, error) {
+	return 0, broker.Errorf(broker.EINTERNAL, "connection refused")
+}
+
+// TestReadyWithoutStore: /readyz, what a load balancer asks, is 503 while
+// the store cannot be reached, and 200 when it can; /healthz stays 200.
+func TestReadyWithoutStore(t *testing.T) {
+	for _, tt := range []struct {
+		records web.Records
+		ready   int
+	}{{downRecords{}, 503}, {nilRecords{}, 200}} {
+		srv, err := web.New(web.Options{Broker: nilBroker{}, Records: tt.records})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for path, want := range map[string]int{"/readyz": tt.ready, "/healthz": 200} {
+			rec := httptest.NewRecorder()
+			srv.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+			if rec.Code != want {
+				t.Errorf("%T %s: %d, want %d", tt.records, path, rec.Code, want)
+			}
+		}
+	}
+}
+
+func (nilRecords) PolicyEpoch(context.Context) (int64, error) { return 1, nil }
