@@ -6,8 +6,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -15,21 +13,13 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 
 	"github.com/seb-broker/seb/agentmcp"
+	"github.com/seb-broker/seb/internal/tftest"
 	"github.com/seb-broker/seb/web"
 )
 
 // scaleFiles returns the scale fixture as an agent sends it over MCP.
 func scaleFiles(t *testing.T) map[string]string {
-	t.Helper()
-	files := map[string]string{}
-	for _, name := range []string{"main.tf", "versions.tf"} {
-		data, err := os.ReadFile(filepath.Join("../fixtures/terraform/scale", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name] = string(data)
-	}
-	return files
+	return tftest.Files(t, "../fixtures/terraform/scale")
 }
 
 // callTool calls an MCP tool and decodes its structured result.

@@ -5,11 +5,12 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/modelcontextprotocol/go-sdk/mcp"
+
+	"github.com/seb-broker/seb/internal/tftest"
 )
 
 // TestMCPCommand: an agent's MCP client (the SDK's) runs `seb mcp` with
@@ -26,14 +27,7 @@ func TestMCPCommand(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer session.Close()
-	files := map[string]string{}
-	for _, name := range []string{"main.tf", "versions.tf"} {
-		data, err := os.ReadFile(filepath.Join("../../fixtures/terraform/scale", name))
-		if err != nil {
-			t.Fatal(err)
-		}
-		files[name] = string(data)
-	}
+	files := tftest.Files(t, "../../fixtures/terraform/scale")
 	call := func(name string, args map[string]any, out any) {
 		t.Helper()
 		res, err := session.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})

@@ -231,3 +231,22 @@ func EngineOptions(t testing.TB) drift.Options {
 	sb := Sandbox(t)
 	return drift.Options{Terraform: Binary(t), ProviderMirror: Mirror(t), Sandbox: sb, InsecureNoSandbox: sb == nil, WorkRoot: t.TempDir()}
 }
+
+// Files reads a configuration directory's .tf files as an agent sends
+// them over MCP: by name, their text.
+func Files(t testing.TB, dir string) map[string]string {
+	t.Helper()
+	names, err := filepath.Glob(filepath.Join(dir, "*.tf"))
+	if err != nil || len(names) == 0 {
+		t.Fatalf("no .tf files in %s: %v", dir, err)
+	}
+	files := map[string]string{}
+	for _, name := range names {
+		data, err := os.ReadFile(name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files[filepath.Base(name)] = string(data)
+	}
+	return files
+}
