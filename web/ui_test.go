@@ -1,7 +1,9 @@
 package web_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -524,6 +526,29 @@ func TestTokensLimitedToWorkspaces(t *testing.T) {
 		if status, out := s.call(r.who, r.method, r.path, ct, body, nil); status != http.StatusForbidden {
 			t.Errorf("%s %s %s: %d %s", r.who, r.method, r.path, status, out)
 		}
+	}
+	// Team A's certificate sent whole, as its envelope, is refused as
+	// well; so is the envelope with its id changed to one seb does not
+	// hold (its signature no longer holds either).
+	var stored struct {
+		Envelope json.RawMessage `json:"envelope"`
+	}
+	s.call("alice", "GET", "/api/v1/certificates/"+cert, "", nil, &stored)
+	if status, out := s.json("b-ci", "POST", "/api/v1/executions", map[string]any{"envelope": stored.Envelope}, nil); status != http.StatusForbidden {
+		t.Errorf("b-ci executing team A's envelope: %d %s", status, out)
+	}
+	var env struct {
+		PayloadType string           `json:"payloadType"`
+		Payload     string           `json:"payload"`
+		Signatures  []map[string]any `json:"signatures"`
+	}
+	if err := json.Unmarshal(stored.Envelope, &env); err != nil {
+		t.Fatal(err)
+	}
+	payload, _ := base64.StdEncoding.DecodeString(env.Payload)
+	env.Payload = base64.StdEncoding.EncodeToString(bytes.Replace(payload, []byte(cert), []byte("cert-not-held"), 1))
+	if status, out := s.json("b-ci", "POST", "/api/v1/executions", map[string]any{"envelope": env}, nil); status < 400 || status >= 500 {
+		t.Errorf("b-ci executing team A's envelope under another id: %d %s", status, out)
 	}
 	// Lists show only team B's.
 	var ws struct {
