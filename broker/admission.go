@@ -32,6 +32,9 @@ func (b *Service) Plan(ctx context.Context, agent, workspace string, bundle []by
 	if err := CheckVars(vars); err != nil {
 		return nil, err
 	}
+	if err := b.bundleRoom(ctx, agent, len(bundle)); err != nil {
+		return nil, err
+	}
 	digest, err := b.checkBundle(ctx, bundle)
 	if err != nil {
 		return nil, err
@@ -63,6 +66,22 @@ func (b *Service) Plan(ctx context.Context, agent, workspace string, bundle []by
 		return nil, Errorf(EINVALID, "%s", reason)
 	}
 	return &drift.PlanResult{Plan: plan, JSON: done.Result, HasChanges: len(plan.Summary.Resources) > 0 || len(plan.Summary.Outputs) > 0}, nil
+}
+
+// bundleRoom refuses (EBUSY) a bundle that would take an agent past what
+// one agent may store in a day, counting the bundles of its proposals and
+// of its speculative plans: both are kept, and neither may fill the
+// broker's store.
+func (b *Service) bundleRoom(ctx context.Context, agent string, size int) error {
+	stored, err := b.opts.Store.ProposerBundleBytes(ctx, agent, b.now().Add(-agentBundleWindow))
+	if err != nil {
+		return err
+	}
+	if stored+int64(size) > b.opts.MaxAgentBundleBytes {
+		return Errorf(EBUSY, "%s stored %d MiB of bundles in the last 24 hours; this %d KiB bundle would pass the %d MiB one agent may store in a day",
+			agent, stored>>20, size>>10, b.opts.MaxAgentBundleBytes>>20)
+	}
+	return nil
 }
 
 // checkBundle runs admission's checks on a bundle (unpacked, never run)
@@ -199,14 +218,8 @@ func (b *Service) Submit(ctx context.Context, req ProposalRequest) (*Proposal, e
 	if len(waiting) >= b.opts.MaxVerifying {
 		return nil, Errorf(EBUSY, "%s already has %d proposals waiting for seb's plan, the most one agent may; propose again once they are verified", req.Proposer, len(waiting))
 	}
-	// Nor fill the broker's store: bundles are kept as evidence.
-	stored, err := b.opts.Store.ProposerBundleBytes(ctx, req.Proposer, b.now().Add(-agentBundleWindow))
-	if err != nil {
+	if err := b.bundleRoom(ctx, req.Proposer, len(req.Bundle)); err != nil {
 		return nil, err
-	}
-	if stored+int64(len(req.Bundle)) > b.opts.MaxAgentBundleBytes {
-		return nil, Errorf(EBUSY, "%s stored %d MiB of bundles in the last 24 hours; this %d KiB bundle would pass the %d MiB one agent may store in a day",
-			req.Proposer, stored>>20, len(req.Bundle)>>10, b.opts.MaxAgentBundleBytes>>20)
 	}
 	var agent *planparse.Plan
 	if len(req.AgentPlan) > 0 {

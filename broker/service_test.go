@@ -816,6 +816,26 @@ func TestBundleBytesCapPerAgent(t *testing.T) {
 	if err := submit("other", other(3)); err != nil {
 		t.Errorf("another agent was refused: %v", err)
 	}
+	// Speculative plans keep their bundles too: they count, and a plan
+	// past the cap is refused as a proposal would be. (No runner plans
+	// them here: the agent stops waiting, its bundles are kept.)
+	plan := func(b []byte) error {
+		short, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		_, err := w.svc.Plan(short, "planner", "sandbox", b, nil)
+		return err
+	}
+	for i := range 2 {
+		if err := plan(other(10 + i)); broker.ErrorCode(err) == broker.EBUSY {
+			t.Fatalf("plan %d: %v", i, err)
+		}
+	}
+	if err := plan(other(12)); broker.ErrorCode(err) != broker.EBUSY {
+		t.Errorf("a third planned bundle: %v", err)
+	}
+	if err := submit("planner", other(13)); broker.ErrorCode(err) != broker.EBUSY {
+		t.Errorf("a proposal after two planned bundles: %v", err)
+	}
 }
 
 // TestSlowAgentHoldsOneSlot: one agent's plans take one runner slot at a

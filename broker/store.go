@@ -23,7 +23,8 @@ type Store interface {
 	// Proposal returns a proposal, or ENOTFOUND.
 	Proposal(ctx context.Context, id string) (*Proposal, error)
 	// ProposerBundleBytes returns the total size of the distinct bundles
-	// of proposer's proposals created at or after since.
+	// of proposer's proposals, and of the jobs it owns (its speculative
+	// plans), created at or after since.
 	ProposerBundleBytes(ctx context.Context, proposer string, since time.Time) (int64, error)
 	// ListProposals returns proposals matching the filter, newest first.
 	ListProposals(ctx context.Context, f ProposalFilter) ([]*Proposal, error)

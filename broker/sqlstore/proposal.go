@@ -164,9 +164,10 @@ func scanProposal(row scanner) (*broker.Proposal, error) {
 // ProposerBundleBytes implements broker.Store.
 func (s *Store) ProposerBundleBytes(ctx context.Context, proposer string, since time.Time) (int64, error) {
 	var n int64
-	err := s.rd().QueryRowContext(ctx, `SELECT coalesce(sum(length(b.data)), 0) FROM bundles b
-		WHERE b.digest IN (SELECT config_digest FROM proposals WHERE proposer = ? AND created_at >= ?)`,
-		proposer, formatTime(since)).Scan(&n)
+	err := s.rd().QueryRowContext(ctx, `SELECT CAST(coalesce(sum(length(b.data)), 0) AS BIGINT) FROM bundles b
+		WHERE b.digest IN (SELECT config_digest FROM proposals WHERE proposer = ? AND created_at >= ?
+			UNION SELECT config_digest FROM jobs WHERE owner = ? AND created_at >= ?)`,
+		proposer, formatTime(since), proposer, formatTime(since)).Scan(&n)
 	if err != nil {
 		return 0, s.formatError(err, target{kind: "bundles of", id: proposer})
 	}

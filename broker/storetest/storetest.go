@@ -1026,6 +1026,11 @@ func testProposerBundleBytes(t *testing.T, s broker.Store) {
 	ctx := context.Background()
 	must(t, "PutBundle", s.PutBundle(ctx, "sha256:small", make([]byte, 10)))
 	must(t, "PutBundle", s.PutBundle(ctx, "sha256:large", make([]byte, 20)))
+	must(t, "PutBundle", s.PutBundle(ctx, "sha256:planned", make([]byte, 40)))
+	// agent-7 also planned a bundle it never proposed, at minute 8.
+	planned := job("plan-1", broker.JobPlan, "w", 8, 1)
+	planned.ConfigDigest, planned.Owner = "sha256:planned", "agent-7"
+	must(t, "EnqueueJob", s.EnqueueJob(ctx, planned))
 	for _, p := range []struct {
 		id, bundle, proposer string
 		minute               int
@@ -1044,7 +1049,7 @@ func testProposerBundleBytes(t *testing.T, s broker.Store) {
 		since    int
 		want     int64
 	}{
-		{"agent-7", 0, 30}, {"agent-7", 5, 30}, {"agent-7", 6, 20}, {"agent-7", 11, 0}, {"agent-8", 0, 20}, {"nobody", 0, 0},
+		{"agent-7", 0, 70}, {"agent-7", 5, 70}, {"agent-7", 6, 60}, {"agent-7", 9, 20}, {"agent-7", 11, 0}, {"agent-8", 0, 20}, {"nobody", 0, 0},
 	} {
 		got, err := s.ProposerBundleBytes(ctx, tt.proposer, at(tt.since))
 		must(t, "ProposerBundleBytes", err)
