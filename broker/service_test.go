@@ -957,3 +957,21 @@ func TestSweepSparesRenewedLease(t *testing.T) {
 		t.Errorf("the execution ended: %+v, %v", got, err)
 	}
 }
+
+// TestStoredBundleCheckedAgain: a bundle the store already holds (stored
+// by an earlier seb, whose checks were laxer) is checked again when it is
+// proposed: a file function reading outside the bundle is refused.
+func TestStoredBundleCheckedAgain(t *testing.T) {
+	w := newWorld(t, nil)
+	ctx := context.Background()
+	hostile := bundleVariant(t, func(dir string) error {
+		return os.WriteFile(filepath.Join(dir, "leak.tf"), []byte("output \"leak\" {\n  value = file(\"/etc/passwd\")\n}\n"), 0o644)
+	})
+	if err := w.store.PutBundle(ctx, drift.BundleDigest(hostile), hostile); err != nil {
+		t.Fatal(err)
+	}
+	_, err := w.svc.Submit(ctx, broker.ProposalRequest{Workspace: "sandbox", Proposer: "agent-1", Bundle: hostile})
+	if broker.ErrorCode(err) != broker.EINVALID || !strings.Contains(broker.ErrorMessage(err), "file") {
+		t.Errorf("a stored bundle reading /etc/passwd was admitted: %v", err)
+	}
+}
