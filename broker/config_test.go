@@ -448,3 +448,36 @@ func TestDatabaseConfigLocal(t *testing.T) {
 		}
 	}
 }
+
+// TestPolicyConfig: a workspace's policy and auto_certify_protected are
+// read, and both are policy: each changes the configuration's digest.
+func TestPolicyConfig(t *testing.T) {
+	dir := t.TempDir()
+	conf := func(extra string) string {
+		return "workspace \"w\" {\n" + extra + "  credentials {\n    audience = \"a\"\n    token_file_env = [\"T\"]\n  }\n}\n"
+	}
+	parse := func(extra string) *broker.Config {
+		t.Helper()
+		c, err := broker.ParseConfig([]byte(conf(extra)), filepath.Join(dir, "seb.hcl"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	abs, err := filepath.Abs("../fixtures/policy")
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := parse("")
+	withPolicy := parse("  policy = \"" + abs + "\"\n")
+	protected := parse("  policy = \"" + abs + "\"\n  auto_certify_protected = true\n")
+	if withPolicy.Workspaces[0].Policy == nil || !protected.Workspaces[0].AutoCertifyProtected || plain.Workspaces[0].AutoCertifyProtected {
+		t.Errorf("policy %v, auto_certify_protected %t", withPolicy.Workspaces[0].Policy, protected.Workspaces[0].AutoCertifyProtected)
+	}
+	if plain.Digest == withPolicy.Digest || withPolicy.Digest == protected.Digest {
+		t.Errorf("digests %s %s %s: a policy setting did not change it", plain.Digest, withPolicy.Digest, protected.Digest)
+	}
+	if _, err := broker.ParseConfig([]byte(conf("  policy = \"nowhere\"\n")), filepath.Join(dir, "seb.hcl")); err == nil || !strings.Contains(err.Error(), "Invalid policy") {
+		t.Errorf("a policy that is not there: %v", err)
+	}
+}

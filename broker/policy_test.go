@@ -318,3 +318,32 @@ func TestPolicyDecidesOnTheProposerThatIs(t *testing.T) {
 		t.Errorf("certified on the proposer's old token: %+v, %v, %v", p, cert, err)
 	}
 }
+
+// TestAutoCertifyProtected: auto_certify never covers a protected action
+// (deleting a bucket) unless the workspace sets auto_certify_protected.
+func TestAutoCertifyProtected(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "p.rego"), []byte("package seb\n\nauto_certify := true\n"), 0o644)
+	for _, allowed := range []bool{false, true} {
+		set, err := policy.Load(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := newWorld(t, func(ws *broker.Workspace) { ws.Policy, ws.AutoCertifyProtected = set, allowed })
+		p, cert, err := w.proposeBundle(bundle(t, "bucket"), nil)
+		if err != nil || cert == nil {
+			t.Fatalf("creating the bucket (not protected): %+v, %v, %v", p, cert, err)
+		}
+		if _, err := w.execute(cert); err != nil {
+			t.Fatal(err)
+		}
+		empty := bundleVariant(t, func(dir string) error { return os.Remove(filepath.Join(dir, "main.tf")) })
+		p, cert, err = w.proposeBundle(empty, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if certified := cert != nil && p.State == broker.ProposalCertified; certified != allowed {
+			t.Errorf("auto_certify_protected = %t: deleting the bucket certified without a human: %t (%s)", allowed, certified, p.State)
+		}
+	}
+}

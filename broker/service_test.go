@@ -975,3 +975,19 @@ func TestStoredBundleCheckedAgain(t *testing.T) {
 		t.Errorf("a stored bundle reading /etc/passwd was admitted: %v", err)
 	}
 }
+
+// TestCheckVarsRefusesHostileNames: a variable's name becomes a
+// -var NAME=VALUE argument of Terraform and a name a policy reads: one that
+// could be read as another variable, a flag or another line is refused.
+func TestCheckVarsRefusesHostileNames(t *testing.T) {
+	for _, name := range []string{"replicas=99", "-chdir", "--var", "", "x\n", "x\x00", "x y", "1st", "ré", strings.Repeat("a", 129), "a.b", "a/b"} {
+		if err := broker.CheckVars(map[string]string{name: "3"}); broker.ErrorCode(err) != broker.EINVALID {
+			t.Errorf("variable name %q: %v, want EINVALID", name, err)
+		}
+	}
+	for _, name := range []string{"replicas", "_x", "image-tag", "A1", strings.Repeat("a", 128)} {
+		if err := broker.CheckVars(map[string]string{name: "3"}); err != nil {
+			t.Errorf("variable name %q: %v", name, err)
+		}
+	}
+}
