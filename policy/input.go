@@ -86,7 +86,7 @@ func (in *Input) Value() (ast.Value, error) {
 		field("config_digest", ast.String(in.ConfigDigest)),
 		field("proposer", ast.NewObject(field("name", ast.String(in.Proposer.Name)), field("role", ast.String(in.Proposer.Role)),
 			field("groups", stringList(in.Proposer.Groups)))),
-		field("verification", ast.NewObject(field("agent_plan", ast.Boolean(in.AgentPlan)), field("matches", ast.Boolean(true)))),
+		field("verification", ast.NewObject(field("agent_plan", ast.Boolean(in.AgentPlan)))),
 		field("summary", ast.NewObject(
 			field("resources", ast.NewArray(resources...)),
 			field("outputs", ast.NewArray(outputs...)))),

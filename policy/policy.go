@@ -205,17 +205,13 @@ type EvalError struct{ Err error }
 func (e *EvalError) Error() string { return "the policy could not decide: " + e.Err.Error() }
 func (e *EvalError) Unwrap() error { return e.Err }
 
-// Eval evaluates the policy on input. Its error is an *EvalError.
-func (s *Set) Eval(ctx context.Context, input *Input) (*Decision, error) {
-	value, err := input.Value()
+// Eval evaluates the policy on input, converted to OPA's value form once
+// for every rule. Its error is an *EvalError.
+func (s *Set) Eval(ctx context.Context, in *Input) (*Decision, error) {
+	input, err := in.Value()
 	if err != nil {
 		return nil, &EvalError{err}
 	}
-	return s.EvalValue(ctx, value)
-}
-
-// EvalValue evaluates the policy on an input already in OPA's value form.
-func (s *Set) EvalValue(ctx context.Context, input ast.Value) (*Decision, error) {
 	timeout := s.Timeout
 	if timeout <= 0 {
 		timeout = DefaultTimeout
