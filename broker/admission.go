@@ -480,25 +480,20 @@ func (b *Service) Review(ctx context.Context, req ReviewRequest) (p *Proposal, c
 	// The policy decides before the transaction, on the reviews as they
 	// are then and this one; the transaction checks that no review came
 	// meanwhile, or decides again.
-	for attempt := 1; ; attempt++ {
-		var pre decision
-		if pre, err = b.decideOnReview(ctx, req); err != nil {
-			return nil, nil, err
+	err = untilDecisionStands("proposal "+req.ProposalID, func() error {
+		pre, err := b.decideOnReview(ctx, req)
+		if err != nil {
+			return err
 		}
-		err = b.opts.Store.Tx(ctx, func(tx Store) error {
+		return b.opts.Store.Tx(ctx, func(tx Store) error {
 			p, cert, err = b.review(ctx, tx, req, pre)
 			return err
 		})
-		switch {
-		case errors.Is(err, errDecisionStale) && attempt < 5:
-			continue
-		case errors.Is(err, errDecisionStale):
-			return nil, nil, Errorf(ECONFLICT, "proposal %s: other reviews kept arriving while the policy decided; review again", req.ProposalID)
-		case err != nil:
-			return nil, nil, err
-		}
-		return p, cert, nil
+	})
+	if err != nil {
+		return nil, nil, err
 	}
+	return p, cert, nil
 }
 
 // review is Review inside its transaction, with what the policy decided

@@ -58,6 +58,21 @@ type decision struct {
 // decision and the transaction: the caller decides again.
 var errDecisionStale = errors.New("what the policy decided on changed while it decided")
 
+// untilDecisionStands runs attempt (a policy's decision, then the
+// transaction acting on it) again while what the policy decided on
+// changed meanwhile, at most five times; then it is ECONFLICT.
+func untilDecisionStands(what string, attempt func() error) error {
+	for i := 1; ; i++ {
+		err := attempt()
+		if !errors.Is(err, errDecisionStale) {
+			return err
+		}
+		if i == 5 {
+			return Errorf(ECONFLICT, "%s: what the policy decides on kept changing while it decided; try again", what)
+		}
+	}
+}
+
 // stands checks, inside the transaction st, that a decision was made on
 // what is there now: the proposer's token as it is, and these reviews
 // (reviewer, verdict and groups; their times aside). Revoking or remaking

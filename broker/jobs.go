@@ -373,7 +373,7 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 	// The policy decides before the transaction too: a slow policy must
 	// not hold every replica's writes. If what it decided on changed
 	// meanwhile, it decides again.
-	for attempt := 1; ; attempt++ {
+	return untilDecisionStands("proposal "+j.Subject, func() error {
 		var decided decision
 		if plan != nil {
 			var err error
@@ -381,7 +381,7 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 				return err // the store failed: the report fails
 			}
 		}
-		err := b.opts.Store.Tx(ctx, func(tx Store) error {
+		return b.opts.Store.Tx(ctx, func(tx Store) error {
 			p, err := tx.Proposal(ctx, j.Subject)
 			if err != nil {
 				return err
@@ -398,10 +398,7 @@ func (b *Service) verified(ctx context.Context, j *Job, r PlanReport) error {
 			_, _, err = b.completeVerify(ctx, tx, p, plan, r.Plan, r.Schemas, decided)
 			return ignoreRefusal(err)
 		})
-		if !errors.Is(err, errDecisionStale) || attempt == 5 {
-			return err
-		}
-	}
+	})
 }
 
 // ignoreRefusal drops the EINVALID error refuse returns: for a runner's
