@@ -143,16 +143,14 @@ func (b *Service) decideOnReview(ctx context.Context, req ReviewRequest) (decisi
 // principal is a token holder as a policy sees it; a token revoked since
 // keeps its name and nothing else.
 func (b *Service) principal(ctx context.Context, st Store, name string) (policy.Principal, error) {
-	tokens, err := st.ListAPITokens(ctx)
-	if err != nil {
+	t, err := st.APITokenByName(ctx, name)
+	switch {
+	case ErrorCode(err) == ENOTFOUND:
+		return policy.Principal{Name: name}, nil
+	case err != nil:
 		return policy.Principal{}, err
 	}
-	for _, t := range tokens {
-		if t.Name == name {
-			return policy.Principal{Name: name, Role: string(t.Role), Groups: t.Groups}, nil
-		}
-	}
-	return policy.Principal{Name: name}, nil
+	return policy.Principal{Name: name, Role: string(t.Role), Groups: t.Groups}, nil
 }
 
 // denied says why a decision refuses a proposal; "" when it does not.

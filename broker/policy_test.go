@@ -274,12 +274,12 @@ type racingTokens struct {
 	remake func()
 }
 
-func (s *racingTokens) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
-	tokens, err := s.Store.ListAPITokens(ctx)
+func (s *racingTokens) APITokenByName(ctx context.Context, name string) (*broker.APIToken, error) {
+	token, err := s.Store.APITokenByName(ctx, name)
 	if s.armed.CompareAndSwap(true, false) {
 		s.remake()
 	}
-	return tokens, err
+	return token, err
 }
 
 // TestPolicyDecidesOnTheProposerThatIs: a decision made on the proposer's

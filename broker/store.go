@@ -98,6 +98,8 @@ type Store interface {
 	CreateAPIToken(ctx context.Context, t *APIToken) error
 	// APITokenByHash returns the token with that hash, or ENOTFOUND.
 	APITokenByHash(ctx context.Context, hash string) (*APIToken, error)
+	// APITokenByName returns the token named name, or ENOTFOUND.
+	APITokenByName(ctx context.Context, name string) (*APIToken, error)
 	// ListAPITokens returns every token's record, by name.
 	ListAPITokens(ctx context.Context) ([]*APIToken, error)
 	// DeleteAPIToken deletes the token named name: it no longer

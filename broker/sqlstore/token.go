@@ -35,6 +35,15 @@ func (s *Store) APITokenByHash(ctx context.Context, hash string) (*broker.APITok
 	return t, nil
 }
 
+// APITokenByName implements broker.Store.
+func (s *Store) APITokenByName(ctx context.Context, name string) (*broker.APIToken, error) {
+	t, err := scanAPIToken(s.rd().QueryRowContext(ctx, "SELECT "+tokenColumns+" FROM api_tokens WHERE name = ?", name))
+	if err != nil {
+		return nil, s.formatError(err, target{kind: "API token", id: name})
+	}
+	return t, nil
+}
+
 // ListAPITokens implements broker.Store.
 func (s *Store) ListAPITokens(ctx context.Context) ([]*broker.APIToken, error) {
 	rows, err := s.rd().QueryContext(ctx, "SELECT "+tokenColumns+" FROM api_tokens ORDER BY name")

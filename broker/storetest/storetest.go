@@ -978,6 +978,11 @@ func testAPITokens(t *testing.T, s broker.Store) {
 		t.Errorf("token = %+v, want %+v", got, tok)
 	}
 	checkTime(t, "CreatedAt", got.CreatedAt, tok.CreatedAt)
+	if byName, err := s.APITokenByName(ctx, "alice"); err != nil || byName.ID != tok.ID || !slices.Equal(byName.Groups, []string{"security"}) {
+		t.Errorf("APITokenByName = %+v, %v", byName, err)
+	}
+	_, err = s.APITokenByName(ctx, "nobody")
+	wantCode(t, "APITokenByName of an unknown name", err, broker.ENOTFOUND, "nobody")
 	_, again, _ := broker.NewAPIToken("alice", broker.RoleAdmin, at(1))
 	wantCode(t, "a second token named alice", s.CreateAPIToken(ctx, again), broker.ECONFLICT, "alice")
 	_, err = s.APITokenByHash(ctx, broker.HashAPIToken("seb_wrong"))
