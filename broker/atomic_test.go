@@ -729,11 +729,11 @@ func (s *faultStore) UpdateJob(ctx context.Context, j *broker.Job, now time.Time
 	return s.Store.UpdateJob(ctx, j, now)
 }
 
-func (s *faultStore) RenewJob(ctx context.Context, id string, token int64, expires time.Time, now time.Time) (*broker.Job, error) {
+func (s *faultStore) RenewJob(ctx context.Context, id string, token int64, runner string, expires time.Time, now time.Time) (*broker.Job, error) {
 	if err := hit(ctx, "RenewJob"); err != nil {
 		return nil, err
 	}
-	return s.Store.RenewJob(ctx, id, token, expires, now)
+	return s.Store.RenewJob(ctx, id, token, runner, expires, now)
 }
 
 func (s *faultStore) EndJob(ctx context.Context, id string, state broker.JobState, reason string, at time.Time) error {

@@ -209,20 +209,11 @@ func (b *Service) leased(ctx context.Context, id string, token int64) (*Job, err
 // leasedIn is leased on st: a Tx's Store, so that the lease fences what
 // the Tx writes.
 func (b *Service) leasedIn(ctx context.Context, st Store, id string, token int64) (*Job, error) {
-	// Another runner is refused before it renews anything: it cannot keep
-	// alive the lease of a job whose runner died.
-	if runner, _ := ctx.Value(runnerKey{}).(string); runner != "" {
-		j, err := st.Job(ctx, id)
-		if err != nil && ErrorCode(err) != ENOTFOUND {
-			return nil, err
-		}
-		if err != nil || (j.Runner != runner && !strings.HasPrefix(j.Runner, runner+"/")) {
-			return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
-		}
-	}
-	// The lease is renewed only with its token: a runner leased the job
-	// again since holds another.
-	j, err := st.RenewJob(ctx, id, token, b.now().Add(b.opts.JobLease), b.now())
+	// The lease is renewed only with its token (a runner that leased the
+	// job again since holds another), and only for the runner holding it:
+	// another cannot keep alive the lease of a job whose runner died.
+	runner, _ := ctx.Value(runnerKey{}).(string)
+	j, err := st.RenewJob(ctx, id, token, runner, b.now().Add(b.opts.JobLease), b.now())
 	if ErrorCode(err) == ENOTFOUND {
 		return nil, Errorf(ECONFLICT, "job %s: this runner holds no lease on it", id)
 	}

@@ -942,7 +942,7 @@ func TestSweepSparesRenewedLease(t *testing.T) {
 	expired := w.clock.Now()
 	w.clock.Advance(time.Minute) // the lease ran out, by this broker's clock
 	race.renew = func() {
-		if _, err := w.store.RenewJob(ctx, lease.Job, lease.Token, w.clock.Now().Add(time.Minute), expired); err != nil {
+		if _, err := w.store.RenewJob(ctx, lease.Job, lease.Token, "mine", w.clock.Now().Add(time.Minute), expired); err != nil {
 			t.Error(err)
 		}
 	}

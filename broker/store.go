@@ -122,9 +122,10 @@ type Store interface {
 	// now; ECONFLICT otherwise (the lease was lost).
 	UpdateJob(ctx context.Context, j *Job, now time.Time) error
 	// RenewJob extends a leased job's lease to expires, if token still
-	// holds it at now, changing nothing else, and returns the job;
-	// ECONFLICT otherwise.
-	RenewJob(ctx context.Context, id string, token int64, expires, now time.Time) (*Job, error)
+	// holds it at now and it is leased to runner (or to one of its slots,
+	// runner/slot; "" for any), changing nothing else, and returns the
+	// job; ECONFLICT otherwise.
+	RenewJob(ctx context.Context, id string, token int64, runner string, expires, now time.Time) (*Job, error)
 	// EndJob moves a job that is not final to state (final) with reason,
 	// whoever holds it; ECONFLICT if it already ended.
 	EndJob(ctx context.Context, id string, state JobState, reason string, at time.Time) error

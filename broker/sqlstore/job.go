@@ -98,12 +98,14 @@ func leaseHeld(res sql.Result, id string) error {
 }
 
 // RenewJob implements broker.Store.
-func (s *Store) RenewJob(ctx context.Context, id string, token int64, expires, now time.Time) (*broker.Job, error) {
+func (s *Store) RenewJob(ctx context.Context, id string, token int64, runner string, expires, now time.Time) (*broker.Job, error) {
 	var j *broker.Job
 	err := s.write(ctx, target{kind: "job", id: id}, func(tx conn) error {
 		res, err := tx.ExecContext(ctx, `UPDATE jobs SET lease_expires = ?, updated_at = ?
-			WHERE id = ? AND state = 'leased' AND token = ? AND lease_expires >= ?`,
-			formatTime(expires), formatTime(now), id, token, formatTime(now))
+			WHERE id = ? AND state = 'leased' AND token = ? AND lease_expires >= ?
+			AND (? = '' OR runner = ? OR substr(runner, 1, ?) = ?)`,
+			formatTime(expires), formatTime(now), id, token, formatTime(now),
+			runner, runner, len(runner)+1, runner+"/")
 		if err != nil {
 			return err
 		}

@@ -228,15 +228,22 @@ func testRenewJob(t *testing.T, s broker.Store) {
 	stale := *j
 	j.Phase = "apply"
 	must(t, "to apply", s.UpdateJob(ctx, j, at(1)))
-	renewed, err := s.RenewJob(ctx, "r", stale.Token, at(5), at(1))
+	_, err = s.RenewJob(ctx, "r", stale.Token, "r", at(5), at(1))
+	wantCode(t, "renew by another runner whose name begins the same", err, broker.ECONFLICT, "")
+	_, err = s.RenewJob(ctx, "r", stale.Token, "r1/", at(5), at(1))
+	wantCode(t, "renew by another runner", err, broker.ECONFLICT, "")
+	renewed, err := s.RenewJob(ctx, "r", stale.Token, "r1", at(5), at(1))
 	must(t, "renew", err)
 	if renewed.Phase != "apply" {
 		t.Errorf("renewing set the phase back to %q", renewed.Phase)
 	}
 	checkTime(t, "renewed lease", renewed.LeaseExpires, at(5))
-	_, err = s.RenewJob(ctx, "r", stale.Token+1, at(6), at(2))
+	if _, err := s.RenewJob(ctx, "r", stale.Token, "", at(5), at(1)); err != nil {
+		t.Errorf("renew for any runner: %v", err)
+	}
+	_, err = s.RenewJob(ctx, "r", stale.Token+1, "", at(6), at(2))
 	wantCode(t, "renew with another token", err, broker.ECONFLICT, "")
-	_, err = s.RenewJob(ctx, "r", stale.Token, at(9), at(6))
+	_, err = s.RenewJob(ctx, "r", stale.Token, "", at(9), at(6))
 	wantCode(t, "renew an expired lease", err, broker.ECONFLICT, "")
 }
 
